@@ -1,0 +1,162 @@
+"""The issue catalogue: every code rosterdrop reports, with its severity.
+
+Codes are a public contract (JSON output, history, email, issues.csv). Add
+codes when needed; never change the meaning of one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class Code(StrEnum):
+    # package
+    ZIP_UNREADABLE = "ZIP_UNREADABLE"
+    ZIP_NESTED_FOLDER = "ZIP_NESTED_FOLDER"
+    ZIP_UNEXPECTED_FILE = "ZIP_UNEXPECTED_FILE"
+    ZIP_UNSAFE = "ZIP_UNSAFE"
+    FORMAT_UNKNOWN = "FORMAT_UNKNOWN"
+    FILE_MISSING = "FILE_MISSING"
+    FILE_NAME_CASE = "FILE_NAME_CASE"
+    FILE_EMPTY = "FILE_EMPTY"
+    FILE_DUPLICATE = "FILE_DUPLICATE"
+    MANIFEST_INVALID = "MANIFEST_INVALID"
+    HEADER_MISSING_COLUMN = "HEADER_MISSING_COLUMN"
+    HEADER_COLUMN_CASE = "HEADER_COLUMN_CASE"
+    HEADER_UNKNOWN_COLUMN = "HEADER_UNKNOWN_COLUMN"
+    HEADER_DUPLICATE_COLUMN = "HEADER_DUPLICATE_COLUMN"
+    ENCODING_INVALID = "ENCODING_INVALID"
+    # records
+    ROW_COLUMN_COUNT = "ROW_COLUMN_COUNT"
+    VALUE_REQUIRED = "VALUE_REQUIRED"
+    VALUE_INVALID = "VALUE_INVALID"
+    VALUE_CASE = "VALUE_CASE"
+    ID_DUPLICATE = "ID_DUPLICATE"
+    REFERENCE_MISSING = "REFERENCE_MISSING"
+    PATCHED_REFERENCE = "PATCHED_REFERENCE"
+    EMAIL_MISSING = "EMAIL_MISSING"
+    EMAIL_INVALID = "EMAIL_INVALID"
+    ENCODING_CONVERTED = "ENCODING_CONVERTED"
+    # sync
+    MATCH_AMBIGUOUS = "MATCH_AMBIGUOUS"
+    ACCOUNT_NAME_FAILED = "ACCOUNT_NAME_FAILED"
+    CHANGE_THRESHOLD = "CHANGE_THRESHOLD"
+    ACCOUNT_LOCAL = "ACCOUNT_LOCAL"
+    UPLOAD_SUPERSEDED = "UPLOAD_SUPERSEDED"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    severity: Severity
+    """The usual severity; a few codes are errors or warnings by field."""
+    title: str
+    """What went wrong, as a heading for the report."""
+    fix: str
+    """What the admin should do about it."""
+
+
+E, W = Severity.ERROR, Severity.WARNING
+
+CATALOGUE: dict[Code, CodeInfo] = {
+    Code.ZIP_UNREADABLE: CodeInfo(
+        E, "The upload is not a readable ZIP file",
+        "Export again and upload the complete ZIP file; a partial or damaged upload cannot be read."),
+    Code.ZIP_NESTED_FOLDER: CodeInfo(
+        E, "The ZIP contains a folder",
+        "Select the CSV files themselves and compress them, not the folder that holds them."),
+    Code.ZIP_UNEXPECTED_FILE: CodeInfo(
+        E, "The ZIP contains a file that is not a CSV file",
+        "Remove every file that is not one of the layout's .csv files and upload again."),
+    Code.ZIP_UNSAFE: CodeInfo(
+        E, "The ZIP was refused as unsafe",
+        "Upload a plain ZIP of CSV files: no links, no encryption, no paths, within the size limits."),
+    Code.FORMAT_UNKNOWN: CodeInfo(
+        E, "The upload layout was not recognised",
+        "Upload either the OneRoster CSV files or the Apple School Manager CSV files, not a mix."),
+    Code.FILE_MISSING: CodeInfo(
+        E, "A required file is missing",
+        "Add the missing file to the export (it may hold only its header row)."),
+    Code.FILE_NAME_CASE: CodeInfo(
+        E, "A file name has the wrong upper/lower case",
+        "Rename the file exactly as expected; names are case sensitive."),
+    Code.FILE_EMPTY: CodeInfo(
+        E, "A required file is empty",
+        "Export the file again with its header row."),
+    Code.FILE_DUPLICATE: CodeInfo(
+        E, "The ZIP holds two files with the same name",
+        "Keep one copy of the file in the ZIP."),
+    Code.MANIFEST_INVALID: CodeInfo(
+        E, "The OneRoster manifest.csv is invalid",
+        "Export a manifest.csv with oneroster.version 1.1 or 1.2 and a file.<name> row for each file."),
+    Code.HEADER_MISSING_COLUMN: CodeInfo(
+        E, "A required column is missing",
+        "Add the column to the file's header row, spelled exactly as the layout defines it."),
+    Code.HEADER_COLUMN_CASE: CodeInfo(
+        E, "A column name has the wrong upper/lower case",
+        "Rename the column exactly as expected; column names are case sensitive."),
+    Code.HEADER_UNKNOWN_COLUMN: CodeInfo(
+        E, "A column is not part of the layout",
+        "Remove the column or rename it to one the layout defines."),
+    Code.HEADER_DUPLICATE_COLUMN: CodeInfo(
+        E, "A column appears twice",
+        "Keep one column of that name in the header row."),
+    Code.ENCODING_INVALID: CodeInfo(
+        E, "A file's text encoding is not supported",
+        "Export the file as UTF-8 (or UTF-16 / Windows-1252)."),
+    Code.ROW_COLUMN_COUNT: CodeInfo(
+        E, "A record has the wrong number of fields",
+        "Check the record for an unbalanced quote or a stray separator."),
+    Code.VALUE_REQUIRED: CodeInfo(
+        E, "A required value is blank",
+        "Fill in the value in the SIS and export again."),
+    Code.VALUE_INVALID: CodeInfo(
+        E, "A value is not allowed",
+        "Correct the value in the SIS and export again."),
+    Code.VALUE_CASE: CodeInfo(
+        W, "A value had the wrong upper/lower case and was corrected",
+        "No action needed; the SIS export should use the exact spelling."),
+    Code.ID_DUPLICATE: CodeInfo(
+        E, "An ID is used twice",
+        "Give every record its own ID in the SIS."),
+    Code.REFERENCE_MISSING: CodeInfo(
+        E, "A reference points to a record that does not exist",
+        "Add the referenced record to the export, or widen the filter that removed it."),
+    Code.PATCHED_REFERENCE: CodeInfo(
+        W, "A dangling instructor or roster reference was removed",
+        "No action needed for this sync; fix the record in the SIS to keep it."),
+    Code.EMAIL_MISSING: CodeInfo(
+        W, "A person has no email address",
+        "Add an email address in the SIS if the account needs one."),
+    Code.EMAIL_INVALID: CodeInfo(
+        W, "An email address is invalid and was dropped",
+        "Correct the email address in the SIS."),
+    Code.ENCODING_CONVERTED: CodeInfo(
+        W, "A file was converted to UTF-8",
+        "No action needed; exporting as UTF-8 avoids the conversion."),
+    Code.MATCH_AMBIGUOUS: CodeInfo(
+        E, "A person matches more than one existing account",
+        "Make the matching fields unique in the SIS, or change duplicates.match_on."),
+    Code.ACCOUNT_NAME_FAILED: CodeInfo(
+        E, "A managed account name could not be made",
+        "Fill in the field the account name format uses, or change account_format."),
+    Code.CHANGE_THRESHOLD: CodeInfo(
+        E, "The sync would deactivate or remove too much and was held",
+        "Check the export; release the run with `rosterdrop approve RUN_ID` or drop it with "
+        "`rosterdrop discard RUN_ID`."),
+    Code.ACCOUNT_LOCAL: CodeInfo(
+        W, "A locally edited account was not updated from the SIS",
+        "No action needed; edit the account locally again if the SIS values should apply."),
+    Code.UPLOAD_SUPERSEDED: CodeInfo(
+        W, "A queued upload was skipped because a newer one arrived",
+        "No action needed."),
+}
+
+
+def default_severity(code: Code) -> Severity:
+    return CATALOGUE[code].severity

@@ -1,0 +1,268 @@
+"""The one settings object, loaded from TOML and validated at start.
+
+``load_settings(path)`` finds the file (``-c``, ``$ROSTERDROP_CONFIG``, then
+``./rosterdrop.toml``); with no file at all the embedded defaults apply: one
+tenant ``demo`` with an SFTP account ``demo`` whose password the daemon
+generates on first start. Unknown keys and wrong types are refused with the
+key's path in the message (``tenants.springfield.guard.min_population: …``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rosterdrop.errors import ConfigError
+
+CONFIG_ENV = "ROSTERDROP_CONFIG"
+DEFAULT_CONFIG_NAME = "rosterdrop.toml"
+DEMO_TENANT = "demo"
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class StoreSettings(_Section):
+    url: str = ""
+    """Empty: SQLite at ``state_dir/rosterdrop.db``."""
+
+
+class BanSettings(_Section):
+    failures: PositiveInt = 10
+    window_seconds: PositiveInt = 300
+    duration_seconds: PositiveInt = 900
+
+
+class SftpSettings(_Section):
+    listen: str = "127.0.0.1:2222"
+    max_upload_bytes: PositiveInt = 2 * 1024**3
+    settle_seconds: Annotated[float, Field(ge=0)] = 2
+    rescan_seconds: Annotated[float, Field(gt=0)] = 60
+    sessions_per_account: PositiveInt = 8
+    login_timeout_seconds: Annotated[float, Field(gt=0)] = 30
+    auth_attempts: PositiveInt = 3
+    ban: BanSettings = BanSettings()
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:2222"`` / ``"[::1]:22"`` → (host, port)."""
+    match = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d{1,5})", value)
+    if not match or not 0 <= int(match.group(2)) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return match.group(1), int(match.group(2))
+
+
+class MailSettings(_Section):
+    from_: str = Field("rosterdrop@localhost", alias="from")
+    smtp_host: str = ""
+    """Empty: mails are written as .eml files to ``state_dir/outbox``."""
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    starttls: bool = True
+    tls: bool = False
+    """Implicit TLS (port 465 style) instead of STARTTLS."""
+    username: str = ""
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30
+    retries: NonNegativeInt = 5
+    attach_max_bytes: PositiveInt = 5 * 1000 * 1000
+
+
+class LogSettings(_Section):
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class LimitSettings(_Section):
+    """Limits on an uploaded ZIP; defaults fit a 1,000,000-student district."""
+
+    max_entries: PositiveInt = 64
+    max_total_bytes: PositiveInt = 8 * 1024**3
+    max_ratio: PositiveInt = 200
+    """Largest uncompressed/compressed ratio of one entry (CSV rarely tops 20)."""
+
+
+class FilterSettings(_Section):
+    schools: list[str] = []
+    roles: list[Literal["student", "staff"]] = ["student", "staff"]
+    active_terms: bool = False
+    ahead_days: NonNegativeInt = 0
+
+
+class PatchSettings(_Section):
+    instructors: bool = True
+    rosters: bool = True
+
+
+MatchField = Literal["first_name", "last_name", "email_address", "person_number", "sis_username"]
+
+
+class DuplicateSettings(_Section):
+    prevent: bool = True
+    match_on: list[MatchField] = ["first_name", "last_name", "email_address"]
+
+
+class GuardSettings(_Section):
+    max_deactivate_percent: Annotated[float, Field(ge=0, le=100)] = 20
+    min_population: NonNegativeInt = 50
+
+
+class SftpAccount(_Section):
+    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    password_hash: str = ""
+    authorized_keys: list[str] = []
+
+
+class TenantSettings(_Section):
+    name: str = ""
+    report_to: list[str] = []
+    account_format: str = "{first_name}.{last_name}"
+    account_domain: str = "appleid.example"
+    retention_days: NonNegativeInt = 120
+    filter: FilterSettings = FilterSettings()
+    patch: PatchSettings = PatchSettings()
+    duplicates: DuplicateSettings = DuplicateSettings()
+    guard: GuardSettings = GuardSettings()
+    accounts: list[SftpAccount] = []
+
+    @field_validator("account_format")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        allowed = {
+            "first_name", "last_name", "middle_name", "first_initial",
+            "person_number", "sis_username", "person_id",
+        }
+        used = set(re.findall(r"\{([^{}]*)\}", value))
+        unknown = used - allowed
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {', '.join(sorted(unknown))}; "
+                f"use {', '.join('{' + f + '}' for f in sorted(allowed))}"
+            )
+        return value
+
+
+TENANT_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class Settings(_Section):
+    state_dir: Path = Path("./rosterdrop-data")
+    workers: PositiveInt = 2
+    store: StoreSettings = StoreSettings()
+    sftp: SftpSettings = SftpSettings()
+    mail: MailSettings = MailSettings()
+    log: LogSettings = LogSettings()
+    limits: LimitSettings = LimitSettings()
+    tenants: dict[str, TenantSettings] = {}
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, populate_by_name=True
+    )
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        return Path(value) if isinstance(value, str) else value
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_keys(cls, value: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
+        for key in value:
+            if not TENANT_KEY.match(key):
+                raise ValueError(
+                    f"tenant key {key!r} must be lower-case letters, digits, '-' or '_'"
+                )
+        seen: dict[str, str] = {}
+        for key, tenant in value.items():
+            for account in tenant.accounts:
+                if account.username in seen:
+                    raise ValueError(
+                        f"SFTP username {account.username!r} is used by tenants "
+                        f"{seen[account.username]!r} and {key!r}"
+                    )
+                seen[account.username] = key
+        return value
+
+    def tenant(self, key: str) -> TenantSettings:
+        from rosterdrop.errors import NotFound
+
+        try:
+            return self.tenants[key]
+        except KeyError:
+            known = ", ".join(sorted(self.tenants)) or "none"
+            raise NotFound(f"unknown tenant {key!r} (configured: {known})") from None
+
+    @property
+    def smtp_password(self) -> str:
+        return os.environ.get("ROSTERDROP_SMTP_PASSWORD", "")
+
+    @property
+    def database_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.state_dir / 'rosterdrop.db'}"
+
+
+def embedded_defaults() -> Settings:
+    """What runs with no config file: one ``demo`` tenant, everything local."""
+    return Settings(
+        tenants={
+            DEMO_TENANT: TenantSettings(
+                name="Demo District",
+                report_to=["admin@demo.example"],
+                accounts=[SftpAccount(username=DEMO_TENANT)],
+            )
+        }
+    )
+
+
+def find_config(explicit: str | Path | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+def load_settings(explicit: str | Path | None = None) -> Settings:
+    path = find_config(explicit)
+    if path is None:
+        return embedded_defaults()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    return parse_settings(data, source=str(path))
+
+
+def parse_settings(data: dict[str, Any], source: str = "config") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        path = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            parts.append(f"{path}: unknown key")
+        else:
+            parts.append(f"{path}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,53 @@
+"""The one exception tree of rosterdrop.
+
+Problems found *in the data* of an upload are not exceptions: they are issues
+(see ``issues.py``) collected into the run's report. Exceptions are for the
+cases where rosterdrop itself cannot go on::
+
+    RosterdropError
+    ├── ConfigError          the TOML config is unreadable or invalid
+    ├── UsageError           a command was called with arguments that cannot work
+    │   └── NotFound         an unknown tenant, run id or person
+    ├── InputError           a path cannot be read or written
+    ├── StoreError           the database failed or is not reachable
+    ├── MailError            a report email could not be delivered
+    └── SftpError            the SFTP server could not start
+
+Foreign exceptions (zipfile, polars, SQLAlchemy, smtplib, asyncssh, OSError)
+are translated where they enter, ``raise StoreError(...) from exc``, so callers
+only ever catch ours.
+"""
+
+from __future__ import annotations
+
+
+class RosterdropError(Exception):
+    """Base of every error rosterdrop raises on purpose."""
+
+
+class ConfigError(RosterdropError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class UsageError(RosterdropError):
+    """A command cannot run with the arguments it was given."""
+
+
+class NotFound(UsageError):
+    """A tenant, run or person named on the command line does not exist."""
+
+
+class InputError(RosterdropError):
+    """A file or folder cannot be read or written."""
+
+
+class StoreError(RosterdropError):
+    """The directory database failed."""
+
+
+class MailError(RosterdropError):
+    """A report email could not be sent."""
+
+
+class SftpError(RosterdropError):
+    """The SFTP server could not start or serve."""
