@@ -1,0 +1,191 @@
+"""References after filtering: errors for the ones patching cannot fix, and
+Patch Data for dangling instructors and roster rows (pipeline.md "Patch")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from rosterdrop.codes import Code
+from rosterdrop.config import PatchSettings
+from rosterdrop.issues import IssueLog
+from rosterdrop.model import Model
+
+ASM_FIELDS = {
+    "class.course": "course_id", "class.location": "location_id",
+    "course.location": "location_id", "person.location": "location_id",
+    "class.term": "termSourcedIds", "roster.class": "class_id", "roster.student": "student_id",
+}
+ONEROSTER_FIELDS = {
+    "class.course": "courseSourcedId", "class.location": "schoolSourcedId",
+    "course.location": "orgSourcedId", "person.location": "orgSourcedIds",
+    "class.term": "termSourcedIds", "roster.class": "classSourcedId",
+    "roster.student": "userSourcedId",
+}
+TARGET_FILE = {
+    "asm": {"courses": "courses.csv", "locations": "locations.csv", "terms": "—",
+            "classes": "classes.csv", "people": "students.csv/staff.csv"},
+    "oneroster": {"courses": "courses.csv", "locations": "orgs.csv",
+                  "terms": "academicSessions.csv", "classes": "classes.csv",
+                  "people": "users.csv"},
+}
+SINGULAR = {"courses": "course", "locations": "location", "terms": "term",
+            "classes": "class", "people": "person"}
+
+
+@dataclass
+class Patched:
+    model: Model
+    counts: dict[str, int]
+    summary: list[pl.DataFrame]
+
+
+def _ids(model: Model, kind: str, id_column: str) -> pl.Series:
+    return model.frame(kind)[id_column]
+
+
+def _dangling_message(field: str, target: str, family: str, gone: pl.DataFrame | None,
+                      fix: str) -> pl.Expr:
+    missing = pl.format(
+        "{} line {}: " + field + " '{}' names a " + SINGULAR[target] + " that is not in "
+        + TARGET_FILE[family][target] + "; " + fix,
+        pl.col("_file"), pl.col("_line"), pl.col("_ref"),
+    )
+    if gone is None or gone.height == 0:
+        return missing
+    return (
+        pl.when(pl.col("_reason").is_not_null())
+        .then(pl.format(
+            "{} line {}: " + field + " '{}' names a " + SINGULAR[target]
+            + " that was removed by a filter ({}); widen that filter in the tenant settings "
+            "or correct the reference in the SIS.",
+            pl.col("_file"), pl.col("_line"), pl.col("_ref"), pl.col("_reason"),
+        ))
+        .otherwise(missing)
+    )
+
+
+def check_references(model: Model, family: str, gone: dict[str, pl.DataFrame],
+                     issues: IssueLog) -> None:
+    """REFERENCE_MISSING for references patching does not handle."""
+    fields = ASM_FIELDS if family == "asm" else ONEROSTER_FIELDS
+    fix = "add the record to the export or correct the reference in the SIS."
+
+    def check(source: pl.DataFrame, ref: pl.Expr, target: str, target_id: str,
+              key: str) -> None:
+        if target in model.delta:
+            return  # the store may hold it; the plan decides
+        valid = _ids(model, target, target_id)
+        refs = source.with_columns(ref.alias("_ref")).filter(
+            pl.col("_ref").is_not_null() & ~pl.col("_ref").is_in(valid.implode())
+        )
+        if refs.height == 0:
+            return
+        reasons = gone.get(target)
+        if reasons is not None and reasons.height:
+            refs = refs.join(
+                reasons.unique("id").rename({"id": "_ref", "reason": "_reason"}),
+                on="_ref", how="left",
+            )
+        issues.extend(
+            refs.select(
+                pl.col("_file").alias("file"), pl.col("_line").alias("line"),
+                pl.lit(fields[key]).alias("column"), pl.col("_ref").alias("value"),
+                _dangling_message(fields[key], target, family, reasons, fix).alias("message"),
+            ),
+            Code.REFERENCE_MISSING,
+        )
+
+    live = pl.col("active")
+    classes = model.classes.filter(live)
+    courses = model.courses.filter(live)
+    check(classes, pl.col("course_id"), "courses", "course_id", "class.course")
+    check(classes, pl.col("location_id"), "locations", "location_id", "class.location")
+    check(courses, pl.col("location_id"), "locations", "location_id", "course.location")
+    people = model.people.filter(live).explode("location_ids")
+    check(people, pl.col("location_ids"), "locations", "location_id", "person.location")
+    if family != "asm":
+        terms = classes.explode("term_ids")
+        check(terms, pl.col("term_ids"), "terms", "term_id", "class.term")
+
+
+def apply_patch(model: Model, settings: PatchSettings, family: str,
+                gone: dict[str, pl.DataFrame], issues: IssueLog) -> Patched:
+    """Drop instructor and roster references to records that are missing or not active."""
+    counts: dict[str, int] = {}
+    summary: list[pl.DataFrame] = []
+    fields = ASM_FIELDS if family == "asm" else ONEROSTER_FIELDS
+    people = model.people.filter(pl.col("active"))
+    staff = people.filter(pl.col("role") == "staff")["person_id"].implode()
+    students = people.filter(pl.col("role") == "student")["person_id"].implode()
+    classes = model.classes.filter(pl.col("active"))["class_id"].implode()
+    gone_reasons = pl.concat(
+        [g.unique("id") for k, g in gone.items() if k in ("people", "classes")]
+        or [pl.DataFrame(schema={"id": pl.String, "reason": pl.String})]
+    ).unique("id")
+
+    def patch(kind: str, checks: list[tuple[pl.Expr, str, str, str]], enabled: bool) -> None:
+        nonlocal model
+        frame = model.frame(kind)
+        # Tombstones in a delta remove rows; they need no live target.
+        frame = frame.with_columns(pl.lit(None, pl.String).alias("_field"),
+                                   pl.lit(None, pl.String).alias("_ref"),
+                                   pl.lit(None, pl.String).alias("_what"))
+        for bad, column, field, what in checks:
+            hit = bad & pl.col("active") & pl.col("_field").is_null()
+            label = pl.col(field) if field.startswith("_") else pl.lit(field)
+            frame = frame.with_columns(
+                pl.when(hit).then(label).otherwise(pl.col("_field")).alias("_field"),
+                pl.when(hit).then(pl.col(column)).otherwise(pl.col("_ref")).alias("_ref"),
+                pl.when(hit).then(pl.lit(what)).otherwise(pl.col("_what")).alias("_what"),
+            )
+        dropped = frame.filter(pl.col("_field").is_not_null()).join(
+            gone_reasons.rename({"id": "_ref", "reason": "_reason"}), on="_ref", how="left"
+        )
+        model = model.with_frames(
+            **{kind: frame.filter(pl.col("_field").is_null()).drop("_field", "_ref", "_what")}
+        )
+        if dropped.height == 0:
+            return
+        why = (
+            pl.when(pl.col("_reason").is_not_null())
+            .then(pl.format("{} '{}' was removed by a filter ({})", pl.col("_what"),
+                            pl.col("_ref"), pl.col("_reason")))
+            .otherwise(pl.format("{} '{}' does not exist or is not active", pl.col("_what"),
+                                 pl.col("_ref")))
+        )
+        record = "roster_id" if kind == "rosters" else "class_id"
+        outcome = ("it was removed for this sync" if enabled
+                   else "turn on patching or correct the SIS")
+        issues.extend(
+            dropped.select(
+                pl.col("_file").alias("file"), pl.col("_line").alias("line"),
+                pl.col("_field").alias("column"), pl.col("_ref").alias("value"),
+                pl.format("{} line {}: {}; " + outcome + ".", pl.col("_file"),
+                          pl.col("_line"), why).alias("message"),
+            ),
+            Code.PATCHED_REFERENCE if enabled else Code.REFERENCE_MISSING,
+        )
+        counts[kind] = dropped.height
+        summary.append(dropped.select(
+            pl.col("_file").alias("file"), pl.col("_line").alias("line"),
+            pl.col(record).alias("record_id"), pl.col("_field").alias("field"),
+            pl.col("_ref").alias("value"), why.alias("reason"),
+        ))
+
+    instructor_checks = []
+    roster_checks = []
+    if "people" not in model.delta:
+        instructor_checks.append((~pl.col("person_id").is_in(staff), "person_id",
+                                  "_column", "staff member"))
+        roster_checks.append((~pl.col("student_id").is_in(students), "student_id",
+                              fields["roster.student"], "student"))
+    if "classes" not in model.delta:
+        instructor_checks.insert(0, (~pl.col("class_id").is_in(classes), "class_id",
+                                     "class_id", "class"))
+        roster_checks.insert(0, (~pl.col("class_id").is_in(classes), "class_id",
+                                 fields["roster.class"], "class"))
+    patch("instructors", instructor_checks, settings.instructors)
+    patch("rosters", roster_checks, settings.rosters)
+    return Patched(model, counts, summary)

@@ -1,0 +1,94 @@
+"""Checks on people that span files or need the mapped model: IDs and emails."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from rosterdrop.codes import Code
+from rosterdrop.issues import IssueLog
+from rosterdrop.model import Model
+
+EMAIL_PATTERN = r"^[^@\s,;<>()\[\]\\\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+
+
+def _email_column() -> pl.Expr:
+    return (
+        pl.when(pl.col("_file") == "users.csv").then(pl.lit("email"))
+        .otherwise(pl.lit("email_address"))
+    )
+
+
+def check_people(model: Model, issues: IssueLog) -> Model:
+    """person_id unique across students and staff; emails present and usable.
+
+    Invalid emails are dropped for this sync (warnings), so the returned
+    model carries only emails managed accounts can use.
+    """
+    people = model.people
+    _check_cross_file_ids(people, issues)
+
+    email = pl.col("email_address")
+    missing = people.filter(email.is_null())
+    issues.extend(
+        missing.select(
+            pl.col("_file").alias("file"), pl.col("_line").alias("line"),
+            _email_column().alias("column"),
+            pl.format(
+                "{} line {}: {} {} has no email address, so accounts that need one cannot "
+                "be made; add the email in the SIS if needed.",
+                pl.col("_file"), pl.col("_line"), pl.col("role"), pl.col("person_id"),
+            ).alias("message"),
+        ),
+        Code.EMAIL_MISSING,
+    )
+    apostrophe = email.str.contains("'", literal=True) | email.str.contains("’", literal=True)
+    malformed = ~email.str.contains(EMAIL_PATTERN) | email.str.contains("..", literal=True)
+    bad = people.filter(email.is_not_null() & (apostrophe | malformed))
+    issues.extend(
+        bad.select(
+            pl.col("_file").alias("file"), pl.col("_line").alias("line"),
+            _email_column().alias("column"), email.alias("value"),
+            pl.when(apostrophe)
+            .then(pl.format(
+                "{} line {}: email '{}' contains an apostrophe, which managed accounts do "
+                "not support; correct the email in the SIS and sync again.",
+                pl.col("_file"), pl.col("_line"), email))
+            .otherwise(pl.format(
+                "{} line {}: email '{}' is not a valid email address and was left out of "
+                "this sync; correct it in the SIS.",
+                pl.col("_file"), pl.col("_line"), email))
+            .alias("message"),
+        ),
+        Code.EMAIL_INVALID,
+    )
+    if bad.height:
+        people = people.with_columns(
+            pl.when(apostrophe | malformed).then(None).otherwise(email).alias("email_address")
+        )
+    return model.with_frames(people=people)
+
+
+def _check_cross_file_ids(people: pl.DataFrame, issues: IssueLog) -> None:
+    """A person_id may not name both a student and a staff member."""
+    both = people.filter(pl.col("person_id").is_duplicated()).filter(
+        pl.col("_file").n_unique().over("person_id") > 1
+    )
+    if both.height == 0:
+        return
+    first = both.group_by("person_id").agg(
+        pl.col("_file").first().alias("_other_file"), pl.col("_line").first().alias("_other")
+    )
+    later = both.join(first, on="person_id").filter(pl.col("_file") != pl.col("_other_file"))
+    issues.extend(
+        later.select(
+            pl.col("_file").alias("file"), pl.col("_line").alias("line"),
+            pl.lit("person_id").alias("column"), pl.col("person_id").alias("value"),
+            pl.format(
+                "{} line {}: person_id '{}' is also used in {} line {}; a person_id must be "
+                "unique across students and staff, so correct one of them in the SIS.",
+                pl.col("_file"), pl.col("_line"), pl.col("person_id"),
+                pl.col("_other_file"), pl.col("_other"),
+            ).alias("message"),
+        ),
+        Code.ID_DUPLICATE,
+    )
