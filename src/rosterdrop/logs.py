@@ -1,0 +1,58 @@
+"""Logging set-up: structlog events as JSON lines for ops, pretty on a terminal.
+
+Only the entry points (CLI, daemon) call ``configure_logging``; library
+modules just ``structlog.get_logger(...)``. Standard-library loggers
+(asyncssh, SQLAlchemy, watchdog) go through the same renderer, so one stream
+of JSON lines carries everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+from rosterdrop.config import LogSettings
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+NOISY = {"asyncssh": logging.WARNING, "sqlalchemy": logging.WARNING,
+         "watchdog": logging.WARNING, "mail.log": logging.WARNING}
+
+
+def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
+    out = stream or sys.stdout
+    console = settings.format == "console"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS[settings.level])
+    for name, level in NOISY.items():
+        logging.getLogger(name).setLevel(max(level, LEVELS[settings.level]))

@@ -1,0 +1,106 @@
+"""Settings: TOML loading, defaults, and refusals with the key's path."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from rosterdrop.config import (
+    Settings,
+    TenantSettings,
+    embedded_defaults,
+    load_settings,
+    parse_settings,
+)
+from rosterdrop.errors import ConfigError, NotFound
+
+EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys = set()
+    for name, info in model.model_fields.items():
+        key = prefix + (info.alias or name)
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= _keys(annotation, key + ".")
+        else:
+            keys.add(key)
+    return keys
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in data.items():
+        if isinstance(value, dict):
+            keys |= _flatten(value, prefix + key + ".")
+        else:
+            keys.add(prefix + key)
+    return keys
+
+
+def test_example_config_documents_every_key() -> None:
+    """config.example.toml loads and names every settings key (tenant keys included)."""
+    data = tomllib.loads(EXAMPLE.read_text())
+    settings = load_settings(EXAMPLE)
+    assert "springfield" in settings.tenants
+    tenant = data.pop("tenants")["springfield"]
+    accounts = tenant.pop("accounts")
+    top = _keys(Settings) - {"tenants"}
+    assert _flatten(data) == top
+    assert _flatten(tenant) == _keys(TenantSettings) - {"accounts"}
+    assert set(accounts[0]) == {"username", "password_hash", "authorized_keys"}
+
+
+def test_unknown_key_refused_with_path(tmp_path: Path) -> None:
+    """An unknown key is refused and the message gives its dotted path."""
+    path = tmp_path / "c.toml"
+    path.write_text('[tenants.a.guard]\nmax_deactivate_pct = 5\n')
+    with pytest.raises(ConfigError, match=r"tenants\.a\.guard\.max_deactivate_pct: unknown key"):
+        load_settings(path)
+
+
+def test_wrong_type_refused_with_path() -> None:
+    """A string where a number belongs is refused with the key's path."""
+    with pytest.raises(ConfigError, match=r"sftp\.ban\.failures"):
+        parse_settings({"sftp": {"ban": {"failures": "ten"}}})
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    """Unreadable or invalid TOML is a ConfigError naming the file."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("state_dir = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_embedded_defaults_have_demo_tenant(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """With no file anywhere, one demo tenant with an SFTP account demo applies."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ROSTERDROP_CONFIG", raising=False)
+    settings = load_settings(None)
+    assert settings == embedded_defaults()
+    assert [a.username for a in settings.tenant("demo").accounts] == ["demo"]
+    assert settings.database_url.endswith("rosterdrop-data/rosterdrop.db")
+
+
+def test_unknown_tenant_and_bad_values() -> None:
+    """Unknown tenants, bad tenant keys, shared usernames and bad formats are refused."""
+    with pytest.raises(NotFound, match="unknown tenant 'x'"):
+        embedded_defaults().tenant("x")
+    with pytest.raises(ConfigError, match="tenant key"):
+        parse_settings({"tenants": {"Bad Key": {}}})
+    with pytest.raises(ConfigError, match="used by tenants"):
+        parse_settings({"tenants": {"a": {"accounts": [{"username": "u"}]},
+                                    "b": {"accounts": [{"username": "u"}]}}})
+    with pytest.raises(ConfigError, match="unknown field"):
+        parse_settings({"tenants": {"a": {"account_format": "{nickname}"}}})
+    with pytest.raises(ConfigError, match="listen"):
+        parse_settings({"sftp": {"listen": "nowhere"}})
