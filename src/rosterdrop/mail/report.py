@@ -1,0 +1,543 @@
+"""The report email of a run, built from its run document.
+
+``build_report_email`` is pure: it reads the templates and the attachment
+files, and nothing else (the clock only when ``now`` is not given). Every
+value that came from an upload (file names, issue values, messages) is
+cleaned of control characters and shortened before it reaches a template, and
+the HTML template escapes everything (Jinja2 autoescape).
+
+The templates get a small view model (``_View``) rather than the raw run
+document, so they only lay things out and never compute.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from rosterdrop.codes import CATALOGUE, Code, Severity
+from rosterdrop.config import MailSettings, TenantSettings
+
+RUN_HEADER = "X-Rosterdrop-Run"
+STATUS_HEADER = "X-Rosterdrop-Status"
+
+MAX_EXAMPLES = 20
+"""Examples shown per code in the email (the run document holds up to 100)."""
+DOCUMENT_EXAMPLES = 100
+"""Examples per code in the run document: a shorter list is complete."""
+MAX_VALUE_CHARS = 200
+MAX_MESSAGE_CHARS = 600
+
+METRICS = (
+    "received", "filtered", "patched", "created", "updated", "deactivated", "removed",
+    "unchanged",
+)
+KIND_ORDER = ("locations", "students", "staff", "courses", "classes", "rosters")
+
+# status → (label for the heading, accent colour of the HTML card)
+_STATUS_STYLE = {
+    "completed": ("Sync completed", "#15803d"),
+    "completed_with_warnings": ("Sync completed with warnings", "#b45309"),
+    "failed": ("Sync failed", "#b91c1c"),
+    "held": ("Sync held for approval", "#6d28d9"),
+    "unchanged": ("Upload unchanged", "#4b5563"),
+}
+
+# C0/C1 controls and the bidirectional overrides that can make a value read
+# differently from what it is ("Trojan source").
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_BACKTICKED = re.compile(r"`([^`]*)`")
+_HEADER_SAFE = re.compile(r"[^A-Za-z0-9._:-]")
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of prose: plain text, or a command shown as code."""
+
+    text: str
+    code: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CountRow:
+    label: str
+    total: str
+    detail: str
+    """Per kind, zeros left out: ``students 1,000 · staff 80``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    where: str
+    """``users.csv, line 812, column email`` (whatever is known)."""
+    value: str | None
+    """None: the issue has no value; ``""`` is shown as blank."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssueGroup:
+    code: str
+    severity: str
+    title: str
+    count: int
+    count_text: str
+    examples: list[Example]
+    fix: list[Segment]
+
+    @property
+    def not_shown(self) -> int:
+        return self.count - len(self.examples)
+
+
+@dataclass(frozen=True, slots=True)
+class Omitted:
+    """An attachment too large to send: the admin fetches it instead."""
+
+    name: str
+    size: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    subject: str
+    tenant_name: str
+    status: str
+    status_label: str
+    accent: str
+    headline: str
+    dry_run: bool
+    counts_caption: str
+    count_rows: list[CountRow]
+    error_count: str
+    warning_count: str
+    errors: list[IssueGroup]
+    warnings: list[IssueGroup]
+    next_steps: list[list[Segment]]
+    details: list[tuple[str, str]]
+    files_ignored: list[str]
+    attached: list[str]
+    omitted: list[Omitted]
+    attach_limit: str
+    max_examples: int
+
+
+def build_report_email(
+    run: Mapping[str, Any],
+    tenant: TenantSettings,
+    mail: MailSettings,
+    attachments: Mapping[str, Path],
+    artifacts_hint: str,
+    *,
+    now: datetime | None = None,
+) -> EmailMessage:
+    """The report email of one finished run.
+
+    ``run`` is the run document (the ``sync --json`` shape plus ``run_id``,
+    ``tenant``, ``status``, ``changes``, ``filtered``, ``patched``);
+    ``attachments`` maps an attachment name (``issues.csv``) to its file;
+    ``artifacts_hint`` is where the admin finds the run's artifacts, as a
+    folder they can reach (``reports/<run-id>/``): oversized attachments are
+    named relative to it. Missing or empty (header-only) attachment files are
+    left out; files over ``mail.attach_max_bytes`` are named, not attached.
+    """
+    run_id = str(run.get("run_id") or "")
+    status = str(run.get("status") or "failed")
+    tenant_name = _clean(tenant.name or str(run.get("tenant") or ""), 120) or "rosterdrop"
+    totals = _issue_totals(run)
+    n_errors = sum(n for (severity, _), n in totals.items() if severity == Severity.ERROR)
+    n_warnings = sum(n for (severity, _), n in totals.items() if severity == Severity.WARNING)
+    subject = _subject(tenant_name, status, n_errors, n_warnings, bool(run.get("dry_run")))
+
+    files, omitted = _read_attachments(attachments, mail.attach_max_bytes, artifacts_hint)
+    view = _View(
+        subject=subject,
+        tenant_name=tenant_name,
+        status=status,
+        status_label=_STATUS_STYLE.get(status, (f"Sync {_clean(status, 40)}", ""))[0],
+        accent=_STATUS_STYLE.get(status, ("", "#4b5563"))[1],
+        headline=_headline(run, status, n_errors, n_warnings),
+        dry_run=bool(run.get("dry_run")),
+        counts_caption=_counts_caption(status, bool(run.get("dry_run"))),
+        count_rows=_count_rows(run),
+        error_count=f"{n_errors:,}",
+        warning_count=f"{n_warnings:,}",
+        errors=_groups(run.get("errors"), Severity.ERROR, totals, run_id),
+        warnings=_groups(run.get("warnings"), Severity.WARNING, totals, run_id),
+        next_steps=_next_steps(status, run_id, n_warnings, bool(run.get("dry_run"))),
+        details=_details(run, run_id, artifacts_hint),
+        files_ignored=[_clean(str(f), MAX_VALUE_CHARS) for f in run.get("files_ignored") or []],
+        attached=[name for name, _ in files],
+        omitted=omitted,
+        attach_limit=_size(mail.attach_max_bytes),
+        max_examples=MAX_EXAMPLES,
+    )
+    text_env, html_env = _environments()
+
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = mail.from_
+    if tenant.report_to:
+        message["To"] = ", ".join(tenant.report_to)
+    message["Date"] = format_datetime(now or datetime.now(UTC))
+    message["Message-ID"] = make_msgid(
+        idstring=_HEADER_SAFE.sub("", run_id)[:64] or None, domain=_domain(mail.from_)
+    )
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
+    if run_id:
+        message[RUN_HEADER] = _HEADER_SAFE.sub("_", run_id)[:128]
+    message[STATUS_HEADER] = _HEADER_SAFE.sub("_", status)
+    message.set_content(text_env.get_template("report.txt.j2").render(v=view))
+    message.add_alternative(
+        html_env.get_template("report.html.j2").render(v=view), subtype="html"
+    )
+    for name, data in files:
+        maintype, subtype = _mime_type(name)
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return message
+
+
+# --- subject and prose -------------------------------------------------------
+
+
+def _subject(tenant_name: str, status: str, errors: int, warnings: int, dry_run: bool) -> str:
+    if status == "completed_with_warnings":
+        what = f"sync completed with {_plural(warnings, 'warning')}" if warnings else (
+            "sync completed with warnings")
+    elif status == "completed":
+        what = "sync completed"
+    elif status == "failed":
+        what = f"sync failed with {_plural(errors, 'error')}" if errors else "sync failed"
+    elif status == "held":
+        what = "sync held for approval"
+    elif status == "unchanged":
+        what = "upload unchanged"
+    else:
+        what = f"sync {_clean(status, 40)}"
+    return f"[rosterdrop] {tenant_name}: {what}{' (dry run)' if dry_run else ''}"
+
+
+def _headline(run: Mapping[str, Any], status: str, errors: int, warnings: int) -> str:
+    """What happened, in one sentence."""
+    name = run.get("file")
+    upload = f"The upload {_clean(str(name), 120)}" if name else "The upload"
+    changes = _change_totals(run)
+    summary = (
+        f"{changes['created']:,} created, {changes['updated']:,} updated, "
+        f"{changes['deactivated']:,} deactivated and {changes['removed']:,} removed"
+    )
+    nothing = not any(changes.values())
+    dry_run = bool(run.get("dry_run"))
+    applied = "was checked in a dry run" if dry_run else "was applied"
+    if status == "completed":
+        if nothing:
+            return f"{upload} {applied}; nothing needed to change."
+        return f"{upload} {applied}: {summary}."
+    if status == "completed_with_warnings":
+        if nothing:
+            return (f"{upload} {applied} with {_plural(warnings, 'warning')}; "
+                    "nothing needed to change.")
+        return f"{upload} {applied} with {_plural(warnings, 'warning')}: {summary}."
+    if status == "failed":
+        because = f" because of {_plural(errors, 'error')}" if errors else ""
+        return f"{upload} was not applied{because}; nothing in the directory changed."
+    if status == "held":
+        return (f"{upload} was held and not applied: it would deactivate or remove more "
+                "than the change threshold allows.")
+    if status == "unchanged":
+        return f"{upload} is identical to the last applied upload, so nothing was changed."
+    return f"{upload} ended with status {_clean(status, 40)}."
+
+
+def _counts_caption(status: str, dry_run: bool) -> str:
+    if status == "held":
+        return "What the sync would change (nothing applied)"
+    if status == "failed":
+        return "Counts (nothing applied)"
+    if dry_run:
+        return "What the sync would change (dry run, nothing applied)"
+    return "Counts"
+
+
+def _next_steps(status: str, run_id: str, warnings: int, dry_run: bool) -> list[list[Segment]]:
+    shown = run_id or "RUN_ID"
+    if status == "held":
+        return [
+            [Segment("Check the export and the changes above.")],
+            [Segment("If they are expected, release the run: "),
+             Segment(f"rosterdrop approve {shown}", code=True)],
+            [Segment("If not, drop it: "), Segment(f"rosterdrop discard {shown}", code=True),
+             Segment(" (a newer upload also discards it).")],
+        ]
+    if status == "failed":
+        return [[Segment("Fix the errors above in the SIS, export again and upload the new "
+                         "ZIP. Nothing was changed, so the directory still holds the last "
+                         "applied upload.")]]
+    steps: list[list[Segment]] = []
+    if dry_run:
+        steps.append([Segment("This was a dry run: run the sync without --dry-run to apply it.")])
+    if status == "completed_with_warnings" or warnings:
+        steps.append([Segment("Nothing is blocked. Review the warnings below; records they "
+                              "name were dropped or corrected for this sync. Fix them in the "
+                              "SIS and the next upload picks the fixes up.")])
+    elif not dry_run:
+        steps.append([Segment("Nothing to do.")])
+    return steps
+
+
+def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str) -> list[tuple[str, str]]:
+    rows = [("Run id", run_id or "(none)")]
+    if run.get("tenant"):
+        rows.append(("Tenant", _clean(str(run["tenant"]), 80)))
+    if run.get("file"):
+        rows.append(("File", _clean(str(run["file"]), MAX_VALUE_CHARS)))
+    rows.append(("Layout", _clean(str(run.get("layout") or "not recognised"), 40)))
+    if run.get("sha256"):
+        rows.append(("SHA-256", _clean(str(run["sha256"]), 80)))
+    if artifacts_hint:
+        rows.append(("Files for this run", _clean(artifacts_hint, MAX_VALUE_CHARS)))
+    return rows
+
+
+# --- counts ------------------------------------------------------------------
+
+
+def _per_kind(value: Any) -> dict[str, int]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): int(n) for k, n in value.items() if isinstance(n, int | float)}
+
+
+def _metric(run: Mapping[str, Any], metric: str) -> dict[str, int]:
+    if metric == "received":
+        return _per_kind(run.get("counts"))
+    if metric in ("filtered", "patched"):
+        return _per_kind(run.get(metric))
+    changes = run.get("changes")
+    return _per_kind(changes.get(metric)) if isinstance(changes, Mapping) else {}
+
+
+def _change_totals(run: Mapping[str, Any]) -> dict[str, int]:
+    return {m: sum(_metric(run, m).values()) for m in ("created", "updated", "deactivated",
+                                                       "removed")}
+
+
+def _kind_key(kind: str) -> tuple[int, str]:
+    return (KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER), kind)
+
+
+def _count_rows(run: Mapping[str, Any]) -> list[CountRow]:
+    rows = []
+    for metric in METRICS:
+        per_kind = _metric(run, metric)
+        detail = " · ".join(
+            f"{_clean(kind, 40)} {n:,}"
+            for kind, n in sorted(per_kind.items(), key=lambda kv: _kind_key(kv[0]))
+            if n
+        )
+        rows.append(CountRow(metric.capitalize(), f"{sum(per_kind.values()):,}", detail))
+    return rows
+
+
+# --- issues ------------------------------------------------------------------
+
+
+def _issue_list(value: Any) -> list[Mapping[str, Any]]:
+    return [i for i in value if isinstance(i, Mapping)] if isinstance(value, list) else []
+
+
+def _issue_totals(run: Mapping[str, Any]) -> dict[tuple[str, str], int]:
+    """Complete counts per (severity, code).
+
+    ``issue_counts`` is per code only, and a few codes (``VALUE_INVALID``) are
+    errors or warnings by field. A code's example list shorter than
+    ``DOCUMENT_EXAMPLES`` is complete, which settles the split; when both
+    lists are full the rest of the count goes to the errors.
+    """
+    listed = {
+        severity: Counter(str(i.get("code")) for i in _issue_list(run.get(key)))
+        for severity, key in ((Severity.ERROR, "errors"), (Severity.WARNING, "warnings"))
+    }
+    counts = run.get("issue_counts")
+    counts = counts if isinstance(counts, Mapping) else {}
+    totals: dict[tuple[str, str], int] = {}
+    for code in set(map(str, counts)) | set(listed[Severity.ERROR]) | set(
+        listed[Severity.WARNING]
+    ):
+        errors, warnings = listed[Severity.ERROR][code], listed[Severity.WARNING][code]
+        total = max(int(counts.get(code, 0) or 0), errors + warnings)
+        if errors and warnings:
+            # a list shorter than the document's cap is complete
+            if errors < DOCUMENT_EXAMPLES:
+                warnings = total - errors
+            else:
+                errors = total - warnings
+        elif errors:
+            errors = total
+        elif warnings:
+            warnings = total
+        elif code in Code.__members__:
+            if CATALOGUE[Code(code)].severity == Severity.ERROR:
+                errors = total
+            else:
+                warnings = total
+        else:
+            errors = total
+        if errors:
+            totals[(Severity.ERROR, code)] = errors
+        if warnings:
+            totals[(Severity.WARNING, code)] = warnings
+    return totals
+
+
+def _code_key(code: str) -> tuple[int, str]:
+    """Catalogue order: package problems, then records, then sync; root causes first."""
+    members = list(Code.__members__)
+    return (members.index(code) if code in members else len(members), code)
+
+
+def _groups(
+    issues: Any, severity: Severity, totals: Mapping[tuple[str, str], int], run_id: str
+) -> list[IssueGroup]:
+    by_code: dict[str, list[Mapping[str, Any]]] = {}
+    for issue in _issue_list(issues):
+        by_code.setdefault(str(issue.get("code")), []).append(issue)
+    for (sev, code) in totals:
+        if sev == severity:
+            by_code.setdefault(code, [])
+    groups = []
+    for code in sorted(by_code, key=_code_key):
+        info = CATALOGUE.get(Code(code)) if code in Code.__members__ else None
+        count = max(totals.get((severity, code), 0), len(by_code[code]))
+        fix = info.fix.replace("RUN_ID", run_id) if info and run_id else info.fix if info else ""
+        groups.append(
+            IssueGroup(
+                code=_clean(code, 60),
+                severity=severity.value,
+                title=info.title if info else _clean(code, 60),
+                count=count,
+                count_text=_plural(count, "issue"),
+                examples=[_example(i) for i in by_code[code][:MAX_EXAMPLES]],
+                fix=_segments(fix),
+            )
+        )
+    return groups
+
+
+def _example(issue: Mapping[str, Any]) -> Example:
+    where = []
+    if issue.get("file"):
+        where.append(_clean(str(issue["file"]), 120))
+    if issue.get("line") is not None:
+        line = issue["line"]
+        where.append(f"line {line:,}" if isinstance(line, int) else f"line {_clean(str(line), 20)}")
+    if issue.get("column"):
+        where.append(f"column {_clean(str(issue['column']), 80)}")
+    value = issue.get("value")
+    return Example(
+        where=", ".join(where),
+        value=None if value is None else _clean(str(value), MAX_VALUE_CHARS),
+        message=_clean(str(issue.get("message") or ""), MAX_MESSAGE_CHARS),
+    )
+
+
+# --- attachments -------------------------------------------------------------
+
+
+def _read_attachments(
+    attachments: Mapping[str, Path], limit: int, artifacts_hint: str
+) -> tuple[list[tuple[str, bytes]], list[Omitted]]:
+    files: list[tuple[str, bytes]] = []
+    omitted: list[Omitted] = []
+    for name, path in attachments.items():
+        try:
+            size = path.stat().st_size
+            if size > limit:
+                omitted.append(Omitted(name, _size(size), _artifact_path(artifacts_hint, name)))
+                continue
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        # A CSV with only its header row is as empty as a 0-byte file.
+        if b"\n" not in data.strip():
+            continue
+        files.append((name, data))
+    return files, omitted
+
+
+def _artifact_path(artifacts_hint: str, name: str) -> str:
+    hint = _clean(artifacts_hint, MAX_VALUE_CHARS)
+    return f"{hint.rstrip('/')}/{name}" if hint else name
+
+
+def _mime_type(name: str) -> tuple[str, str]:
+    if name.lower().endswith(".csv"):
+        return "text", "csv"
+    if name.lower().endswith(".json"):
+        return "application", "json"
+    if name.lower().endswith(".zip"):
+        return "application", "zip"
+    return "application", "octet-stream"
+
+
+# --- small helpers -----------------------------------------------------------
+
+
+def _clean(text: str, limit: int) -> str:
+    """Make an upload's value safe to show: controls made visible, length capped."""
+    shown = _INVISIBLE.sub(lambda m: _escape_char(m.group()), text)
+    shown = unicodedata.normalize("NFC", shown)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def _segments(text: str) -> list[Segment]:
+    """Split prose at `backticks` into text and code segments."""
+    parts = _BACKTICKED.split(text)
+    return [Segment(part, code=bool(i % 2)) for i, part in enumerate(parts) if part]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def _size(n: int) -> str:
+    for unit, factor in (("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+        if n >= factor:
+            return f"{n / factor:.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
+
+
+def _domain(address: str) -> str:
+    match = re.search(r"@([A-Za-z0-9.-]+)>?\s*$", address)
+    return match.group(1) if match else "rosterdrop.invalid"
+
+
+@cache
+def _environments() -> tuple[Environment, Environment]:
+    """(text, html) template environments; only the HTML one escapes."""
+    common: dict[str, Any] = {
+        "loader": PackageLoader("rosterdrop", "templates"),
+        "undefined": StrictUndefined,
+        "trim_blocks": True,
+        "lstrip_blocks": True,
+        "keep_trailing_newline": True,
+    }
+    return Environment(autoescape=False, **common), Environment(autoescape=True, **common)
+
