@@ -1,0 +1,214 @@
+"""Delivering a report email: SMTP with retries, or a file in the outbox.
+
+With ``mail.smtp_host`` set the message goes over SMTP (STARTTLS or implicit
+TLS, AUTH when a username is configured). Connection problems and 4xx replies
+are retried with exponential backoff, ``mail.retries`` times; 5xx replies,
+TLS certificate failures and missing server features are not, since asking
+again cannot help. Without an SMTP host the message is written atomically to
+``state_dir/outbox/``.
+
+Logs carry counts and error classes only: never addresses, never the server's
+reply text (it often quotes the address), never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import smtplib
+import ssl
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import getaddresses
+from pathlib import Path
+
+import structlog
+
+from rosterdrop.config import MailSettings, Settings
+from rosterdrop.errors import MailError
+from rosterdrop.mail.report import RUN_HEADER
+from rosterdrop.paths import StatePaths
+
+log = structlog.get_logger("rosterdrop.mail")
+
+BACKOFF_FIRST_SECONDS = 2.0
+"""Wait before the first retry; each further retry waits twice as long."""
+BACKOFF_MAX_SECONDS = 300.0
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def send_mail(
+    message: EmailMessage, settings: Settings, *, sleep: Callable[[float], None] = time.sleep
+) -> str:
+    """Deliver ``message``; return where it went.
+
+    SMTP: ``"smtp.example.org:587, 2 recipients"``. Outbox: the path of the
+    ``.eml`` file written. Raises ``MailError`` when delivery finally fails.
+    """
+    if not settings.mail.smtp_host:
+        return str(write_outbox(message, StatePaths(settings.state_dir).outbox))
+    return _send_smtp(message, settings.mail, settings.smtp_password, sleep)
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    return min(BACKOFF_FIRST_SECONDS * float(2 ** (attempt - 1)), BACKOFF_MAX_SECONDS)
+
+
+def _recipients(message: EmailMessage) -> list[str]:
+    fields = [str(v) for name in ("To", "Cc", "Bcc") for v in message.get_all(name, [])]
+    return [address for _, address in getaddresses(fields) if address]
+
+
+def _send_smtp(
+    message: EmailMessage, mail: MailSettings, password: str, sleep: Callable[[float], None]
+) -> str:
+    recipients = len(_recipients(message))
+    context = {
+        "host": mail.smtp_host,
+        "port": mail.smtp_port,
+        "recipients": recipients,
+        "run_id": message.get(RUN_HEADER),
+    }
+    if not recipients:
+        log.error("mail_failed", attempt=0, error="NoRecipients", **context)
+        raise MailError("the report email has no recipients: set report_to for the tenant")
+    attempts = mail.retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            refused = _deliver(message, mail, password)
+        except (smtplib.SMTPException, OSError) as exc:
+            retry = attempt < attempts and _is_transient(exc)
+            delay = backoff_delay(attempt) if retry else None
+            (log.warning if retry else log.error)(
+                "mail_failed",
+                attempt=attempt,
+                attempts=attempts,
+                error=type(exc).__name__,
+                smtp_code=_smtp_code(exc),
+                retry_in_seconds=delay,
+                **context,
+            )
+            if delay is None:
+                raise MailError(_failure(exc, mail, attempt)) from exc
+            sleep(delay)
+        else:
+            log.info("mail_sent", transport="smtp", attempt=attempt, refused=len(refused),
+                     **context)
+            delivered = recipients - len(refused)
+            where = f"{mail.smtp_host}:{mail.smtp_port}, {delivered} recipient(s)"
+            return where + (f", {len(refused)} refused" if refused else "")
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _deliver(message: EmailMessage, mail: MailSettings, password: str) -> dict[str, object]:
+    """One attempt: connect, secure, log in, send. Returns the refused recipients."""
+    tls = ssl.create_default_context()
+    smtp: smtplib.SMTP
+    if mail.tls:
+        smtp = smtplib.SMTP_SSL(
+            mail.smtp_host, mail.smtp_port, timeout=mail.timeout_seconds, context=tls
+        )
+    else:
+        smtp = smtplib.SMTP(mail.smtp_host, mail.smtp_port, timeout=mail.timeout_seconds)
+    try:
+        if not mail.tls and mail.starttls:
+            smtp.starttls(context=tls)
+        if mail.username:
+            smtp.login(mail.username, password)
+        refused: dict[str, object] = dict(smtp.send_message(message))
+    finally:
+        _hang_up(smtp)
+    return refused
+
+
+def _hang_up(smtp: smtplib.SMTP) -> None:
+    # Not ``with smtp:``: its QUIT raises on a non-221 reply, which would turn
+    # a delivered message into a failure (and a duplicate on retry), or hide
+    # the error that really ended the attempt.
+    with contextlib.suppress(smtplib.SMTPException, OSError):
+        smtp.quit()
+    smtp.close()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(400 <= code < 500 for code in codes)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 400 <= exc.smtp_code < 500
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return False
+    # refused, reset, timed out, name resolution: the server may come back
+    return isinstance(exc, OSError)
+
+
+def _smtp_code(exc: BaseException) -> int | None:
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = sorted({code for code, _ in exc.recipients.values()})
+        return codes[0] if codes else None
+    return exc.smtp_code if isinstance(exc, smtplib.SMTPResponseException) else None
+
+
+def _failure(exc: BaseException, mail: MailSettings, attempts: int) -> str:
+    code = _smtp_code(exc)
+    reason = f"SMTP {code}" if code else (
+        exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__)
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    return (f"could not send the report email via {mail.smtp_host}:{mail.smtp_port} "
+            f"after {tries}: {reason}")
+
+
+def write_outbox(message: EmailMessage, outbox: Path) -> Path:
+    """Write ``message`` as ``<timestamp>-<run id or message id>.eml``, atomically.
+
+    Written under a dot-name first and renamed into place, so a reader of the
+    outbox never sees half a message.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    ident = message.get(RUN_HEADER) or str(message.get("Message-ID", "")).strip("<>") or "mail"
+    path = outbox / f"{stamp}-{_UNSAFE_NAME.sub('_', ident)[:100]}.eml"
+    context = {"run_id": message.get(RUN_HEADER), "recipients": len(_recipients(message))}
+    try:
+        outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=outbox, prefix=".", suffix=".eml.tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(message.as_bytes())
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        _fsync_dir(outbox)
+    except OSError as exc:
+        log.error("mail_failed", transport="outbox", attempt=1, error=type(exc).__name__,
+                  **context)
+        raise MailError(
+            f"could not write the report email to {outbox}: {exc.strerror or exc}"
+        ) from exc
+    log.info("mail_sent", transport="outbox", path=str(path), **context)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); harmless where directories can't be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
