@@ -1,0 +1,80 @@
+"""A run's artifacts in its reports folder (shown read-only over SFTP).
+
+``issues.csv`` and ``patch-summary.csv`` are opened by admins in
+spreadsheets, so every cell that a spreadsheet would run as a formula
+(starting with = + - @, tab or CR) is prefixed with ``'``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from rosterdrop.formats.asm_writer import write_asm_zip
+from rosterdrop.model import Model
+
+FORMULA_START = r"^[=+\-@\t\r]"
+
+REPORT_JSON = "report.json"
+ISSUES_CSV = "issues.csv"
+SUMMARY_CSV = "patch-summary.csv"
+MODIFIED_ZIP = "modified.zip"
+
+
+def formula_safe(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        [
+            pl.when(pl.col(name).str.contains(FORMULA_START))
+            .then(pl.lit("'") + pl.col(name))
+            .otherwise(pl.col(name))
+            .alias(name)
+            for name, dtype in frame.schema.items()
+            if dtype == pl.String
+        ]
+    )
+
+
+def _atomic(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+
+
+def write_csv(frame: pl.DataFrame, path: Path) -> None:
+    tmp = _atomic(path)
+    formula_safe(frame).write_csv(tmp)
+    _publish(tmp, path)
+
+
+def write_json(document: dict[str, Any], path: Path) -> None:
+    tmp = _atomic(path)
+    tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n",
+                   encoding="utf-8")
+    _publish(tmp, path)
+
+
+def write_modified(model: Model, path: Path) -> None:
+    tmp = _atomic(path)
+    write_asm_zip(model, tmp)
+    _publish(tmp, path)
+
+
+def write_artifacts(folder: Path, document: dict[str, Any], issues: pl.DataFrame,
+                    summary: pl.DataFrame, model: Model | None) -> dict[str, Path]:
+    """Write every artifact of a run; return name → path of what was written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {REPORT_JSON: folder / REPORT_JSON, ISSUES_CSV: folder / ISSUES_CSV,
+               SUMMARY_CSV: folder / SUMMARY_CSV}
+    write_csv(issues, written[ISSUES_CSV])
+    write_csv(summary, written[SUMMARY_CSV])
+    if model is not None:
+        written[MODIFIED_ZIP] = folder / MODIFIED_ZIP
+        write_modified(model, written[MODIFIED_ZIP])
+    write_json(document, written[REPORT_JSON])
+    return written
