@@ -1,0 +1,447 @@
+"""Safe intake of an uploaded ZIP.
+
+Everything that can be decided from the archive's central directory is decided
+there, before a single byte is inflated: entry count, sizes, compression ratio,
+paths, links, encryption, overlapping entries. An accepted entry is inflated
+only when asked for (``UploadArchive.read``), in bounded chunks, and refused as
+soon as it inflates past the size its directory entry declares, so a ZIP bomb
+costs neither time nor memory. Nothing is ever written to disk.
+
+Problems are reported as issues (``ZIP_*``, ``FILE_DUPLICATE``); nothing raises
+out of this module for bad input. ``open_upload`` returns None only when the
+archive as a whole cannot be used (not a ZIP, or over an archive-wide limit).
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from rosterdrop.codes import Code
+from rosterdrop.config import LimitSettings
+from rosterdrop.issues import IssueLog
+
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
+_EOCD_SIG = b"PK\x05\x06"
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")
+_EOCD64_LOCATOR_SIG = b"PK\x06\x07"
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_EOCD64_SIG = b"PK\x06\x06"
+_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # one central directory header
+_CENTRAL_SIG = b"PK\x01\x02"
+_LOCAL = struct.Struct("<4s5HL2L2H")  # one local file header
+_LOCAL_SIG = b"PK\x03\x04"
+_MAX_COMMENT = 0xFFFF
+_MAX_CENTRAL_ENTRY = _CENTRAL.size + 3 * 0xFFFF  # header + name + extra + comment
+
+_STORED = zipfile.ZIP_STORED
+_DEFLATED = zipfile.ZIP_DEFLATED
+_METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
+
+_CHUNK = 1 << 20
+"""Compressed bytes read, and inflated bytes produced, per step."""
+_RATIO_FLOOR = 1 << 20
+"""Entries that inflate to at most this many bytes are not held to the ratio
+limit: a small, very repetitive CSV can compress far better than 200:1 and is
+harmless, since no entry may inflate past its declared size."""
+
+_MAC_FOLDER = "__MACOSX"
+_MAC_FILE = ".DS_Store"
+_FIX = "export again and upload the complete ZIP file"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One acceptable CSV entry of the upload."""
+
+    name: str
+    """Name as in the ZIP (flat: no folder part)."""
+    size: int
+    """Declared uncompressed size."""
+    compressed_size: int
+
+
+class UploadArchive:
+    """An opened upload: its acceptable ``.csv`` entries, inflated on demand."""
+
+    def __init__(
+        self,
+        fp: BinaryIO,
+        infos: dict[str, zipfile.ZipInfo],
+        ignored: list[str],
+        directory_start: int,
+        issues: IssueLog,
+    ) -> None:
+        self._fp = fp
+        self._infos = infos
+        self._directory_start = directory_start
+        self._issues = issues
+        self.entries: dict[str, Entry] = {
+            name: Entry(name, info.file_size, info.compress_size)
+            for name, info in infos.items()
+        }
+        self.ignored = ignored
+
+    def read(self, name: str) -> bytes | None:
+        """Inflate the entry ``name`` (a key of ``entries``) and check its CRC.
+
+        On failure the issue (``ZIP_UNREADABLE`` or ``ZIP_UNSAFE``) is added to
+        the log and None is returned. Raises KeyError for a name that is not in
+        ``entries``: that is a bug in the caller, not a problem of the upload.
+        """
+        info = self._infos[name]
+        try:
+            problem = self._inflate(info)
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            problem = (Code.ZIP_UNREADABLE, f"{name} could not be read from the ZIP ({exc})")
+        if isinstance(problem, bytes):
+            return problem
+        code, what = problem
+        fix = (
+            "export again and upload a plain ZIP of the CSV files"
+            if code is Code.ZIP_UNSAFE
+            else _FIX
+        )
+        self._issues.add(code, f"{what}; {fix}.", file=name)
+        return None
+
+    def _inflate(self, info: zipfile.ZipInfo) -> bytes | tuple[Code, str]:
+        name = info.filename
+        fp = self._fp
+        fp.seek(info.header_offset)
+        header = fp.read(_LOCAL.size)
+        if len(header) < _LOCAL.size:
+            return Code.ZIP_UNREADABLE, f"{name} is cut off in the ZIP"
+        sig, _, flags, _, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
+        if sig != _LOCAL_SIG:
+            return Code.ZIP_UNREADABLE, f"the ZIP entry {name} is damaged (bad local header)"
+        if flags & 0x1:
+            return Code.ZIP_UNSAFE, f"{name} is encrypted in the ZIP"
+        if fp.read(name_len) != _raw_name(info):
+            return Code.ZIP_UNREADABLE, (
+                f"the ZIP entry {name} is damaged (its local header names another file)"
+            )
+        start = info.header_offset + _LOCAL.size + name_len + extra_len
+        if start + info.compress_size > self._directory_start:
+            return Code.ZIP_UNREADABLE, f"{name} is cut off in the ZIP"
+        fp.seek(start)
+
+        declared = info.file_size
+        out = io.BytesIO()
+        crc = 0
+        produced = 0
+        left = info.compress_size
+        inflater = zlib.decompressobj(-15) if info.compress_type == _DEFLATED else None
+        while left > 0:
+            chunk = fp.read(min(_CHUNK, left))
+            if not chunk:
+                return Code.ZIP_UNREADABLE, f"{name} is cut off in the ZIP"
+            left -= len(chunk)
+            while chunk:
+                if inflater is None:
+                    piece, chunk = chunk, b""
+                else:
+                    # Never ask for more than one byte past the declared size:
+                    # a lying entry is caught after at most _CHUNK more bytes.
+                    piece = inflater.decompress(chunk, min(_CHUNK, declared - produced + 1))
+                    chunk = inflater.unconsumed_tail
+                produced += len(piece)
+                if produced > declared:
+                    return Code.ZIP_UNSAFE, (
+                        f"{name} inflates to more than the {declared:,} bytes its ZIP "
+                        "entry declares (a ZIP bomb)"
+                    )
+                out.write(piece)
+                crc = zlib.crc32(piece, crc)
+                if inflater is not None and inflater.eof:
+                    break
+            if inflater is not None and inflater.eof:
+                break
+        if (inflater is not None and not inflater.eof) or produced != declared:
+            return Code.ZIP_UNREADABLE, f"the ZIP entry {name} is damaged (it is incomplete)"
+        if crc != info.CRC:
+            return Code.ZIP_UNREADABLE, (
+                f"the ZIP entry {name} is damaged (its checksum does not match)"
+            )
+        return out.getvalue()
+
+    def close(self) -> None:
+        self._fp.close()
+
+    def __enter__(self) -> UploadArchive:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_upload(
+    source: Path | bytes, limits: LimitSettings, issues: IssueLog
+) -> UploadArchive | None:
+    """Open an uploaded ZIP (a path or its bytes) and vet every entry.
+
+    Returns None, with a ``ZIP_UNREADABLE`` or ``ZIP_UNSAFE`` issue, when the
+    archive as a whole is unusable; otherwise an archive whose ``entries`` are
+    the acceptable CSV files (problem entries are reported and left out).
+    """
+    try:
+        fp: BinaryIO = open(source, "rb") if isinstance(source, Path) else io.BytesIO(source)  # noqa: SIM115
+    except OSError as exc:
+        issues.add(
+            Code.ZIP_UNREADABLE,
+            f"The upload could not be read ({exc.strerror or exc}); upload the ZIP file again.",
+        )
+        return None
+    try:
+        archive = _open(fp, limits, issues)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error,
+            NotImplementedError, OverflowError) as exc:
+        issues.add(
+            Code.ZIP_UNREADABLE,
+            f"The upload is not a readable ZIP file ({exc}); {_FIX}.",
+        )
+        archive = None
+    if archive is None:
+        fp.close()
+    return archive
+
+
+def _open(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> UploadArchive | None:
+    directory_start = _vet_directory(fp, limits, issues)
+    if directory_start is None:
+        return None
+    with zipfile.ZipFile(fp) as zf:  # does not close fp: we passed it in
+        infos = zf.infolist()
+
+    total = sum(info.file_size for info in infos if not info.is_dir())
+    if total > limits.max_total_bytes:
+        issues.add(
+            Code.ZIP_UNSAFE,
+            f"The ZIP's files add up to {total:,} bytes uncompressed, more than the "
+            f"limit of {limits.max_total_bytes:,} bytes; upload a smaller export or "
+            "ask the rosterdrop administrator to raise limits.max_total_bytes.",
+        )
+        return None
+
+    refused = _overlapping(infos, directory_start, issues)
+    accepted: dict[str, zipfile.ZipInfo] = {}
+    ignored: list[str] = []
+    folders: dict[str, list[str]] = {}
+    for info in infos:
+        name = info.filename
+        path = name.replace("\\", "/")
+        while path.startswith("./"):
+            path = path[2:]
+        parts = path.rstrip("/").split("/")
+        if path.startswith("/") or (len(path) > 1 and path[1] == ":") or ".." in parts:
+            issues.add(
+                Code.ZIP_UNSAFE,
+                f"The ZIP entry {name!r} has a path that points outside the ZIP; "
+                "zip the CSV files themselves and upload again.",
+                file=name,
+            )
+            continue
+        if parts[0] == _MAC_FOLDER or parts[-1] == _MAC_FILE:
+            ignored.append(name)
+            continue
+        if id(info) in refused:
+            continue
+        if stat.S_ISLNK(info.external_attr >> 16):
+            issues.add(
+                Code.ZIP_UNSAFE,
+                f"The ZIP entry {name!r} is a link, not a file; zip the CSV files "
+                "themselves and upload again.",
+                file=name,
+            )
+            continue
+        if info.flag_bits & 0x1:
+            issues.add(
+                Code.ZIP_UNSAFE,
+                f"The ZIP entry {name!r} is encrypted; upload a ZIP without a password.",
+                file=name,
+            )
+            continue
+        if len(parts) > 1 or path.endswith("/"):
+            folders.setdefault(parts[0], []).append(name)
+            continue
+        if not path.lower().endswith(".csv"):
+            issues.add(
+                Code.ZIP_UNEXPECTED_FILE,
+                f"The ZIP contains {name!r}, which is not a CSV file; remove it from "
+                "the ZIP and upload again.",
+                file=name,
+            )
+            continue
+        if not _vet_sizes(info, path, limits, issues):
+            continue
+        if path in accepted:
+            issues.add(
+                Code.FILE_DUPLICATE,
+                f"The ZIP contains {path} more than once; keep one copy of the file "
+                "and upload again.",
+                file=path,
+            )
+            continue
+        accepted[path] = info
+
+    for folder, names in folders.items():
+        files = [n for n in names if not n.endswith("/")]
+        shown = ", ".join(repr(n) for n in files[:3]) + (", …" if len(files) > 3 else "")
+        holding = f" holding {shown}" if files else ""
+        issues.add(
+            Code.ZIP_NESTED_FOLDER,
+            f"The ZIP contains the folder {folder + '/'!r}{holding}; the CSV files must "
+            "sit at the top of the ZIP, so select the files themselves and compress "
+            "them, not the folder that holds them.",
+            file=folder + "/",
+        )
+    return UploadArchive(fp, accepted, ignored, directory_start, issues)
+
+
+def _vet_directory(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> int | None:
+    """Find the central directory and count its entries without parsing them.
+
+    zipfile would read the whole directory into memory and build an object per
+    entry; a hostile upload could declare millions. Returns where the central
+    directory starts, or None after reporting why the archive is refused.
+    """
+    size = fp.seek(0, io.SEEK_END)
+    tail_len = min(size, _EOCD.size + _MAX_COMMENT)
+    fp.seek(size - tail_len)
+    tail = fp.read(tail_len)
+    at = tail.rfind(_EOCD_SIG)
+    if at < 0 or at + _EOCD.size > len(tail):
+        raise zipfile.BadZipFile("no end of central directory; the file is not a ZIP or is cut off")
+    record = size - tail_len + at
+    _, disk, cd_disk, n_disk, count, cd_size, _, _ = _EOCD.unpack_from(tail, at)
+    if record >= _EOCD64_LOCATOR.size:
+        fp.seek(record - _EOCD64_LOCATOR.size)
+        locator = fp.read(_EOCD64_LOCATOR.size)
+        if locator[:4] == _EOCD64_LOCATOR_SIG:
+            record -= _EOCD64_LOCATOR.size + _EOCD64.size
+            if record < 0:
+                raise zipfile.BadZipFile("damaged ZIP64 end record")
+            fp.seek(record)
+            big = fp.read(_EOCD64.size)
+            if len(big) < _EOCD64.size or big[:4] != _EOCD64_SIG:
+                raise zipfile.BadZipFile("damaged ZIP64 end record")
+            _, _, _, _, disk, cd_disk, n_disk, count, cd_size, _ = _EOCD64.unpack(big)
+    if disk or cd_disk or n_disk != count:
+        raise zipfile.BadZipFile("the ZIP is split over several parts")
+    start = record - int(cd_size)
+    if start < 0:
+        raise zipfile.BadZipFile("damaged central directory")
+    if count > limits.max_entries:
+        _too_many(f"{count:,}", limits, issues)
+        return None
+    if cd_size > limits.max_entries * _MAX_CENTRAL_ENTRY:
+        _too_many(f"more than {limits.max_entries:,}", limits, issues)
+        return None
+    fp.seek(start)
+    directory = fp.read(cd_size)
+    seen = 0
+    offset = 0
+    while offset < len(directory):
+        if (
+            offset + _CENTRAL.size > len(directory)
+            or directory[offset : offset + 4] != _CENTRAL_SIG
+        ):
+            raise zipfile.BadZipFile("damaged central directory")
+        name_len, extra_len, comment_len = struct.unpack_from("<3H", directory, offset + 28)
+        offset += _CENTRAL.size + name_len + extra_len + comment_len
+        seen += 1
+        if seen > limits.max_entries:
+            _too_many(f"more than {limits.max_entries:,}", limits, issues)
+            return None
+    return start
+
+
+def _too_many(count: str, limits: LimitSettings, issues: IssueLog) -> None:
+    issues.add(
+        Code.ZIP_UNSAFE,
+        f"The ZIP holds {count} entries, over the limit of {limits.max_entries:,}; "
+        "upload a ZIP of just the export's CSV files.",
+    )
+
+
+def _vet_sizes(info: zipfile.ZipInfo, name: str, limits: LimitSettings, issues: IssueLog) -> bool:
+    method = info.compress_type
+    if method not in (_STORED, _DEFLATED):
+        label = _METHOD_NAMES.get(method, f"method {method}")
+        issues.add(
+            Code.ZIP_UNREADABLE,
+            f"{name} is compressed with {label}, which rosterdrop cannot read; compress "
+            "the files with standard ZIP (deflate) compression and upload again.",
+            file=name,
+        )
+        return False
+    if method == _STORED and info.compress_size != info.file_size:
+        issues.add(
+            Code.ZIP_UNREADABLE,
+            f"The ZIP entry {name} is damaged (its sizes do not agree); {_FIX}.",
+            file=name,
+        )
+        return False
+    if info.file_size > _RATIO_FLOOR and info.file_size > limits.max_ratio * max(
+        info.compress_size, 1
+    ):
+        ratio = info.file_size // max(info.compress_size, 1)
+        issues.add(
+            Code.ZIP_UNSAFE,
+            f"{name} would inflate {ratio:,} times its compressed size (the limit is "
+            f"{limits.max_ratio:,}), which is how a ZIP bomb looks; export the file "
+            "again and upload a plain ZIP of the CSV files.",
+            file=name,
+        )
+        return False
+    return True
+
+
+def _overlapping(
+    infos: list[zipfile.ZipInfo], directory_start: int, issues: IssueLog
+) -> set[int]:
+    """Entries whose data overlaps another's, or runs past where the ZIP ends.
+
+    Overlapping entries are how a ZIP bomb multiplies one compressed kernel;
+    an honest archive never has them. Returns the ids of the refused ZipInfos.
+    """
+    refused: set[int] = set()
+    ordered = sorted(infos, key=lambda info: info.header_offset)
+    for index, info in enumerate(ordered):
+        end = info.header_offset + _LOCAL.size + len(_raw_name(info)) + info.compress_size
+        after = ordered[index + 1] if index + 1 < len(ordered) else None
+        if after is not None and end > after.header_offset:
+            refused.update((id(info), id(after)))
+            issues.add(
+                Code.ZIP_UNSAFE,
+                f"The ZIP entries {info.filename!r} and {after.filename!r} overlap, "
+                "which is how a ZIP bomb looks; export again and upload a plain ZIP "
+                "of the CSV files.",
+                file=info.filename,
+            )
+        elif end > directory_start:
+            refused.add(id(info))
+            issues.add(
+                Code.ZIP_UNREADABLE,
+                f"The ZIP entry {info.filename!r} is cut off; {_FIX}.",
+                file=info.filename,
+            )
+    return refused
+
+
+def _raw_name(info: zipfile.ZipInfo) -> bytes:
+    """The entry name's bytes as stored in the archive."""
+    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    return info.orig_filename.encode(encoding, errors="replace")
