@@ -199,7 +199,7 @@ def test_report_delivered_over_smtp_with_both_parts_and_attachments(
     """The mail reaches every report_to address with subject, text, HTML and CSVs."""
     controller, recorder = smtp_server()
     issues_csv = tmp_path / "issues.csv"
-    issues_csv.write_text("code,severity,file\nEMAIL_INVALID,warning,users.csv\n")
+    issues_csv.write_text("code,severity,value\nEMAIL_INVALID,warning,josé@x\n", "utf-8")
     patch_csv = tmp_path / "patch-summary.csv"
     patch_csv.write_text("file,line,record_id\nenrollments.csv,4,e1\n")
     message = _build(_run(), {"issues.csv": issues_csv, "patch-summary.csv": patch_csv})

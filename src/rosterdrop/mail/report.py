@@ -58,7 +58,7 @@ _STATUS_STYLE = {
 # differently from what it is ("Trojan source").
 _INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _BACKTICKED = re.compile(r"`([^`]*)`")
-_HEADER_SAFE = re.compile(r"[^A-Za-z0-9._:-]")
+_HEADER_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +205,11 @@ def build_report_email(
     )
     for name, data in files:
         maintype, subtype = _mime_type(name)
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+        # rosterdrop writes its CSVs as UTF-8; say so, or clients guess ASCII
+        params = {"charset": "utf-8"} if maintype == "text" else {}
+        message.add_attachment(
+            data, maintype=maintype, subtype=subtype, filename=name, params=params
+        )
     return message
 
 
@@ -289,7 +293,7 @@ def _next_steps(status: str, run_id: str, warnings: int, dry_run: bool) -> list[
     if dry_run:
         steps.append([Segment("This was a dry run: run the sync without --dry-run to apply it.")])
     if status == "completed_with_warnings" or warnings:
-        steps.append([Segment("Nothing is blocked. Review the warnings below; records they "
+        steps.append([Segment("Nothing is blocked. Review the warnings above; records they "
                               "name were dropped or corrected for this sync. Fix them in the "
                               "SIS and the next upload picks the fixes up.")])
     elif not dry_run:
