@@ -269,6 +269,7 @@ def test_held_run_says_how_to_approve_or_discard() -> None:
         assert f"rosterdrop discard {RUN_ID}" in body
         assert "RUN_ID" not in body
         assert "would change" in body
+        assert "it would deactivate 28 and remove 10 records" in body
 
 
 def test_failed_run_lists_errors_before_warnings() -> None:

@@ -114,11 +114,9 @@ class Omitted:
 class _View:
     subject: str
     tenant_name: str
-    status: str
     status_label: str
     accent: str
     headline: str
-    dry_run: bool
     counts_caption: str
     count_rows: list[CountRow]
     error_count: str
@@ -165,11 +163,9 @@ def build_report_email(
     view = _View(
         subject=subject,
         tenant_name=tenant_name,
-        status=status,
         status_label=_STATUS_STYLE.get(status, (f"Sync {_clean(status, 40)}", ""))[0],
         accent=_STATUS_STYLE.get(status, ("", "#4b5563"))[1],
         headline=_headline(run, status, n_errors, n_warnings),
-        dry_run=bool(run.get("dry_run")),
         counts_caption=_counts_caption(status, bool(run.get("dry_run"))),
         count_rows=_count_rows(run),
         error_count=f"{n_errors:,}",
@@ -258,7 +254,8 @@ def _headline(run: Mapping[str, Any], status: str, errors: int, warnings: int) -
         because = f" because of {_plural(errors, 'error')}" if errors else ""
         return f"{upload} was not applied{because}; nothing in the directory changed."
     if status == "held":
-        return (f"{upload} was held and not applied: it would deactivate or remove more "
+        return (f"{upload} was held and not applied: it would deactivate "
+                f"{changes['deactivated']:,} and remove {changes['removed']:,} records, more "
                 "than the change threshold allows.")
     if status == "unchanged":
         return f"{upload} is identical to the last applied upload, so nothing was changed."
