@@ -56,7 +56,6 @@ IntArray = npt.NDArray[np.int64]
 
 # --- shape of the district -----------------------------------------------------------
 
-CLASSES_PER_STUDENT: Final = 8
 CLASS_SIZE: Final = 25
 STUDENTS_PER_STAFF: Final = 14
 SECOND_INSTRUCTOR_SHARE: Final = 0.10
@@ -90,6 +89,7 @@ SUBJECTS: Final = (
     ("Visual & Performing Arts", "ARTS", "scheduled"),
     ("World Languages", "WL", "scheduled"),
 )
+CLASSES_PER_STUDENT: Final = len(SUBJECTS)  # one class per subject
 _YEAR_LONG_SUBJECTS: Final = 5  # subjects before this index run all year, the others a semester
 
 # academicSessions: (sourcedId, title, type, startDate, endDate, parentSourcedId)
@@ -549,6 +549,11 @@ def _pool(values: Sequence[str | None]) -> pl.Series:
     return pl.Series(values, dtype=pl.String)
 
 
+def _or_blank(values: pl.Series) -> pl.Series:
+    """``values`` plus a null at index ``len(values)``, for gathering with "none" as that index."""
+    return pl.concat([values, _pool([None])])
+
+
 def _ids(prefix: str, numbers: IntArray, width: int) -> pl.Series:
     """``prefix`` + zero-padded ``numbers`` (padding grows for very large districts)."""
     width = max(width, len(str(int(numbers.max())))) if len(numbers) else width
@@ -584,7 +589,7 @@ class _Strings:
             session_ids=_pool([s[0] for s in SESSIONS]),
             grades=_pool(GRADES),
             first=_pool(FIRST_NAMES),
-            middle=_pool([*FIRST_NAMES, None]),
+            middle=_or_blank(_pool(FIRST_NAMES)),
             last=_pool(LAST_NAMES),
             first_ascii=_pool([ascii_fold(n) for n in FIRST_NAMES]),
             last_ascii=_pool([ascii_fold(n) for n in LAST_NAMES]),
@@ -603,7 +608,7 @@ def _people(d: District, s: _Strings, lo: int, hi: int) -> pl.DataFrame:
     if staff:
         school = d.staff_school[lo:hi]
         second = d.staff_second_school[lo:hi]
-        grade = pl.Series([None] * n, dtype=pl.String)
+        grade = pl.repeat(None, n, dtype=pl.String, eager=True)
         number = "E" + pl.Series(d.person_number[lo:hi] + 10_000).cast(pl.String)
         domain = "@" + STAFF_DOMAIN
     else:
@@ -621,7 +626,7 @@ def _people(d: District, s: _Strings, lo: int, hi: int) -> pl.DataFrame:
             "last_name": s.last.gather(last),
             "grade": grade,
             "school_id": s.school_ids.gather(school),
-            "second_school_id": s.school_ids.append(_pool([None])).gather(
+            "second_school_id": _or_blank(s.school_ids).gather(
                 np.where(second < 0, d.n_schools, second)
             ),
             "email_kind": d.email_kind[lo:hi],
@@ -693,7 +698,7 @@ def _classes(d: District, s: _Strings) -> pl.DataFrame:
     courses = _courses(d, s)
     course = d.class_course
     section = pl.Series(d.class_section).cast(pl.String).str.zfill(2)
-    instructor_ids = s.person_ids.append(_pool([None]))
+    instructor_ids = _or_blank(s.person_ids)
     no_one = len(instructor_ids) - 1
     return pl.DataFrame(
         {
