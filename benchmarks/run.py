@@ -382,11 +382,12 @@ def table(workloads: Sequence[dict[str, Any]]) -> str:
                     f"≤{m['target']['max_rss_mib']:g} MiB" if m["target"]["max_rss_mib"] else "",
                 ) if part
             )
+            if not binding:
+                target = f"({target})"
             if m["status"] == "ok":
                 result = "pass" if m["passed"] else "FAIL"
-                cells = (f"{m['seconds']:.3f}", f"{m['ratio']:.2f}", target if binding
-                         else f"({target})", f"{m['peak_rss_mib']:.0f}",
-                         result if binding else f"({result})",
+                cells = (f"{m['seconds']:.3f}", f"{m['ratio']:.2f}", target,
+                         f"{m['peak_rss_mib']:.0f}", result if binding else f"({result.lower()})",
                          f"{m['seconds_per_million_rows']:.2f}")
                 if note := m["details"].get("note"):
                     notes.append(f"{w['name']} {key}: {note}")
