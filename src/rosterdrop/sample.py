@@ -25,10 +25,11 @@ per enrollment):
   ``EMAIL_INVALID``. Everything else is valid, so validating a sample ends
   with ``EMAIL_MISSING``/``EMAIL_INVALID`` warnings only.
 
-Output is byte-for-byte deterministic for (layout, students, seed): a seeded
-numpy generator, fixed ZIP timestamps and a fixed entry order. Large tables
-are written in chunks straight into the ZIP entry, so memory stays bounded
-(about 1 GiB at 1,000,000 students).
+Output is byte-for-byte deterministic for (layout, students, seed), given the
+same numpy and polars versions: a seeded numpy generator, fixed ZIP
+timestamps and a fixed entry order. Large tables
+are written in chunks of 250,000 rows straight into the ZIP entry, so memory
+stays bounded: about 0.6 GiB peak and 15 s for 1,000,000 students.
 """
 
 from __future__ import annotations
