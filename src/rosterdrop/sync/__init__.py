@@ -1,0 +1,25 @@
+"""The pure core of the sync: snapshot in, plan out; no database, clock or files.
+
+``plan_sync(snapshot, model, tenant, today, issues)`` diffs the filtered,
+patched :class:`~rosterdrop.model.Model` against the tenant's current
+directory (:class:`Snapshot`, loaded by ``rosterdrop.store``) and returns a
+:class:`Plan` holding exactly the rows to write. Duplicate prevention
+(``duplicates.py``), managed account names (``accounts.py``), the change guard
+(``guard.py``) and retention (``retention.py``) are steps of it or beside it.
+"""
+
+from rosterdrop.sync.guard import GuardDecision, check_guard
+from rosterdrop.sync.plan import Plan, TableChanges, advance, plan_sync
+from rosterdrop.sync.retention import choose_purge
+from rosterdrop.sync.snapshot import Snapshot
+
+__all__ = [
+    "GuardDecision",
+    "Plan",
+    "Snapshot",
+    "TableChanges",
+    "advance",
+    "check_guard",
+    "choose_purge",
+    "plan_sync",
+]

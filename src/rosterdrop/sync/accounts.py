@@ -1,0 +1,235 @@
+"""Managed account names for new people (pipeline.md "Managed account names").
+
+``account_format`` (``"{first_name}.{last_name}"``) is rendered per person,
+folded to ASCII (José → jose, Nguyễn → nguyen, ß → ss), lower-cased, reduced
+to ``a-z 0-9 . _ -`` with no leading, trailing or doubled dots and at most
+:data:`MAX_LOCAL` characters, then ``@account_domain`` is appended. A name
+already taken (by any account of the tenant still in the store, or by an
+earlier new person of the same run, in model order) gets ``.1``, ``.2``, …
+before the ``@``. Names are made once, at creation, and never change.
+
+Everything is column-wise except two small parts: the Unicode folding runs
+once per *distinct non-ASCII* value (stdlib ``unicodedata``), and the suffix
+search runs only over the people whose name collides.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+
+import polars as pl
+
+from rosterdrop.codes import Code
+from rosterdrop.issues import IssueLog
+from rosterdrop.sync.messages import joined, where
+
+MAX_LOCAL = 64
+"""Longest part before the ``@``."""
+
+LOCAL_PATTERN = re.compile(r"^(?!\.)(?!.*\.\.)(?!.*\.$)[a-z0-9._-]{1,64}$")
+"""What every managed name's local part matches."""
+
+FORMAT_FIELDS = (
+    "first_name",
+    "last_name",
+    "middle_name",
+    "first_initial",
+    "person_number",
+    "sis_username",
+    "person_id",
+)
+
+# Letters that NFKD leaves whole (they are not "letter + accent").
+_EXTRA_FOLDS = {
+    "ß": "ss", "ẞ": "ss", "æ": "ae", "Æ": "ae", "œ": "oe", "Œ": "oe",
+    "ø": "o", "Ø": "o", "ł": "l", "Ł": "l", "đ": "d", "Đ": "d", "ð": "d", "Ð": "d",
+    "þ": "th", "Þ": "th", "ı": "i", "ħ": "h", "Ħ": "h", "ŋ": "n", "Ŋ": "n",
+    "ŧ": "t", "Ŧ": "t", "ĸ": "k", "ƒ": "f", "ə": "e", "Ə": "e",
+}
+_ASCII_ONLY = r"^[\x00-\x7f]*$"
+
+
+def fold_ascii(text: str) -> str:
+    """``text`` with accents removed and the letters above spelled in ASCII.
+
+    Other non-ASCII characters are kept; :func:`clean_local` drops them.
+    """
+    out = []
+    for char in unicodedata.normalize("NFKD", text):
+        if unicodedata.combining(char):
+            continue
+        out.append(_EXTRA_FOLDS.get(char, char))
+    return "".join(out)
+
+
+def fold_series(values: pl.Series) -> pl.Series:
+    """:func:`fold_ascii` over a column, calling Python once per distinct non-ASCII value."""
+    values = values.cast(pl.String)
+    foreign = values.filter(~values.str.contains(_ASCII_ONLY)).unique().drop_nulls()
+    if foreign.len() == 0:
+        return values
+    return values.replace({value: fold_ascii(value) for value in foreign.to_list()})
+
+
+def clean_local(expr: pl.Expr) -> pl.Expr:
+    """Lower-case ASCII ``a-z 0-9 . _ -`` only, single dots, none at either end, ≤ 64."""
+    return (
+        expr.str.to_lowercase()
+        .str.replace_all(r"[^a-z0-9._-]+", "")
+        .str.replace_all(r"\.{2,}", ".")
+        .str.strip_chars(".")
+        .str.slice(0, MAX_LOCAL)
+        .str.strip_chars_end(".")
+    )
+
+
+def clean_local_text(text: str) -> str:
+    """:func:`clean_local` of one folded string (for tests and single edits)."""
+    frame = pl.DataFrame({"v": [fold_ascii(text)]}, schema={"v": pl.String})
+    return str(frame.select(clean_local(pl.col("v")))["v"][0])
+
+
+def format_fields(account_format: str) -> list[str]:
+    """The person fields ``account_format`` uses, in order of first use."""
+    used: list[str] = []
+    for _, name, _, _ in string.Formatter().parse(account_format):
+        if name is not None:
+            needed = "first_name" if name == "first_initial" else name
+            if needed not in used:
+                used.append(needed)
+    return used
+
+
+def render_local(people: pl.DataFrame, account_format: str) -> pl.Series:
+    """The cleaned local part per person, ``""`` where nothing usable remains.
+
+    ``people`` has the model's person columns; blank fields render as ``""``
+    (callers report them first, see :func:`assign_accounts`).
+    """
+    folded = {
+        name: fold_series(people[name]).fill_null("")
+        for name in format_fields(account_format)
+    }
+    frame = pl.DataFrame(folded) if folded else pl.DataFrame({"_": [0] * people.height})
+    pieces: list[pl.Expr] = []
+    for literal, name, _, _ in string.Formatter().parse(account_format):
+        if literal:
+            pieces.append(pl.lit(literal))
+        if name == "first_initial":
+            pieces.append(clean_local(pl.col("first_name")).str.slice(0, 1))
+        elif name is not None:
+            pieces.append(pl.col(name))
+    if not pieces:
+        return pl.Series("local", [""] * people.height, pl.String)
+    return frame.select(clean_local(pl.concat_str(pieces)).alias("local"))["local"]
+
+
+def _suffixed(local: str, number: int) -> str:
+    suffix = f".{number}"
+    return local[: MAX_LOCAL - len(suffix)].rstrip(".") + suffix
+
+
+def resolve_collisions(locals_: pl.Series, domain: str, taken: pl.Series) -> pl.Series:
+    """``local@domain`` per row, with ``.1``, ``.2``, … where the name is taken.
+
+    A name is taken when it is in ``taken`` or given to an earlier row; rows
+    are served in order. Only colliding rows go through the Python loop.
+    """
+    domain = domain.strip().lower()
+    full = (locals_ + "@" + domain).rename("account")
+    clash = full.is_duplicated() | full.is_in(taken.implode())
+    if not clash.any():
+        return full
+    used = set(taken.to_list())
+    used.update(full.filter(~clash).to_list())
+    next_number: dict[str, int] = {}
+    result = full.to_list()
+    for index in clash.arg_true().to_list():
+        local = locals_[index]
+        number = next_number.get(local, 0)
+        while True:
+            name = f"{local if number == 0 else _suffixed(local, number)}@{domain}"
+            if name not in used:
+                break
+            number += 1
+        next_number[local] = number + 1
+        used.add(name)
+        result[index] = name
+    return pl.Series("account", result, pl.String)
+
+
+def assign_accounts(
+    people: pl.DataFrame,
+    account_format: str,
+    domain: str,
+    taken: pl.Series,
+    issues: IssueLog,
+) -> pl.Series:
+    """Account names for new ``people`` (model rows, in model order).
+
+    A person whose format field is blank, or whose name has no usable
+    character left, gets null and an ``ACCOUNT_NAME_FAILED`` error naming
+    the person and the field(s).
+    """
+    fields = format_fields(account_format)
+    is_blank = [
+        pl.col(name).is_null() | (pl.col(name).str.strip_chars() == "") for name in fields
+    ]
+    missing = (
+        people.select(
+            pl.when(pl.any_horizontal(is_blank))
+            .then(
+                pl.concat_str(
+                    [pl.when(b).then(pl.lit(n)) for b, n in zip(is_blank, fields, strict=True)],
+                    separator=", ",
+                    ignore_nulls=True,
+                )
+            )
+            .alias("m")
+        )["m"]
+        if fields
+        else pl.Series("m", [None] * people.height, pl.String)
+    )
+    local = render_local(people, account_format)
+    failed = missing.is_not_null() | (local == "")
+    if failed.any():
+        bad = people.with_columns(missing=missing).filter(failed)
+        used = joined(fields) or "no field"
+        message = (
+            pl.when(pl.col("missing").is_not_null())
+            .then(
+                pl.lit("person '")
+                + pl.col("person_id")
+                + pl.lit("' has no ")
+                + pl.col("missing").str.replace_all(", ", " or ")
+                + pl.lit(
+                    f", which the managed account name format '{account_format}' needs; "
+                    "fill in the value in the SIS, or change account_format."
+                )
+            )
+            .otherwise(
+                pl.lit("person '")
+                + pl.col("person_id")
+                + pl.lit(
+                    f"' would get an empty managed account name: the format '{account_format}' "
+                    f"keeps no letter or digit of their {used} (only a-z, 0-9, '.', '_' and "
+                    "'-' remain once accents are removed); correct the name in the SIS, "
+                    "or change account_format."
+                )
+            )
+        )
+        issues.extend(
+            bad.select(
+                file=pl.col("_file"),
+                line=pl.col("_line"),
+                column=pl.col("missing").str.split(", ").list.first(),
+                value=pl.col("person_id"),
+                message=pl.concat_str([where(), message]),
+            ),
+            Code.ACCOUNT_NAME_FAILED,
+        )
+    names = resolve_collisions(local.filter(~failed), domain, taken)
+    result = pl.Series("account", [None] * people.height, pl.String)
+    return result.scatter(failed.not_().arg_true(), names)

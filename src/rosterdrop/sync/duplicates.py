@@ -1,0 +1,175 @@
+"""Duplicate prevention (pipeline.md "Prevent duplicate accounts").
+
+An incoming person whose person_id is unknown to the store is compared with
+every existing account of the tenant, active or inactive, on the tenant's
+``duplicates.match_on`` fields: all of them must be equal; names and emails
+are compared trimmed and case-insensitively, person_number and sis_username
+trimmed; a blank value never matches. Exactly one candidate → the person
+takes over that account (same account_id and name; the new SIS id replaces
+the old one, which is kept in ``previous_ids``).
+
+``MATCH_AMBIGUOUS`` (an error) when a person has more than one candidate, or
+when one account would be claimed twice: by two incoming people, or by an
+incoming person while the account's own SIS id is still in the upload. The
+message lists the candidate accounts by name and account_id, and the other
+claimants by SIS id: no other personal data. Everything is joins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from rosterdrop.codes import Code
+from rosterdrop.issues import IssueLog
+from rosterdrop.sync.messages import joined, where
+
+CASE_INSENSITIVE = frozenset({"first_name", "last_name", "middle_name", "email_address"})
+
+
+def _normalised(name: str) -> pl.Expr:
+    value = pl.col(name).cast(pl.String).str.strip_chars()
+    if name in CASE_INSENSITIVE:
+        value = value.str.to_lowercase()
+    return pl.when(value == "").then(None).otherwise(value).alias(f"_m_{name}")
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The outcome of duplicate prevention for the unknown incoming people."""
+
+    matched: pl.DataFrame
+    """``person_id`` (incoming) → ``account_id`` (existing), one row per unambiguous match."""
+    ambiguous: pl.Series
+    """Incoming person_ids reported as ``MATCH_AMBIGUOUS``."""
+
+
+def match_duplicates(
+    unknown: pl.DataFrame,
+    existing: pl.DataFrame,
+    claimed: pl.Series,
+    match_on: Sequence[str],
+    issues: IssueLog,
+) -> Matches:
+    """Match ``unknown`` incoming people (model rows) to ``existing`` accounts.
+
+    ``existing`` is the snapshot's people frame; ``claimed`` holds the
+    account_ids that incoming people already claim by their own person_id.
+    """
+    empty = Matches(
+        pl.DataFrame(schema={"person_id": pl.String, "account_id": pl.Int64}),
+        pl.Series("person_id", [], pl.String),
+    )
+    if not match_on or unknown.height == 0 or existing.height == 0:
+        return empty
+    keys = [f"_m_{name}" for name in match_on]
+    left = unknown.select(
+        "person_id", "_file", "_line", *[_normalised(name) for name in match_on]
+    ).drop_nulls(keys)
+    right = existing.select(
+        "account_id",
+        pl.col("person_id").alias("_own_id"),
+        "account",
+        *[_normalised(name) for name in match_on],
+    ).drop_nulls(keys)
+    pairs = left.join(right, on=keys, how="inner")
+    if pairs.height == 0:
+        return empty
+    pairs = pairs.with_columns(
+        _n=pl.len().over("person_id"),
+        _label=pl.col("account") + pl.lit(" (account ") + pl.col("account_id").cast(pl.String)
+        + pl.lit(")"),
+    )
+    fields = joined(list(match_on))
+
+    # More than one candidate for one incoming person.
+    several = (
+        pairs.filter(pl.col("_n") > 1)
+        .sort("account_id")
+        .group_by("person_id", maintain_order=True)
+        .agg(
+            pl.col("_file").first(),
+            pl.col("_line").first(),
+            pl.len().alias("n"),
+            pl.col("_label").str.join(", ").alias("labels"),
+        )
+    )
+
+    # One candidate, but the account is claimed more than once.
+    single = pairs.filter(pl.col("_n") == 1)
+    own = (
+        existing.filter(pl.col("account_id").is_in(claimed.implode()))
+        .select("account_id", claimant=pl.lit("person '") + pl.col("person_id")
+                + pl.lit("' (the account's current SIS id)"))
+    )
+    claims = pl.concat(
+        [
+            single.select(
+                "account_id",
+                claimant=pl.lit("person '") + pl.col("person_id") + pl.lit("'"),
+            ),
+            own.join(single.select("account_id").unique(), on="account_id", how="semi"),
+        ]
+    )
+    contested = single.join(
+        claims.group_by("account_id").agg(pl.len().alias("_claims")), on="account_id"
+    ).filter(pl.col("_claims") > 1)
+    others = (
+        contested.select("person_id", "account_id")
+        .join(claims, on="account_id")
+        .filter(pl.col("claimant") != pl.lit("person '") + pl.col("person_id") + pl.lit("'"))
+        .sort("claimant")
+        .group_by("person_id")
+        .agg(pl.col("claimant").str.join(" and ").alias("others"))
+    )
+    contested = contested.join(others, on="person_id", how="left")
+
+    fix = (
+        "; make these values unique in the SIS (or correct the person's SIS id), "
+        "or change duplicates.match_on."
+    )
+    if several.height:
+        issues.extend(
+            several.select(
+                file=pl.col("_file"),
+                line=pl.col("_line"),
+                column=pl.lit(None, pl.String),
+                value=pl.col("person_id"),
+                message=pl.concat_str(
+                    [
+                        where(),
+                        pl.lit("new person '") + pl.col("person_id") + pl.lit("' matches ")
+                        + pl.col("n").cast(pl.String)
+                        + pl.lit(f" existing accounts on {fields}: ") + pl.col("labels")
+                        + pl.lit(fix),
+                    ]
+                ),
+            ),
+            Code.MATCH_AMBIGUOUS,
+        )
+    if contested.height:
+        issues.extend(
+            contested.select(
+                file=pl.col("_file"),
+                line=pl.col("_line"),
+                column=pl.lit(None, pl.String),
+                value=pl.col("person_id"),
+                message=pl.concat_str(
+                    [
+                        where(),
+                        pl.lit("new person '") + pl.col("person_id")
+                        + pl.lit("' matches the existing account ") + pl.col("_label")
+                        + pl.lit(f" on {fields}, and so does ") + pl.col("others")
+                        + pl.lit(fix),
+                    ]
+                ),
+            ),
+            Code.MATCH_AMBIGUOUS,
+        )
+    ambiguous = pl.concat([several["person_id"], contested["person_id"]]).unique()
+    matched = single.filter(~pl.col("person_id").is_in(ambiguous.implode())).select(
+        "person_id", "account_id"
+    )
+    return Matches(matched, ambiguous.rename("person_id"))

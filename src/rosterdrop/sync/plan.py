@@ -1,0 +1,531 @@
+"""Plan a sync: the diff of the filtered, patched model against the snapshot.
+
+``plan_sync`` is pure: same snapshot, model, settings and ``today`` → same
+plan. The :class:`Plan` holds frames of exactly the rows to write, so the
+store's ``apply_plan`` touches nothing else, and :func:`advance` computes the
+snapshot that applying it yields (used for the snapshot cache and for the
+"planning again changes nothing" property).
+
+People (keyed by ``account_id``):
+
+- **created**: person_id unknown to the store and not matched by duplicate
+  prevention; gets a managed account name (``accounts.py``);
+- **updated**: a synced field (``PERSON_FIELDS``) changed, the SIS id changed
+  (duplicate prevention), or the account was inactive and is back
+  (**reactivated**, same account; counted as updated in ``changes()``);
+- **deactivated**: active, absent from a bulk upload, or named by a delta
+  tombstone (``active == False``); the row and its account name stay until
+  retention purges them;
+- a locally edited account (``source = "local"``) keeps its values; one
+  ``ACCOUNT_LOCAL`` warning per such person lists the SIS values not applied.
+  Its lifecycle still follows the SIS (deactivation, reactivation, SIS id).
+
+Locations, courses, classes, instructors and rosters: created, updated (a
+value changed), removed (absent from a bulk upload, or tombstoned in a delta)
+or unchanged. Instructors are part of their class: a class whose instructor
+list changed counts as an updated class.
+
+Delta kinds (``model.delta``) change only what they name; absent records are
+untouched. A delta tombstone of a class or person also removes the stored
+rosters and instructor rows that name it (and any upsert of such rows in the
+same upload), so no row points at a removed class or inactive person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import polars as pl
+
+from rosterdrop.codes import Code
+from rosterdrop.config import TenantSettings
+from rosterdrop.issues import IssueLog
+from rosterdrop.model import Model
+from rosterdrop.sync.accounts import assign_accounts
+from rosterdrop.sync.duplicates import match_duplicates
+from rosterdrop.sync.messages import quoted, where
+from rosterdrop.sync.snapshot import (
+    ACTIVE,
+    INACTIVE,
+    KEYS,
+    LOCAL,
+    PEOPLE_SCHEMA,
+    PERSON_FIELDS,
+    SIS,
+    SNAPSHOT_SCHEMAS,
+    Snapshot,
+    snapshot_frame,
+)
+
+ROLE_KINDS = {"student": "students", "staff": "staff"}
+CHANGE_KINDS = ("locations", "students", "staff", "courses", "classes", "rosters")
+"""The kinds ``Plan.changes()`` reports: the ``counts`` kinds of cli.md, people split by role."""
+REMOVABLE_KINDS = ("locations", "courses", "classes", "rosters")
+TABLE_VALUES: dict[str, tuple[str, ...]] = {
+    kind: tuple(name for name in SNAPSHOT_SCHEMAS[kind] if name not in KEYS[kind])
+    for kind in ("locations", "courses", "classes", "instructors", "rosters")
+}
+
+
+@dataclass(frozen=True)
+class TableChanges:
+    """The rows to write for one table (snapshot schema)."""
+
+    create: pl.DataFrame
+    """New rows, complete."""
+    update: pl.DataFrame
+    """Changed rows, complete, with their new values."""
+    remove: pl.DataFrame
+    """Key columns of the rows to delete."""
+    unchanged: int = 0
+
+    @classmethod
+    def nothing(cls, kind: str) -> TableChanges:
+        empty = snapshot_frame(kind)
+        return cls(empty, empty, empty.select(KEYS[kind]))
+
+    def rows(self) -> int:
+        return self.create.height + self.update.height + self.remove.height
+
+
+@dataclass(frozen=True)
+class PeopleChanges:
+    """The people rows to write (``PEOPLE_SCHEMA``)."""
+
+    create: pl.DataFrame
+    """New people: ``account_id`` is null (the store assigns it), status active, source sis."""
+    update: pl.DataFrame
+    """Existing accounts with new values, reactivations included."""
+    deactivate: pl.DataFrame
+    """Accounts to deactivate, as they will be (status inactive, deactivated_on today)."""
+    reactivated: int = 0
+    unchanged: dict[str, int] = field(default_factory=dict)
+    """Per change kind (students/staff)."""
+
+    def rows(self) -> int:
+        return self.create.height + self.update.height + self.deactivate.height
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a sync changes, as frames of exactly the rows to write."""
+
+    base: Snapshot
+    """The snapshot the plan was made against (``apply_plan`` checks its revision)."""
+    today: date
+    people: PeopleChanges
+    locations: TableChanges
+    courses: TableChanges
+    classes: TableChanges
+    instructors: TableChanges
+    rosters: TableChanges
+    failed: bool = False
+    """Planning found errors (``MATCH_AMBIGUOUS``, ``ACCOUNT_NAME_FAILED``): never apply it."""
+    classes_touched: int = 0
+    """Classes not otherwise changed whose instructor list changed (counted as updated)."""
+
+    def table(self, kind: str) -> TableChanges:
+        return getattr(self, kind)  # type: ignore[no-any-return]
+
+    def rows(self) -> int:
+        """How many rows applying the plan writes."""
+        return self.people.rows() + sum(
+            self.table(kind).rows()
+            for kind in ("locations", "courses", "classes", "instructors", "rosters")
+        )
+
+    def is_empty(self) -> bool:
+        return self.rows() == 0
+
+    @property
+    def deactivated_people(self) -> int:
+        return self.people.deactivate.height
+
+    @property
+    def removed_classes(self) -> int:
+        return self.classes.remove.height
+
+    def changes(self) -> dict[str, dict[str, int]]:
+        """The ``changes`` object of ``sync --json`` (cli.md).
+
+        ``created``, ``updated`` and ``unchanged`` have every kind of
+        :data:`CHANGE_KINDS`; ``deactivated`` has students and staff (people
+        are deactivated, never removed); ``removed`` has the other kinds.
+        Reactivated people count as updated; a class counts as updated when
+        its instructors changed.
+        """
+        people = self.people
+
+        def by_role(frame: pl.DataFrame) -> dict[str, int]:
+            counts = dict.fromkeys(ROLE_KINDS.values(), 0)
+            for role, n in frame.group_by("role").len().iter_rows():
+                kind = ROLE_KINDS.get(role or "")
+                if kind:
+                    counts[kind] += n
+            return counts
+
+        def tables(pick: str) -> dict[str, int]:
+            return {
+                kind: getattr(self.table(kind), pick).height
+                for kind in ("locations", "courses", "classes", "rosters")
+            }
+
+        created = {**tables("create"), **by_role(people.create)}
+        updated = {**tables("update"), **by_role(people.update)}
+        updated["classes"] += self.classes_touched
+        unchanged = {
+            kind: self.table(kind).unchanged for kind in ("locations", "courses", "classes", "rosters")
+        }
+        unchanged.update({kind: people.unchanged.get(kind, 0) for kind in ROLE_KINDS.values()})
+        return {
+            "created": {kind: created[kind] for kind in CHANGE_KINDS},
+            "updated": {kind: updated[kind] for kind in CHANGE_KINDS},
+            "deactivated": by_role(people.deactivate),
+            "removed": {kind: self.table(kind).remove.height for kind in REMOVABLE_KINDS},
+            "unchanged": {kind: unchanged[kind] for kind in CHANGE_KINDS},
+        }
+
+
+# --- planning ----------------------------------------------------------------------------------
+
+
+def _split(model: Model, kind: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """(records to upsert, tombstones or None for a bulk kind)."""
+    frame = model.frame(kind)
+    active = pl.col("active").fill_null(True)
+    if kind in model.delta:
+        return frame.filter(active), frame.filter(~active)
+    return frame.filter(active), None
+
+
+def plan_sync(
+    snapshot: Snapshot,
+    model: Model,
+    tenant: TenantSettings,
+    today: date,
+    issues: IssueLog,
+) -> Plan:
+    """Diff ``model`` (filtered and patched) against ``snapshot``.
+
+    Issues found while planning (``MATCH_AMBIGUOUS``, ``ACCOUNT_NAME_FAILED``,
+    ``ACCOUNT_LOCAL``) go to ``issues``; with an error among them the plan is
+    ``failed`` and must not be applied (its counts are still shown).
+    """
+    log = IssueLog()
+    people, person_tombstones = _plan_people(snapshot, model, tenant, today, log)
+
+    class_tombstones = pl.Series("class_id", [], pl.String)
+    frames: dict[str, tuple[pl.DataFrame, pl.DataFrame | None]] = {
+        kind: _split(model, kind)
+        for kind in ("locations", "courses", "classes", "instructors", "rosters")
+    }
+    classes_dead = frames["classes"][1]
+    if classes_dead is not None:
+        class_tombstones = classes_dead["class_id"].drop_nulls().unique()
+
+    tables: dict[str, TableChanges] = {}
+    unchanged_classes = pl.Series("class_id", [], pl.String)
+    for kind, (upserts, tombstones) in frames.items():
+        cascade: pl.DataFrame | None = None
+        if kind in ("instructors", "rosters") and (
+            class_tombstones.len() or person_tombstones.len()
+        ):
+            person_col = "student_id" if kind == "rosters" else "person_id"
+            dead = pl.col("class_id").is_in(class_tombstones.implode()) | pl.col(
+                person_col
+            ).is_in(person_tombstones.implode())
+            upserts = upserts.filter(~dead)
+            cascade = snapshot.frame(kind).filter(dead)
+        changes, unchanged_keys = _diff(snapshot.frame(kind), upserts, tombstones, kind, cascade)
+        tables[kind] = changes
+        if kind == "classes":
+            unchanged_classes = unchanged_keys["class_id"]
+
+    # A class whose instructor list changed is an updated class.
+    instr = tables["instructors"]
+    touched = (
+        pl.concat([instr.create["class_id"], instr.update["class_id"], instr.remove["class_id"]])
+        .unique()
+    )
+    touched_unchanged = unchanged_classes.filter(unchanged_classes.is_in(touched.implode()))
+    classes = tables["classes"]
+    stored_only = touched.filter(
+        ~touched.is_in(model.classes["class_id"].implode())
+        & touched.is_in(snapshot.classes["class_id"].implode())
+        & ~touched.is_in(classes.remove["class_id"].implode())
+    )
+    tables["classes"] = TableChanges(
+        classes.create,
+        classes.update,
+        classes.remove,
+        classes.unchanged - touched_unchanged.len(),
+    )
+
+    issues.merge(log)
+    return Plan(
+        base=snapshot,
+        today=today,
+        people=people,
+        failed=log.has_errors(),
+        classes_touched=touched_unchanged.len() + stored_only.len(),
+        **tables,
+    )
+
+
+def _diff(
+    old: pl.DataFrame,
+    upserts: pl.DataFrame,
+    tombstones: pl.DataFrame | None,
+    kind: str,
+    cascade: pl.DataFrame | None,
+) -> tuple[TableChanges, pl.DataFrame]:
+    """Created / updated / removed rows of one table, and the unchanged keys."""
+    key = list(KEYS[kind])
+    values = list(TABLE_VALUES[kind])
+    new = snapshot_frame(kind, upserts).drop_nulls(key).unique(
+        subset=key, keep="first", maintain_order=True
+    )
+    joined = new.join(
+        old.select(*key, *[pl.col(v).alias(f"{v}__old") for v in values]).with_columns(
+            __old=pl.lit(True)
+        ),
+        on=key,
+        how="left",
+    )
+    exists = pl.col("__old").fill_null(False)
+    differs = pl.any_horizontal([pl.col(v).ne_missing(pl.col(f"{v}__old")) for v in values])
+    create = joined.filter(~exists).select(*key, *values)
+    update = joined.filter(exists & differs).select(*key, *values)
+    unchanged = joined.filter(exists & ~differs).select(key)
+    if tombstones is None:
+        remove = old.select(key).join(new.select(key), on=key, how="anti")
+    else:
+        remove = (
+            snapshot_frame(kind, tombstones)
+            .select(key)
+            .drop_nulls()
+            .unique(maintain_order=True)
+            .join(old.select(key), on=key, how="semi")
+            .join(new.select(key), on=key, how="anti")
+        )
+    if cascade is not None and cascade.height:
+        remove = pl.concat([remove, cascade.select(key)]).unique(maintain_order=True)
+    return TableChanges(create, update, remove, unchanged.height), unchanged
+
+
+def _plan_people(
+    snapshot: Snapshot,
+    model: Model,
+    tenant: TenantSettings,
+    today: date,
+    log: IssueLog,
+) -> tuple[PeopleChanges, pl.Series]:
+    """The people part of the plan, and the person_ids tombstoned by a delta."""
+    upserts, tombstones = _split(model, "people")
+    incoming = upserts.filter(pl.col("person_id").is_not_null()).unique(
+        subset="person_id", keep="first", maintain_order=True
+    )
+    old = snapshot.people
+
+    # 1. By SIS id.
+    incoming = incoming.join(
+        old.select("account_id", "person_id"), on="person_id", how="left", maintain_order="left"
+    )
+    # 2. Duplicate prevention for the unknown ones.
+    if tenant.duplicates.prevent:
+        matches = match_duplicates(
+            incoming.filter(pl.col("account_id").is_null()),
+            old,
+            incoming["account_id"].drop_nulls(),
+            tenant.duplicates.match_on,
+            log,
+        )
+        incoming = (
+            incoming.filter(~pl.col("person_id").is_in(matches.ambiguous.implode()))
+            .join(
+                matches.matched.rename({"account_id": "_matched"}),
+                on="person_id",
+                how="left",
+                maintain_order="left",
+            )
+            .with_columns(account_id=pl.coalesce("account_id", "_matched"))
+            .drop("_matched")
+        )
+
+    # 3. New people get account names (model order decides who gets the plain name).
+    new = incoming.filter(pl.col("account_id").is_null())
+    accounts = assign_accounts(
+        new, tenant.account_format, tenant.account_domain, snapshot.taken_accounts, log
+    )
+    new = new.with_columns(account=accounts).filter(pl.col("account").is_not_null())
+    create = snapshot_frame(
+        "people",
+        new.with_columns(
+            account_id=pl.lit(None, pl.Int64),
+            previous_ids=pl.lit([], pl.List(pl.String)),
+            status=pl.lit(ACTIVE),
+            source=pl.lit(SIS),
+            deactivated_on=pl.lit(None, pl.Date),
+        ),
+    )
+
+    # 4. Existing accounts: compare.
+    seen = incoming.filter(pl.col("account_id").is_not_null())
+    old_cols = [pl.col(name).alias(f"{name}__old") for name in PEOPLE_SCHEMA if name != "account_id"]
+    both = seen.select("account_id", "_file", "_line", *PERSON_FIELDS, "person_id").join(
+        old.select("account_id", *old_cols), on="account_id", how="left", maintain_order="left"
+    )
+    local = pl.col("source__old") == LOCAL
+    differs = [pl.col(f).ne_missing(pl.col(f"{f}__old")) for f in PERSON_FIELDS]
+    sis_changed = pl.any_horizontal(differs)
+    id_changed = pl.col("person_id") != pl.col("person_id__old")
+    back = pl.col("status__old") == INACTIVE
+    both = both.with_columns(
+        _write=(sis_changed & ~local) | id_changed | back,
+        _back=back,
+        _ignored=sis_changed & local,
+    )
+    _warn_local(both, differs, log)
+    written = both.filter("_write")
+    update = snapshot_frame(
+        "people",
+        written.select(
+            "account_id",
+            "person_id",
+            *[
+                pl.when(local).then(pl.col(f"{f}__old")).otherwise(pl.col(f)).alias(f)
+                for f in PERSON_FIELDS
+            ],
+            previous_ids=pl.when(pl.col("person_id") != pl.col("person_id__old"))
+            .then(
+                pl.concat_list(
+                    [
+                        pl.col("previous_ids__old").fill_null(pl.lit([], pl.List(pl.String))),
+                        pl.col("person_id__old"),
+                    ]
+                )
+            )
+            .otherwise(pl.col("previous_ids__old")),
+            account=pl.col("account__old"),
+            status=pl.lit(ACTIVE),
+            source=pl.col("source__old"),
+            deactivated_on=pl.lit(None, pl.Date),
+        ),
+    )
+    unchanged_rows = both.filter(~pl.col("_write"))
+
+    # 5. Deactivations.
+    if tombstones is None:
+        gone = old.filter(
+            (pl.col("status") == ACTIVE)
+            & ~pl.col("account_id").is_in(seen["account_id"].implode())
+        )
+        dead_ids = pl.Series("person_id", [], pl.String)
+    else:
+        dead_ids = tombstones["person_id"].drop_nulls().unique()
+        dead_ids = dead_ids.filter(~dead_ids.is_in(incoming["person_id"].implode()))
+        gone = old.filter(
+            (pl.col("status") == ACTIVE) & pl.col("person_id").is_in(dead_ids.implode())
+        )
+    deactivate = gone.with_columns(status=pl.lit(INACTIVE), deactivated_on=pl.lit(today))
+
+    role_counts = dict.fromkeys(ROLE_KINDS.values(), 0)
+    for role, n in unchanged_rows.group_by("role__old").len().iter_rows():
+        kind = ROLE_KINDS.get(role or "")
+        if kind:
+            role_counts[kind] += n
+    changes = PeopleChanges(
+        create=create,
+        update=update,
+        deactivate=snapshot_frame("people", deactivate),
+        reactivated=int(written["_back"].sum()),
+        unchanged=role_counts,
+    )
+    return changes, dead_ids
+
+
+def _warn_local(both: pl.DataFrame, differs: list[pl.Expr], log: IssueLog) -> None:
+    """One ``ACCOUNT_LOCAL`` warning per locally edited person with SIS values not applied."""
+    ignored = both.filter("_ignored")
+    if ignored.height == 0:
+        return
+    listed = [
+        pl.when(d).then(
+            pl.lit(f"{name} ")
+            + quoted(pl.col(name).list.join(",") if name == "location_ids" else pl.col(name))
+        )
+        for name, d in zip(PERSON_FIELDS, differs, strict=True)
+    ]
+    log.extend(
+        ignored.select(
+            file=pl.col("_file"),
+            line=pl.col("_line"),
+            column=pl.lit(None, pl.String),
+            value=pl.col("person_id"),
+            message=pl.concat_str(
+                [
+                    where(),
+                    pl.lit("account ") + pl.col("account__old") + pl.lit(" (person '")
+                    + pl.col("person_id")
+                    + pl.lit("') was edited locally, so these SIS values were not applied: "),
+                    pl.concat_str(listed, separator=", ", ignore_nulls=True),
+                    pl.lit(
+                        "; edit the account again with `rosterdrop people set` "
+                        "if they should apply."
+                    ),
+                ]
+            ),
+        ),
+        Code.ACCOUNT_LOCAL,
+    )
+
+
+# --- the plan applied to a snapshot ------------------------------------------------------------
+
+
+def advance(
+    plan: Plan,
+    *,
+    account_ids: pl.Series | None = None,
+    today: date | None = None,
+) -> Snapshot:
+    """The snapshot that applying ``plan`` to ``plan.base`` yields.
+
+    ``account_ids`` are the ids the store gave the created people, in
+    ``plan.people.create`` order (default: counting on from the largest id);
+    ``today`` is the date recorded for deactivations (default ``plan.today``).
+    """
+    base = plan.base
+    people = plan.people
+    created = people.create
+    if account_ids is None:
+        start = int(base.people["account_id"].max() or 0) + 1  # type: ignore[arg-type]
+        account_ids = pl.int_range(start, start + created.height, eager=True)
+    created = created.with_columns(account_id=account_ids.cast(pl.Int64))
+    deactivated = people.deactivate.with_columns(deactivated_on=pl.lit(today or plan.today))
+    replaced = pl.concat([people.update["account_id"], deactivated["account_id"]])
+    new_people = pl.concat(
+        [
+            base.people.filter(~pl.col("account_id").is_in(replaced.implode())),
+            people.update,
+            deactivated,
+            created,
+        ]
+    )
+    frames: dict[str, pl.DataFrame] = {"people": new_people}
+    for kind in ("locations", "courses", "classes", "instructors", "rosters"):
+        changes = plan.table(kind)
+        key = list(KEYS[kind])
+        gone = pl.concat([changes.remove.select(key), changes.update.select(key)])
+        frames[kind] = pl.concat(
+            [
+                base.frame(kind).join(gone, on=key, how="anti"),
+                changes.update,
+                changes.create,
+            ]
+        )
+    taken = pl.concat([base.taken_accounts, created["account"]]).unique(maintain_order=True)
+    return Snapshot(
+        **frames, taken_accounts=taken.rename("account"), revision=base.revision + 1
+    )
