@@ -1,0 +1,210 @@
+"""Opening the store: SQLite (a file in the state folder) or PostgreSQL.
+
+``open_store(url)`` returns a :class:`Store`, the one handle the rest of the
+store works through. SQLite runs in WAL mode with ``synchronous=NORMAL``,
+foreign keys on and a busy timeout; write transactions start with ``BEGIN
+IMMEDIATE`` so two writers queue instead of failing half-way. PostgreSQL
+URLs (``postgresql://`` or ``postgresql+psycopg://``) use psycopg 3; reads of
+a whole snapshot run in one REPEATABLE READ transaction.
+
+Every SQLAlchemy, DB-API and file error is translated here into
+:class:`~rosterdrop.errors.StoreError` (:func:`translate`).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from rosterdrop.errors import StoreError
+from rosterdrop.store.tables import (
+    ALL_TABLES,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_TABLE,
+    UPGRADES,
+    metadata,
+)
+
+SQLITE_BUSY_MS = 30_000
+_WRITE = "rosterdrop_write"
+_CACHE_TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).strip().splitlines()[0][:500]
+
+
+@contextmanager
+def translate(what: str) -> Iterator[None]:
+    """Re-raise database and file errors met while doing ``what`` as StoreError."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (SQLAlchemyError, sqlite3.Error, psycopg.Error, OSError) as exc:
+        raise StoreError(f"{what}: {_short(exc)}") from exc
+
+
+class Store:
+    """An open database plus, optionally, a folder for snapshot caches.
+
+    ``written(table, rows)`` is called after every bulk statement of a write;
+    it does nothing here, and exists so tests can inject faults half-way
+    through a transaction by subclassing.
+    """
+
+    def __init__(self, engine: Engine, cache_dir: Path | None = None) -> None:
+        self.engine = engine
+        self.cache_dir = cache_dir
+        self.dialect = engine.dialect.name
+        self._store_id: str | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @property
+    def store_id(self) -> str:
+        if self._store_id is None:
+            with translate("reading the store id"), self.engine.connect() as conn:
+                self._store_id = str(conn.execute(select(SCHEMA_VERSION_TABLE.c.store_id)).scalar_one())
+        return self._store_id
+
+    def cache_path(self, tenant: str) -> Path | None:
+        """The tenant's snapshot cache folder, or None without caching."""
+        if self.cache_dir is None or not _CACHE_TENANT.match(tenant):
+            return None
+        return self.cache_dir / tenant
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (committed on success, rolled back on any exception)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction that sees one consistent state of the database."""
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def written(self, table: str, rows: int) -> None:
+        """Hook: a bulk statement wrote ``rows`` rows to ``table``."""
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _sqlite_engine(url: str, database: str | None) -> Engine:
+    if database and database != ":memory:":
+        with translate(f"creating the folder for {database}"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below); the sqlite3 module must not.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "foreign_keys=ON",
+            f"busy_timeout={SQLITE_BUSY_MS}",
+            "cache_size=-65536",
+            "temp_store=MEMORY",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def open_store(url: str, *, cache_dir: Path | None = None, cache: bool = True) -> Store:
+    """Open (and create or upgrade) the store at ``url``.
+
+    ``cache_dir``: where snapshot caches live; by default, for SQLite, a
+    ``cache`` folder next to the database file, and none for PostgreSQL.
+    ``cache=False`` turns caching off.
+    """
+    with translate(f"opening the store {url!r}"):
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise StoreError(f"invalid database URL {url!r}: {exc}") from exc
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            engine = _sqlite_engine(url, parsed.database)
+            if cache_dir is None and parsed.database and parsed.database != ":memory:":
+                cache_dir = Path(parsed.database).parent / "cache"
+        elif backend == "postgresql":
+            if parsed.drivername == "postgresql":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            elif parsed.drivername != "postgresql+psycopg":
+                raise StoreError(f"unsupported PostgreSQL driver {parsed.drivername!r}; use psycopg")
+            engine = create_engine(parsed, pool_pre_ping=True)
+        else:
+            raise StoreError(f"unsupported database {backend!r}; use sqlite or postgresql")
+        store = Store(engine, cache_dir if cache else None)
+        try:
+            ensure_schema(store)
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+
+def ensure_schema(store: Store) -> None:
+    """Create a new schema, or upgrade an older one step by step (see tables.py)."""
+    with translate("creating or upgrading the schema"), store.write() as conn:
+        if not store.is_sqlite:
+            # One process at a time creates or upgrades (SQLite: BEGIN IMMEDIATE did it).
+            conn.execute(text("SELECT pg_advisory_xact_lock(727100001)"))
+        metadata.create_all(conn, tables=[SCHEMA_VERSION_TABLE], checkfirst=True)
+        row = conn.execute(select(SCHEMA_VERSION_TABLE.c.version)).scalar_one_or_none()
+        if row is None:
+            metadata.create_all(conn, tables=list(ALL_TABLES), checkfirst=True)
+            conn.execute(
+                SCHEMA_VERSION_TABLE.insert().values(
+                    id=1, version=SCHEMA_VERSION, store_id=uuid.uuid4().hex
+                )
+            )
+            return
+        version = int(row)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database has schema version {version}, newer than this rosterdrop "
+                f"({SCHEMA_VERSION}); upgrade rosterdrop"
+            )
+        while version < SCHEMA_VERSION:
+            UPGRADES[version](conn)
+            version += 1
+        metadata.create_all(conn, tables=list(ALL_TABLES), checkfirst=True)
+        conn.execute(text("UPDATE schema_version SET version = :v"), {"v": version})
