@@ -1,0 +1,5 @@
+"""The SFTP drop-box server (asyncssh): see ``server.DropboxServer``."""
+
+from rosterdrop.sftp.server import DropboxServer
+
+__all__ = ["DropboxServer"]

@@ -1,0 +1,634 @@
+"""One SFTP session's view of its tenant: ``DropboxFS`` (an asyncssh ``SFTPServer``).
+
+- Confinement: client paths are resolved by ``vpath.resolve`` into /dropbox
+  (flat, uploads) and /reports (read-only); host paths are built only from
+  those parts, symlinks are neither followed nor shown.
+- Completed upload: the client's own CLOSE of a ``*.zip`` it wrote, or a
+  rename of a temporary name to ``*.zip``. asyncssh also calls ``close()``
+  for every file still open when a session dies; the session handler
+  (``session.py``) marks real CLOSE requests with ``client_close()``, so a
+  close without that mark is an aborted upload: deleted and never reported.
+- Linger: a completed upload is remembered (name → attributes) for
+  ``linger_seconds`` within the session, so a client that stats or setstats
+  it right after upload succeeds even when the daemon already moved it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from asyncssh import (
+    FXF_APPEND,
+    FXF_CREAT,
+    FXF_EXCL,
+    FXF_TRUNC,
+    FXF_WRITE,
+    SFTPAttrs,
+    SFTPEOFError,
+    SFTPFailure,
+    SFTPFileAlreadyExists,
+    SFTPName,
+    SFTPNoSuchFile,
+    SFTPNotADirectory,
+    SFTPOpUnsupported,
+    SFTPPermissionDenied,
+    SFTPQuotaExceeded,
+    SFTPServer,
+    SSHServerChannel,
+)
+
+from rosterdrop.paths import StatePaths
+from rosterdrop.sftp.vpath import Area, VPath, is_temporary, is_uploadable, is_zip, resolve
+
+log = structlog.get_logger("rosterdrop.sftp")
+
+FLUSH_BYTES = 1024 * 1024
+"""Sequential writes are gathered up to this size and written with one syscall."""
+FILE_MODE = 0o640
+NOT_UPLOADABLE = (
+    "only .zip files can be uploaded (temporary names ending in .filepart, "
+    ".part, .partial or .tmp are accepted and renamed to .zip)"
+)
+
+
+class OpenUploads:
+    """Host paths open for writing in any session (for the watcher)."""
+
+    def __init__(self) -> None:
+        self._paths: Counter[str] = Counter()
+
+    @staticmethod
+    def key(path: Path) -> str:
+        return os.path.abspath(path)
+
+    def add(self, path: Path) -> None:
+        self._paths[self.key(path)] += 1
+
+    def discard(self, path: Path) -> None:
+        key = self.key(path)
+        self._paths[key] -= 1
+        if self._paths[key] <= 0:
+            del self._paths[key]
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, Path) and self._paths.get(self.key(path), 0) > 0
+
+
+@dataclass(frozen=True)
+class DropboxContext:
+    """What every session shares: the state folder, limits and the callback."""
+
+    paths: StatePaths
+    on_upload: Callable[[str, Path], None]
+    clock: Callable[[], float]
+    max_upload_bytes: int
+    linger_seconds: float
+    uploading: OpenUploads = field(default_factory=OpenUploads)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    tenant: str
+    username: str
+    peer: str
+
+
+class _Download:
+    """A /reports file open for reading."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+
+class _Upload:
+    """A /dropbox file open for writing; sequential writes are buffered."""
+
+    __slots__ = (
+        "_chunks", "_pending", "_start", "fd", "host", "name", "refused", "size", "started",
+    )
+
+    def __init__(self, fd: int, host: Path, name: str, started: float) -> None:
+        self.fd = fd
+        self.host = host
+        self.name = name
+        self.started = started
+        self.size = 0
+        self.refused: str | None = None
+        self._chunks: list[bytes] = []
+        self._pending = 0
+        self._start = 0
+
+    def write(self, offset: int, data: bytes) -> None:
+        if self._pending and offset != self._start + self._pending:
+            self.flush()
+        if not self._pending:
+            self._start = offset
+        self._chunks.append(data)
+        self._pending += len(data)
+        self.size = max(self.size, offset + len(data))
+        if self._pending >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        chunks, offset, pending = self._chunks, self._start, self._pending
+        self._chunks, self._pending = [], 0
+        written = os.pwritev(self.fd, chunks, offset)
+        if written < pending:  # short write: finish the rest one by one
+            rest = b"".join(chunks)[written:]
+            offset += written
+            while rest:
+                n = os.pwrite(self.fd, rest, offset)
+                rest, offset = rest[n:], offset + n
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        self.fd = -1
+
+
+@dataclass
+class _Stored:
+    """A file this session wrote and closed (temporary or completed)."""
+
+    started: float
+    identity: tuple[int, int]
+    """(st_dev, st_ino), to recognise the same file later."""
+
+
+class DropboxFS(SFTPServer):
+    def __init__(
+        self,
+        chan: SSHServerChannel[bytes],
+        context: DropboxContext,
+        info: SessionInfo,
+    ) -> None:
+        super().__init__(chan)
+        self._ctx = context
+        self._info = info
+        self._dropbox = context.paths.dropbox(info.tenant)
+        self._reports = context.paths.reports(info.tenant)
+        self._log = log.bind(tenant=info.tenant, username=info.username, peer=info.peer)
+        self._client_closing = False
+        self._open: set[_Upload] = set()
+        self._temporaries: dict[str, _Stored] = {}
+        self._linger: dict[str, tuple[SFTPAttrs, float]] = {}
+
+    # -- the hook session.py uses -------------------------------------------
+
+    @contextlib.contextmanager
+    def client_close(self) -> Iterator[None]:
+        """Mark the ``close()`` calls made while handling a client's CLOSE."""
+        self._client_closing = True
+        try:
+            yield
+        finally:
+            self._client_closing = False
+
+    # -- names shown in listings --------------------------------------------
+
+    def format_user(self, uid: int | None) -> str:
+        return self._info.username
+
+    def format_group(self, gid: int | None) -> str:
+        return self._info.tenant
+
+    # -- paths --------------------------------------------------------------
+
+    def realpath(self, path: bytes) -> bytes:
+        return resolve(path, for_realpath=True).display.encode("utf-8")
+
+    def _host(self, vpath: VPath) -> Path:
+        """Host path of a /dropbox file or anything in /reports (no symlinks)."""
+        if vpath.area is Area.REPORTS:
+            host = self._reports.joinpath(*vpath.parts)
+            expected = os.path.join(os.path.realpath(self._reports), *vpath.parts)
+            if os.path.realpath(host) != expected:
+                raise SFTPNoSuchFile(f"no such file: {vpath.display}")
+            return host
+        name = vpath.dropbox_name
+        if name is None:
+            raise SFTPNoSuchFile(f"no such file: {vpath.display}")
+        return self._dropbox / name
+
+    def _dropbox_file(self, path: bytes, action: str) -> tuple[str, Path]:
+        """Name and host path for writing to /dropbox, or a clear refusal."""
+        vpath = resolve(path)
+        name = vpath.dropbox_name
+        if vpath.area is Area.REPORTS:
+            raise SFTPPermissionDenied(f"cannot {action} {vpath.display}: /reports is read-only")
+        if name is None:
+            raise SFTPPermissionDenied(
+                f"cannot {action} {vpath.display}: files go directly into /dropbox "
+                "(no folders)"
+            )
+        return name, self._dropbox / name
+
+    # -- attributes ---------------------------------------------------------
+
+    def _lingering(self, name: str) -> SFTPAttrs | None:
+        entry = self._linger.get(name)
+        if entry is None:
+            return None
+        if self._ctx.clock() >= entry[1]:
+            del self._linger[name]
+            return None
+        return entry[0]
+
+    def _stat(self, vpath: VPath) -> SFTPAttrs:
+        if vpath.area is Area.ROOT:
+            return _attrs(os.stat(self._dropbox), writable=False)
+        if vpath.area is Area.DROPBOX and vpath.is_area_root:
+            return _attrs(os.stat(self._dropbox), writable=True)
+        host = self._host(vpath)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            st = None
+        if st is not None and vpath.area is Area.REPORTS:
+            if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                return _attrs(st, writable=False)
+        elif st is not None and stat.S_ISREG(st.st_mode):
+            return _attrs(st, writable=True)
+        elif st is None and vpath.dropbox_name is not None:
+            attrs = self._lingering(vpath.dropbox_name)
+            if attrs is not None:
+                return attrs
+        raise SFTPNoSuchFile(f"no such file: {vpath.display}")
+
+    def stat(self, path: bytes) -> SFTPAttrs:
+        return self._stat(resolve(path))
+
+    def lstat(self, path: bytes) -> SFTPAttrs:
+        return self._stat(resolve(path))
+
+    def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        # Clients set times/permissions after an upload (WinSCP, rclone,
+        # `put -p`): accepted and ignored for files in /dropbox.
+        vpath = resolve(path)
+        self._stat(vpath)
+        if vpath.dropbox_name is None:
+            raise SFTPPermissionDenied(f"cannot change attributes of {vpath.display}")
+
+    def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        self.setstat(path, attrs)
+
+    def fstat(self, file_obj: object) -> SFTPAttrs:
+        if isinstance(file_obj, _Upload):
+            self._flush(file_obj)
+            return _attrs(os.fstat(file_obj.fd), writable=True)
+        assert isinstance(file_obj, _Download)
+        return _attrs(os.fstat(file_obj.fd), writable=False)
+
+    def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
+        if not isinstance(file_obj, _Upload):
+            raise SFTPPermissionDenied("/reports is read-only")
+
+    def statvfs(self, path: bytes) -> os.statvfs_result:
+        resolve(path)
+        return os.statvfs(self._dropbox)
+
+    def fstatvfs(self, file_obj: object) -> os.statvfs_result:
+        return os.statvfs(self._dropbox)
+
+    # -- listings -----------------------------------------------------------
+
+    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
+        vpath = resolve(path)
+        for name, attrs in self._listing(vpath):
+            yield SFTPName(name.encode("utf-8"), attrs=attrs)
+
+    def _listing(self, vpath: VPath) -> list[tuple[str, SFTPAttrs]]:
+        here = self._stat(vpath)
+        if not stat.S_ISDIR(here.permissions or 0):
+            raise SFTPNotADirectory(f"not a folder: {vpath.display}")
+        entries = [(".", here), ("..", self._stat(VPath(Area.ROOT)))]
+        if vpath.area is Area.REPORTS:
+            entries += _scan(self._host(vpath) if vpath.parts else self._reports, dirs=True)
+            return entries
+        if vpath.area is Area.ROOT:
+            entries += [
+                ("dropbox", self._stat(VPath(Area.DROPBOX))),
+                ("reports", self._stat(VPath(Area.REPORTS))),
+            ]
+        files = _scan(self._dropbox, dirs=False)
+        present = {name for name, _ in files}
+        for name in list(self._linger):
+            attrs = self._lingering(name)
+            if attrs is not None and name not in present:
+                files.append((name, attrs))
+        return entries + files
+
+    # -- reading (reports only) ---------------------------------------------
+
+    def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        if pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC):
+            return self._open_upload(path, pflags)
+        vpath = resolve(path)
+        if vpath.area is not Area.REPORTS:
+            raise SFTPPermissionDenied(
+                f"cannot read {vpath.display}: uploads cannot be downloaded "
+                "(reports are in /reports)"
+            )
+        host = self._host(vpath)
+        try:
+            fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SFTPNoSuchFile(f"no such file: {vpath.display}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise SFTPPermissionDenied(f"not a file: {vpath.display}")
+        return _Download(fd)
+
+    def read(self, file_obj: object, offset: int, size: int) -> bytes:
+        if not isinstance(file_obj, _Download):
+            raise SFTPPermissionDenied("uploads cannot be read back")
+        data = os.pread(file_obj.fd, size, offset)
+        if not data:
+            raise SFTPEOFError
+        return data
+
+    # -- uploads ------------------------------------------------------------
+
+    def _open_upload(self, path: bytes, pflags: int) -> _Upload:
+        name, host = self._dropbox_file(path, "upload")
+        if not is_uploadable(name):
+            self._log.warning("upload_refused", file=name, reason="name")
+            raise SFTPPermissionDenied(f"cannot upload {name!r}: {NOT_UPLOADABLE}")
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        if pflags & FXF_CREAT:
+            flags |= os.O_CREAT
+        if pflags & FXF_TRUNC:
+            flags |= os.O_TRUNC
+        if pflags & FXF_EXCL:
+            flags |= os.O_EXCL
+        try:
+            fd = os.open(host, flags, FILE_MODE)
+        except FileExistsError:
+            raise SFTPFileAlreadyExists(f"{name} already exists") from None
+        except FileNotFoundError:
+            raise SFTPNoSuchFile(f"no such file: /dropbox/{name}") from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR):
+                raise SFTPPermissionDenied(f"cannot upload to {name!r}: not a file") from None
+            raise
+        upload = _Upload(fd, host, name, self._ctx.clock())
+        if pflags & FXF_APPEND or not pflags & FXF_TRUNC:
+            upload.size = os.fstat(fd).st_size
+        self._open.add(upload)
+        self._ctx.uploading.add(host)
+        self._linger.pop(name, None)
+        self._log.info("upload_started", file=name)
+        return upload
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        if not isinstance(file_obj, _Upload):
+            raise SFTPPermissionDenied("/reports is read-only")
+        upload = file_obj
+        if upload.refused:
+            raise SFTPFailure(upload.refused)
+        limit = self._ctx.max_upload_bytes
+        if offset + len(data) > limit:
+            self._refuse(upload, f"upload refused: larger than the limit of {limit} bytes",
+                         reason="too_large", limit=limit)
+            raise SFTPQuotaExceeded(upload.refused or "")
+        try:
+            upload.write(offset, data)
+        except OSError as exc:
+            self._write_failed(upload, exc)
+        return len(data)
+
+    def fsync(self, file_obj: object) -> None:
+        if isinstance(file_obj, _Upload) and not file_obj.refused:
+            self._flush(file_obj)
+            os.fsync(file_obj.fd)
+
+    def _flush(self, upload: _Upload) -> None:
+        if upload.refused:
+            raise SFTPFailure(upload.refused)
+        try:
+            upload.flush()
+        except OSError as exc:
+            self._write_failed(upload, exc)
+
+    def _write_failed(self, upload: _Upload, exc: OSError) -> None:
+        message = f"upload failed: could not store the file ({exc.strerror or exc})"
+        self._refuse(upload, message, reason="write_error", error=exc.strerror or str(exc))
+        raise SFTPFailure(message)
+
+    def _refuse(self, upload: _Upload, message: str, **details: Any) -> None:
+        """Stop an upload mid-way: delete what was written, refuse the rest."""
+        upload.refused = message
+        self._discard(upload)
+        self._log.warning(
+            "upload_refused", file=upload.name, bytes=upload.size, **details
+        )
+
+    def _discard(self, upload: _Upload) -> None:
+        if upload.fd >= 0:
+            identity = _identity(os.fstat(upload.fd))
+            upload.close()
+            self._ctx.uploading.discard(upload.host)
+            _unlink_if_same(upload.host, identity)
+
+    def close(self, file_obj: object) -> None:
+        if isinstance(file_obj, _Download):
+            os.close(file_obj.fd)
+            return
+        assert isinstance(file_obj, _Upload)
+        upload = file_obj
+        self._open.discard(upload)
+        if not self._client_closing:
+            # asyncssh closes what the session left open: not the client's CLOSE.
+            if not upload.refused:
+                self._discard(upload)
+                self._log.warning(
+                    "upload_aborted", file=upload.name, bytes=upload.size,
+                    reason="session ended with the file open",
+                )
+            return
+        if upload.refused:
+            raise SFTPFailure(upload.refused)
+        self._flush(upload)
+        st = os.fstat(upload.fd)
+        upload.close()
+        self._ctx.uploading.discard(upload.host)
+        try:
+            still_there = _identity(os.lstat(upload.host)) == _identity(st)
+        except FileNotFoundError:
+            still_there = False
+        if not still_there:
+            self._log.warning(
+                "upload_aborted", file=upload.name, bytes=upload.size,
+                reason="file removed or replaced during upload",
+            )
+            return
+        if is_zip(upload.name):
+            self._completed(upload.name, upload.host, st, upload.started)
+        else:
+            self._temporaries[upload.name] = _Stored(upload.started, _identity(st))
+
+    def _completed(self, name: str, host: Path, st: os.stat_result, started: float) -> None:
+        now = self._ctx.clock()
+        self._linger[name] = (_attrs(st, writable=True), now + self._ctx.linger_seconds)
+        self._log.info(
+            "upload_completed", file=name, bytes=st.st_size,
+            duration_ms=round((now - started) * 1000),
+        )
+        try:
+            self._ctx.on_upload(self._info.tenant, host)
+        except Exception:
+            # The file is complete on disk; the watcher's rescan will find it.
+            self._log.exception("upload_callback_failed", file=name)
+
+    # -- remove and rename --------------------------------------------------
+
+    def remove(self, path: bytes) -> None:
+        name, host = self._dropbox_file(path, "remove")
+        if host in self._ctx.uploading:
+            raise SFTPPermissionDenied(f"cannot remove {name}: it is being uploaded")
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            if self._linger.pop(name, None) is None:
+                raise SFTPNoSuchFile(f"no such file: /dropbox/{name}") from None
+            return  # already taken for processing: nothing left to remove
+        if not stat.S_ISREG(st.st_mode):
+            raise SFTPPermissionDenied(f"cannot remove {name}: not a file")
+        os.unlink(host)
+        self._linger.pop(name, None)
+        self._temporaries.pop(name, None)
+
+    def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._rename(oldpath, newpath, replace=False)
+
+    def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._rename(oldpath, newpath, replace=True)
+
+    def _rename(self, oldpath: bytes, newpath: bytes, *, replace: bool) -> None:
+        old, old_host = self._dropbox_file(oldpath, "rename")
+        new, new_host = self._dropbox_file(newpath, "rename to")
+        if not is_uploadable(new):
+            self._log.warning("upload_refused", file=new, reason="name")
+            raise SFTPPermissionDenied(f"cannot rename to {new!r}: {NOT_UPLOADABLE}")
+        for host, name in ((old_host, old), (new_host, new)):
+            if host in self._ctx.uploading:
+                raise SFTPPermissionDenied(f"cannot rename {name}: it is being uploaded")
+        try:
+            st = os.lstat(old_host)
+        except FileNotFoundError:
+            raise SFTPNoSuchFile(f"no such file: /dropbox/{old}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise SFTPPermissionDenied(f"cannot rename {old}: not a file")
+        if old == new:
+            return
+        if replace:
+            os.replace(old_host, new_host)
+        else:
+            _rename_noreplace(old_host, new_host, new)
+        self._linger.pop(old, None)
+        self._linger.pop(new, None)
+        stored = self._temporaries.pop(old, None)
+        if is_temporary(old) and is_zip(new):
+            started = stored.started if stored else self._ctx.clock()
+            self._completed(new, new_host, os.lstat(new_host), started)
+        elif is_temporary(new) and stored is not None:
+            self._temporaries[new] = stored
+
+    # -- refused operations -------------------------------------------------
+
+    def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
+        raise SFTPPermissionDenied("folders cannot be created: upload .zip files into /dropbox")
+
+    def rmdir(self, path: bytes) -> None:
+        raise SFTPPermissionDenied("folders cannot be removed")
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        raise SFTPPermissionDenied("symbolic links are not allowed")
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        raise SFTPPermissionDenied("links are not allowed")
+
+    def readlink(self, path: bytes) -> bytes:
+        raise SFTPOpUnsupported("symbolic links are not supported")
+
+    # -- end of session -----------------------------------------------------
+
+    def exit(self) -> None:
+        # Uploads still open were already closed (and aborted) by asyncssh's
+        # cleanup; what is left is temporary files never renamed to .zip.
+        for upload in list(self._open):
+            self.close(upload)
+        for name, stored in self._temporaries.items():
+            if _unlink_if_same(self._dropbox / name, stored.identity):
+                self._log.warning(
+                    "upload_aborted", file=name, reason="temporary file never renamed to .zip"
+                )
+        self._temporaries.clear()
+        self._linger.clear()
+
+
+def _attrs(st: os.stat_result, *, writable: bool) -> SFTPAttrs:
+    mode = st.st_mode if writable else st.st_mode & ~0o222
+    return SFTPAttrs(
+        size=st.st_size,
+        permissions=mode,
+        atime=int(st.st_atime),
+        mtime=int(st.st_mtime),
+        nlink=1,
+    )
+
+
+def _scan(folder: Path, *, dirs: bool) -> list[tuple[str, SFTPAttrs]]:
+    found: list[tuple[str, SFTPAttrs]] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) or (dirs and stat.S_ISDIR(st.st_mode)):
+                found.append((entry.name, _attrs(st, writable=not dirs)))
+    found.sort()
+    return found
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _unlink_if_same(host: Path, identity: tuple[int, int]) -> bool:
+    """Delete ``host`` if it is still the file we wrote (not a newer one)."""
+    try:
+        if _identity(os.lstat(host)) != identity:
+            return False
+        os.unlink(host)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _rename_noreplace(old: Path, new: Path, new_name: str) -> None:
+    """SFTP v3 rename: fails when the target exists (atomically, via a link)."""
+    try:
+        os.link(old, new, follow_symlinks=False)
+    except FileExistsError:
+        raise SFTPFileAlreadyExists(f"{new_name} already exists") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        # File systems without hard links: check, then rename.
+        if os.path.lexists(new):
+            raise SFTPFileAlreadyExists(f"{new_name} already exists") from None
+        os.rename(old, new)
+        return
+    os.unlink(old)

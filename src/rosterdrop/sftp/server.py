@@ -1,0 +1,378 @@
+"""``DropboxServer``: the SFTP listener, authentication, bans and limits.
+
+One ``_Connection`` (an asyncssh ``SSHServer``) per TCP connection:
+
+- banned addresses are dropped as soon as they connect;
+- passwords are checked with ``verify_password`` in a worker thread (argon2
+  is slow on purpose), against a dummy hash for unknown users so timing does
+  not reveal which usernames exist;
+- public keys are compared with the account's ``authorized_keys``; RSA keys
+  must sign with SHA-2 (asyncssh would otherwise accept ``ssh-rsa``/SHA-1);
+- a wrong password counts towards the per-connection ``auth_attempts`` and
+  the address's ban; a rejected public key does not (clients offer every key
+  they hold), but a connection that ends unauthenticated after rejected keys
+  counts as one failed login for the ban;
+- each authenticated session channel runs ``DropboxFS`` (``session.py``),
+  at most ``sessions_per_account`` at a time per username.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import asyncssh
+import structlog
+from asyncssh.channel import SSHChannel
+
+from rosterdrop.config import Settings, parse_listen
+from rosterdrop.errors import SftpError
+from rosterdrop.passwords import hash_password, verify_password
+from rosterdrop.paths import StatePaths
+from rosterdrop.sftp.accounts import Account, load_accounts
+from rosterdrop.sftp.bans import BanList
+from rosterdrop.sftp.filesystem import DropboxContext, DropboxFS, SessionInfo
+from rosterdrop.sftp.hostkey import load_or_create_host_key
+from rosterdrop.sftp.session import SftpSession
+
+log = structlog.get_logger("rosterdrop.sftp")
+
+# Allow-lists, kept in asyncssh's preference order and limited to what the
+# installed asyncssh offers: no SHA-1 (kex, MACs, ssh-rsa signatures), no CBC.
+KEX_ALGS = (
+    "mlkem768x25519-sha256", "sntrup761x25519-sha512@openssh.com",
+    "curve25519-sha256", "curve25519-sha256@libssh.org", "curve448-sha512",
+    "ecdh-sha2-nistp521", "ecdh-sha2-nistp384", "ecdh-sha2-nistp256",
+    "diffie-hellman-group-exchange-sha256", "diffie-hellman-group14-sha256",
+    "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512",
+)
+ENCRYPTION_ALGS = (
+    "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+    "aes128-ctr", "aes192-ctr", "aes256-ctr",
+)
+MAC_ALGS = (
+    "umac-128-etm@openssh.com", "hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
+    "umac-128@openssh.com", "hmac-sha2-256", "hmac-sha2-512",
+)
+SIGNATURE_ALGS = (
+    "ssh-ed25519", "sk-ssh-ed25519@openssh.com",
+    "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-256", "rsa-sha2-512",
+)
+WEAK_SIGNATURES = frozenset({b"ssh-rsa", b"ssh-dss"})
+
+WINDOW_BYTES = 8 * 1024 * 1024
+MAX_PACKET_BYTES = 256 * 1024
+KEEPALIVE_SECONDS = 30
+KEEPALIVE_COUNT = 3
+MAX_KEY_OFFERS = 20
+CLOSE_TIMEOUT_SECONDS = 10
+
+
+@dataclass
+class _Shared:
+    """State every connection of one ``DropboxServer`` uses."""
+
+    settings: Settings
+    context: DropboxContext
+    accounts: dict[str, Account]
+    bans: BanList
+    dummy_hash: str
+    connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
+    sessions: Counter[str] = field(default_factory=Counter)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+class DropboxServer:
+    """The SFTP drop-box: one listener, sessions confined to their tenant."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        paths: StatePaths,
+        on_upload: Callable[[str, Path], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        passwords: Mapping[str, str] | None = None,
+        linger_seconds: float = 5.0,
+    ) -> None:
+        """``passwords`` (username → hash) overrides configured password hashes."""
+        self._settings = settings
+        self._paths = paths
+        self._clock = clock
+        self._passwords = dict(passwords or {})
+        self._context = DropboxContext(
+            paths=paths,
+            on_upload=on_upload,
+            clock=clock,
+            max_upload_bytes=settings.sftp.max_upload_bytes,
+            linger_seconds=linger_seconds,
+        )
+        self._shared: _Shared | None = None
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+
+    async def start(self) -> None:
+        """Bind ``sftp.listen`` (port 0 picks a free port); raise ``SftpError``."""
+        if self._acceptor is not None:
+            raise SftpError("the SFTP server is already running")
+        settings = self._settings.sftp
+        host, port = parse_listen(settings.listen)
+        key = load_or_create_host_key(self._paths.host_keys)
+        accounts = load_accounts(self._settings, self._passwords)
+        self._create_folders()
+        loop = asyncio.get_running_loop()
+        dummy_hash = await loop.run_in_executor(None, hash_password, secrets.token_hex(16))
+        shared = _Shared(
+            settings=self._settings,
+            context=self._context,
+            accounts=accounts,
+            bans=BanList(
+                settings.ban.failures,
+                settings.ban.window_seconds,
+                settings.ban.duration_seconds,
+                self._clock,
+            ),
+            dummy_hash=dummy_hash,
+        )
+        for account in accounts.values():
+            if not account.has_credentials:
+                log.warning("sftp_account_disabled", username=account.username,
+                            tenant=account.tenant, reason="no password hash or key")
+        defaults = asyncssh.SSHServerConnectionOptions(server_host_keys=[key])
+        try:
+            self._acceptor = await asyncssh.listen(
+                host or None,
+                port,
+                server_factory=lambda: _Connection(shared),
+                server_host_keys=[key],
+                server_version="rosterdrop",
+                login_timeout=settings.login_timeout_seconds,
+                keepalive_interval=KEEPALIVE_SECONDS,
+                keepalive_count_max=KEEPALIVE_COUNT,
+                kex_algs=_allowed(KEX_ALGS, defaults.kex_algs),
+                encryption_algs=_allowed(ENCRYPTION_ALGS, defaults.encryption_algs),
+                mac_algs=_allowed(MAC_ALGS, defaults.mac_algs),
+                signature_algs=_allowed(SIGNATURE_ALGS, defaults.signature_algs),
+                compression_algs=["none"],
+                window=WINDOW_BYTES,
+                max_pktsize=MAX_PACKET_BYTES,
+                gss_host=None,
+                agent_forwarding=False,
+                x11_forwarding=False,
+                allow_pty=False,
+                kbdint_auth=False,
+                host_based_auth=False,
+            )
+        except OSError as exc:
+            raise SftpError(
+                f"cannot listen on {settings.listen}: {exc.strerror or exc}"
+            ) from exc
+        self._shared = shared
+        log.info(
+            "sftp_listening",
+            listen=f"{host}:{self.port}",
+            fingerprint=key.get_fingerprint(),
+            accounts=len(accounts),
+        )
+
+    def _create_folders(self) -> None:
+        for tenant in self._settings.tenants:
+            for folder in (self._paths.dropbox(tenant), self._paths.reports(tenant)):
+                try:
+                    folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise SftpError(
+                        f"cannot create {folder}: {exc.strerror or exc}"
+                    ) from exc
+
+    @property
+    def port(self) -> int:
+        if self._acceptor is None:
+            raise SftpError("the SFTP server is not running")
+        return int(self._acceptor.get_port())
+
+    def is_uploading(self, path: Path) -> bool:
+        """True while an SFTP session has ``path`` open for writing."""
+        return path in self._context.uploading
+
+    async def close(self) -> None:
+        """Stop listening, end every session (aborting open uploads), reap tasks."""
+        acceptor, self._acceptor = self._acceptor, None
+        shared, self._shared = self._shared, None
+        if acceptor is None or shared is None:
+            return
+        acceptor.close()
+        await acceptor.wait_closed()
+        connections = list(shared.connections)
+        for conn in connections:
+            conn.close()
+        waits = [asyncio.ensure_future(conn.wait_closed()) for conn in connections]
+        pending = {*waits, *shared.tasks}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=CLOSE_TIMEOUT_SECONDS)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        log.info("sftp_stopped")
+
+
+def _allowed(wanted: Sequence[str], offered: Sequence[bytes]) -> list[str]:
+    names = {alg.decode("ascii") for alg in offered}
+    return [alg for alg in wanted if alg in names]
+
+
+class _Connection(asyncssh.SSHServer):
+    def __init__(self, shared: _Shared) -> None:
+        self._shared = shared
+        self._sftp = shared.settings.sftp
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._peer = "unknown"
+        self._log = log
+        self._method = ""
+        self._authenticated = False
+        self._banned = False
+        self._password_failures = 0
+        self._key_rejections = 0
+
+    # -- connection -----------------------------------------------------------
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername")
+        self._peer = str(peer[0]) if peer else "unknown"
+        self._log = log.bind(peer=self._peer)
+        self._shared.connections.add(conn)
+        if self._shared.bans.is_banned(self._peer):
+            self._banned = True
+            self._log.warning(
+                "login_banned", seconds_left=round(self._shared.bans.banned_for(self._peer))
+            )
+            conn.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is not None:
+            self._shared.connections.discard(self._conn)
+        if (
+            not self._authenticated
+            and not self._banned
+            and self._key_rejections
+            and not self._password_failures
+        ):
+            self._ban_failure()
+
+    # -- authentication -------------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        self._refuse_if_banned()
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        self._refuse_if_banned()
+        account = self._shared.accounts.get(username)
+        stored = account.password_hash if account else ""
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(
+            None, verify_password, stored or self._shared.dummy_hash, password
+        )
+        if ok and stored:
+            self._method = "password"
+            return True
+        self._password_failures += 1
+        self._log.warning(
+            "login_failed", username=username, method="password",
+            attempt=self._password_failures,
+        )
+        self._ban_failure()
+        if self._password_failures >= self._sftp.auth_attempts:
+            raise asyncssh.PermissionDenied("too many authentication failures")
+        return False
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        self._refuse_if_banned()
+        account = self._shared.accounts.get(username)
+        if account is not None and bytes(key.public_data) in account.keys:
+            # asyncssh verifies any signature the key type supports; refuse SHA-1.
+            allowed = set(key.all_sig_algorithms) - WEAK_SIGNATURES
+            key.all_sig_algorithms = allowed
+            self._method = "publickey"
+            return True
+        self._key_rejections += 1
+        self._log.warning(
+            "login_failed", username=username, method="publickey",
+            key=key.get_fingerprint(),
+        )
+        if self._key_rejections > MAX_KEY_OFFERS:
+            raise asyncssh.PermissionDenied("too many keys offered")
+        return False
+
+    def auth_completed(self) -> None:
+        assert self._conn is not None
+        username = str(self._conn.get_extra_info("username"))
+        self._authenticated = True
+        self._log = self._log.bind(username=username, tenant=self._shared.accounts[username].tenant)
+        self._log.info("login_ok", method=self._method)
+
+    def _refuse_if_banned(self) -> None:
+        if self._banned or self._shared.bans.is_banned(self._peer):
+            self._banned = True
+            raise asyncssh.PermissionDenied("too many failed logins from your address")
+
+    def _ban_failure(self) -> None:
+        if self._shared.bans.record_failure(self._peer):
+            self._banned = True
+            self._log.warning(
+                "login_banned",
+                failures=self._sftp.ban.failures,
+                window_seconds=self._sftp.ban.window_seconds,
+                duration_seconds=self._sftp.ban.duration_seconds,
+            )
+            if not self._authenticated:
+                raise asyncssh.PermissionDenied("too many failed logins from your address")
+
+    # -- sessions -------------------------------------------------------------
+
+    def session_requested(self) -> SftpSession:
+        assert self._conn is not None
+        username = str(self._conn.get_extra_info("username"))
+        account = self._shared.accounts[username]
+        limit = self._sftp.sessions_per_account
+        sessions = self._shared.sessions
+        if sessions[username] >= limit:
+            self._log.warning("session_refused", reason="sessions_per_account", limit=limit)
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                f"too many sessions for {username} (at most {limit} at a time)",
+            )
+        sessions[username] += 1
+
+        def ended() -> None:
+            sessions[username] -= 1
+            if sessions[username] <= 0:
+                del sessions[username]
+
+        info = SessionInfo(tenant=account.tenant, username=username, peer=self._peer)
+
+        def make_fs(chan: SSHChannel[bytes]) -> DropboxFS:
+            server_chan = cast(asyncssh.SSHServerChannel[bytes], chan)
+            return DropboxFS(server_chan, self._shared.context, info)
+
+        return SftpSession(make_fs, self._shared.track, ended)

@@ -1,0 +1,132 @@
+"""asyncssh plumbing for one SFTP channel: the only place that touches its internals.
+
+asyncssh's ``SFTPServerHandler`` calls ``SFTPServer.close(file)`` in two
+cases: for a client's CLOSE request (dispatched through the class's
+``_packet_handlers`` table), and in ``_cleanup`` for every file still open
+when the session ends. Only the first completes an upload, so
+``_DropboxHandler`` routes CLOSE through ``DropboxFS.client_close()``.
+
+asyncssh builds its own handler for the ``sftp_factory`` route, so
+``SftpSession`` starts ours: it is what ``SSHServer.session_requested``
+returns, accepts only the ``sftp`` subsystem (no shell, exec or scp) and
+mirrors the SFTP branch of ``SSHServerStreamSession.session_started``.
+For throughput, ``_DropboxHandler`` also batches its responses: asyncssh
+sends every SFTP response as its own SSH packet (preceded by an SSH_MSG_IGNORE
+packet), so with 32 KiB writes the replies cost as much as the data. Replies
+to all the requests already received are gathered and written once the
+handler waits for more input (one event-loop turn later), in order.
+
+WRITE requests are parsed here too, leniently (see ``_process_write``).
+
+Written against asyncssh 2.24; ``tests/test_sftp_abort.py`` pins the
+behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import cast
+
+from asyncssh import SFTPInvalidHandle, SFTPNoConnection
+from asyncssh.channel import SSHChannel
+from asyncssh.constants import FXP_CLOSE, FXP_WRITE
+from asyncssh.packet import Byte, SSHPacket, UInt32
+from asyncssh.sftp import SFTPServerHandler
+from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
+
+from rosterdrop.sftp.filesystem import DropboxFS
+
+SFTP_VERSION = 3
+
+
+async def _process_client_close(handler: SFTPServerHandler, packet: SSHPacket) -> None:
+    server = cast(DropboxFS, handler._server)
+    with server.client_close():
+        await SFTPServerHandler._process_close(handler, packet)
+
+
+async def _process_write(handler: SFTPServerHandler, packet: SSHPacket) -> None:
+    # Like OpenSSH's sftp-server, ignore bytes after the data: pkg/sftp (so
+    # rclone 1.60) pads some WRITE requests to its buffer size, which
+    # asyncssh's own handler rejects as a bad message.
+    handle = packet.get_string()
+    offset = packet.get_uint64()
+    data = packet.get_string()
+    file_obj = handler._file_handles.get(handle)
+    if not file_obj:
+        raise SFTPInvalidHandle("Invalid file handle")
+    cast(DropboxFS, handler._server).write(file_obj, offset, data)
+
+
+class _DropboxHandler(SFTPServerHandler):
+    def __init__(
+        self,
+        server: DropboxFS,
+        reader: SSHReader[bytes],
+        writer: SSHWriter[bytes],
+        sftp_version: int,
+    ) -> None:
+        super().__init__(server, reader, writer, sftp_version)
+        self._replies: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+
+    def send_packet(self, pkttype: int, pktid: int | None, *args: bytes) -> None:
+        writer = self._writer
+        if writer is None:
+            raise SFTPNoConnection("Connection not open")
+        if writer.channel.is_closing():
+            return
+        payload = Byte(pkttype) + b"".join(args)
+        if not self._replies:
+            self._loop.call_soon(self._flush_replies)
+        self._replies.append(UInt32(len(payload)) + payload)
+        self.log_sent_packet(pkttype, pktid, payload)
+
+    def _flush_replies(self) -> None:
+        replies, self._replies = self._replies, []
+        writer = self._writer
+        if replies and writer is not None and not writer.channel.is_closing():
+            writer.write(b"".join(replies))
+
+    async def _cleanup(self, exc: Exception | None) -> None:
+        self._flush_replies()
+        await super()._cleanup(exc)
+
+    _packet_handlers = {  # noqa: RUF012 - asyncssh looks its dispatch table up on the class
+        **SFTPServerHandler._packet_handlers,
+        FXP_CLOSE: _process_client_close,
+        FXP_WRITE: _process_write,
+    }
+
+
+class SftpSession(SSHServerStreamSession[bytes]):
+    """A session channel that runs ``DropboxFS`` for the sftp subsystem only."""
+
+    def __init__(
+        self,
+        make_fs: Callable[[SSHChannel[bytes]], DropboxFS],
+        on_task: Callable[[asyncio.Task[None]], None],
+        on_close: Callable[[], None],
+    ) -> None:
+        super().__init__(None, make_fs, SFTP_VERSION, False)
+        self._on_task = on_task
+        self._on_close: Callable[[], None] | None = on_close
+
+    def session_started(self) -> None:
+        chan = self._chan
+        assert chan is not None and self._conn is not None
+        if chan.get_subsystem() != "sftp":  # shell/exec are refused before this
+            chan.close()
+            return
+        stdin = SSHReader[bytes](self, chan)
+        stdout = SSHWriter[bytes](self, chan)
+        fs = cast(DropboxFS, self._init_sftp_server())
+        handler = _DropboxHandler(fs, stdin, stdout, SFTP_VERSION)
+        self._on_task(self._conn.create_task(handler.run(), stdin.logger))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
