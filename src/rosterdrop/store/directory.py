@@ -207,14 +207,19 @@ def _read_snapshot(store: Store, tenant: str) -> Snapshot:
     )
 
 
-def load_snapshot(store: Store, tenant: str, today: date | None = None) -> Snapshot:
+def load_snapshot(
+    store: Store, tenant: str, today: date | None = None, *, use_cache: bool = True
+) -> Snapshot:
     """The tenant's directory as it is now (from the cache when it is current).
 
     ``today`` does not change the result: every account still in the store
     (active, or deactivated and not yet purged) is in ``taken_accounts``; the
-    retention purge (:func:`purge`) is what frees names.
+    retention purge (:func:`purge`) is what frees names. ``use_cache=False``
+    reads the database (and leaves the cache alone).
     """
     del today
+    if not use_cache:
+        return _read_snapshot(store, tenant)
     folder = store.cache_path(tenant)
     if folder is not None:
         with translate("reading the revision"), store.engine.connect() as conn:

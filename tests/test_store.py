@@ -1,0 +1,460 @@
+"""The store on real databases: SQLite files in tmp_path, and PostgreSQL when
+``ROSTERDROP_TEST_PG`` is a URL (``postgresql+psycopg://postgres@127.0.0.1:5432/test``);
+each PostgreSQL test runs in a schema of its own, dropped afterwards."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from sqlalchemy import create_engine, text
+
+from rosterdrop.config import TenantSettings
+from rosterdrop.errors import NotFound, StoreError, UsageError
+from rosterdrop.issues import IssueLog
+from rosterdrop.model import KINDS, Model, conform, empty_frame
+from rosterdrop.store import (
+    PlanOutdated,
+    RunRecord,
+    Store,
+    apply_plan,
+    create_run,
+    get_run,
+    last_applied_sha256,
+    list_people,
+    list_runs,
+    load_snapshot,
+    new_run_id,
+    open_store,
+    purge,
+    set_person,
+    tables,
+    update_run,
+)
+from rosterdrop.store import engine as engine_module
+from rosterdrop.store.directory import dump_tables
+from rosterdrop.sync import Plan, plan_sync
+from rosterdrop.sync.snapshot import TABLE_KINDS
+
+PG_URL = os.environ.get("ROSTERDROP_TEST_PG", "")
+TENANT = "springfield"
+SETTINGS = TenantSettings(account_domain="x.org")
+DAY0 = datetime(2026, 11, 23, 11, 38, 45, tzinfo=UTC)
+
+
+def _pg_url(schema: str) -> str:
+    joiner = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{joiner}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty store: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/state/rosterdrop.db"
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need ROSTERDROP_TEST_PG=postgresql+psycopg://…")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        yield _pg_url(schema)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    """An open store with a snapshot cache folder in tmp_path."""
+    with open_store(store_url, cache_dir=tmp_path / "cache") as opened:
+        yield opened
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+def frame(kind: str, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    data = [{"_file": f"{kind}.csv", "_line": i + 2, "active": True, **r}
+            for i, r in enumerate(rows)]
+    return conform(kind, pl.DataFrame(data)) if data else empty_frame(kind)
+
+
+def person(pid: str, first: str, last: str, role: str = "student", **extra: Any) -> dict[str, Any]:
+    return {"person_id": pid, "role": role, "first_name": first, "last_name": last,
+            "email_address": f"{pid.lower()}@school.org", "location_ids": ["L1", "L2"], **extra}
+
+
+def school(students: int = 5, **replace: list[dict[str, Any]]) -> Model:
+    rows: dict[str, list[dict[str, Any]]] = {
+        "locations": [{"location_id": "L1", "location_name": "North"},
+                      {"location_id": "L2", "location_name": "South"}],
+        "people": [*(person(f"S{i}", f"Stu{i}", "Kid") for i in range(students)),
+                   person("T1", "Tea", "Cher", "staff")],
+        "courses": [{"course_id": "K1", "course_name": "Math", "location_id": "L1"}],
+        "classes": [{"class_id": c, "course_id": "K1", "location_id": "L1",
+                     "class_display_name": f"Math {c}", "term_ids": ["T1", "T2"]}
+                    for c in ("C1", "C2")],
+        "instructors": [{"class_id": c, "person_id": "T1", "position": 0, "source_id": f"E{c}"}
+                        for c in ("C1", "C2")],
+        "rosters": [{"roster_id": f"R{c}{i}", "class_id": c, "student_id": f"S{i}"}
+                    for c in ("C1", "C2") for i in range(students)],
+    }
+    rows.update(replace)
+    return Model(**{kind: frame(kind, rows.get(kind, [])) for kind in KINDS})
+
+
+def make_plan(store: Store, model: Model, settings: TenantSettings = SETTINGS,
+              today: date | None = None) -> tuple[Plan, IssueLog]:
+    log = IssueLog()
+    snapshot = load_snapshot(store, TENANT)
+    return plan_sync(snapshot, model, settings, today or DAY0.date(), log), log
+
+
+def sync(store: Store, model: Model, now: datetime = DAY0) -> dict[str, int]:
+    plan, _ = make_plan(store, model, today=now.date())
+    assert not plan.failed
+    return apply_plan(store, TENANT, plan, now)
+
+
+def people_by_id(store: Store) -> dict[str, dict[str, Any]]:
+    return {p["person_id"]: p for p in list_people(store, TENANT, include_inactive=True)}
+
+
+def assert_same_snapshot(store: Store) -> None:
+    cached = load_snapshot(store, TENANT).sorted()
+    database = load_snapshot(store, TENANT, use_cache=False).sorted()
+    assert cached.revision == database.revision
+    for kind in TABLE_KINDS:
+        assert_frame_equal(cached.frame(kind), database.frame(kind))
+    assert sorted(cached.taken_accounts.to_list()) == sorted(database.taken_accounts.to_list())
+
+
+# --- sync --------------------------------------------------------------------------------------
+
+
+def test_first_sync_writes_every_row(store: Store) -> None:
+    """An empty store receives every record, one row each."""
+    written = sync(store, school())
+    assert written == {"people": 6, "locations": 2, "courses": 1, "classes": 2,
+                       "class_instructors": 2, "rosters": 10}
+    people = people_by_id(store)
+    assert people["S0"] == {
+        "person_id": "S0", "role": "student", "first_name": "Stu0", "last_name": "Kid",
+        "email_address": "s0@school.org", "location_ids": ["L1", "L2"],
+        "account": "stu0.kid@x.org", "status": "active", "source": "sis",
+    }
+    snapshot = load_snapshot(store, TENANT, use_cache=False)
+    assert snapshot.classes.sort("class_id")["term_ids"].to_list() == [["T1", "T2"]] * 2
+    assert snapshot.revision == 1
+
+
+def test_same_model_again_writes_nothing(store: Store) -> None:
+    """Syncing the applied model again: all unchanged, 0 rows written, store identical."""
+    sync(store, school())
+    before = dump_tables(store)
+    plan, _ = make_plan(store, school())
+    assert plan.is_empty()
+    assert plan.changes()["unchanged"] == {"locations": 2, "students": 5, "staff": 1,
+                                           "courses": 1, "classes": 2, "rosters": 10}
+    assert apply_plan(store, TENANT, plan, DAY0 + timedelta(days=1)) == {}
+    assert dump_tables(store) == before
+
+
+def test_only_changed_rows_are_written(store: Store) -> None:
+    """An update, a deactivation, a class change and a swapped roster row: 6 rows."""
+    sync(store, school())
+    changed = school(
+        people=[person("S0", "Stu0", "Kidman"), *(person(f"S{i}", f"Stu{i}", "Kid")
+                                                  for i in (1, 2, 3)),
+                person("T1", "Tea", "Cher", "staff")],
+        rosters=[{"roster_id": f"R{c}{i}", "class_id": c, "student_id": f"S{i}"}
+                 for c in ("C1", "C2") for i in range(4)]
+        + [{"roster_id": "RNEW", "class_id": "C1", "student_id": "S0"}],
+    )
+    changed = changed.with_frames(
+        classes=changed.classes.with_columns(
+            class_display_name=pl.when(pl.col("class_id") == "C2").then(pl.lit("Algebra"))
+            .otherwise("class_display_name")
+        )
+    )
+    written = sync(store, changed, DAY0 + timedelta(days=1))
+    assert written == {"people": 2, "classes": 1, "rosters": 3}
+    people = people_by_id(store)
+    assert people["S0"]["last_name"] == "Kidman" and people["S0"]["account"] == "stu0.kid@x.org"
+    assert people["S4"]["status"] == "inactive"
+    # By last name, then first name: Cher, Kid (Stu1-3), Kidman.
+    assert [p["person_id"] for p in list_people(store, TENANT)] == [
+        "T1", "S1", "S2", "S3", "S0"
+    ]
+    assert_same_snapshot(store)
+
+
+def test_returning_person_is_reactivated_with_the_same_account(store: Store) -> None:
+    """Deactivated, then back: same account_id and name, active again."""
+    sync(store, school())
+    first = load_snapshot(store, TENANT).people.filter(pl.col("person_id") == "S4")
+    sync(store, school(4), DAY0 + timedelta(days=1))
+    snapshot = load_snapshot(store, TENANT, use_cache=False)
+    gone = snapshot.people.filter(pl.col("person_id") == "S4")
+    assert gone["status"].item() == "inactive"
+    assert gone["deactivated_on"].item() == date(2026, 11, 24)
+    plan, _ = make_plan(store, school())
+    assert plan.people.reactivated == 1
+    apply_plan(store, TENANT, plan, DAY0 + timedelta(days=2))
+    back = load_snapshot(store, TENANT, use_cache=False).people.filter(
+        pl.col("person_id") == "S4"
+    )
+    assert back["account_id"].item() == first["account_id"].item()
+    assert back["account"].item() == first["account"].item()
+    assert back["status"].item() == "active" and back["deactivated_on"].item() is None
+    assert_same_snapshot(store)
+
+
+def test_duplicate_prevention_keeps_the_account(store: Store) -> None:
+    """A new SIS id matched by names and email takes over the account, keeping its name."""
+    sync(store, school(2))
+    renumbered = school(
+        2,
+        people=[person("S0", "Stu0", "Kid"),
+                {**person("NEW1", "Stu1", "Kid"), "email_address": "s1@school.org"},
+                person("T1", "Tea", "Cher", "staff")],
+        rosters=[],
+    )
+    written = sync(store, renumbered, DAY0 + timedelta(days=1))
+    assert written["people"] == 1
+    people = people_by_id(store)
+    assert "S1" not in people and people["NEW1"]["account"] == "stu1.kid@x.org"
+    snapshot = load_snapshot(store, TENANT, use_cache=False)
+    row = snapshot.people.filter(pl.col("person_id") == "NEW1")
+    assert row["previous_ids"].to_list() == [["S1"]]
+    assert_same_snapshot(store)
+
+
+def test_delta_upload_changes_only_what_it_names(store: Store) -> None:
+    """Delta: a tombstone deactivates a person and removes their rosters; the rest stays."""
+    sync(store, school())
+    delta = Model(
+        **{kind: empty_frame(kind) for kind in KINDS},
+        delta=frozenset(KINDS),
+    ).with_frames(
+        people=frame("people", [{**person("S2", "Stu2", "Kid"), "active": False},
+                                person("S9", "New", "Kid")]),
+    )
+    written = sync(store, delta, DAY0 + timedelta(days=1))
+    assert written == {"people": 2, "rosters": 2}
+    people = people_by_id(store)
+    assert people["S2"]["status"] == "inactive" and people["S9"]["status"] == "active"
+    assert len(people) == 7
+    snapshot = load_snapshot(store, TENANT, use_cache=False)
+    assert snapshot.rosters.height == 8 and snapshot.classes.height == 2
+    assert_same_snapshot(store)
+
+
+# --- atomicity and concurrency -----------------------------------------------------------------
+
+
+class FailingStore(Store):
+    """Fails right after the first bulk statement of a write."""
+
+    def written(self, table: str, rows: int) -> None:
+        raise RuntimeError(f"injected failure after writing {rows} rows to {table}")
+
+
+@pytest.mark.parametrize("first_sync", [True, False])
+def test_failed_apply_leaves_the_store_exactly_as_before(
+    store: Store, first_sync: bool
+) -> None:
+    """An exception half-way through apply rolls everything back, cache included."""
+    if not first_sync:
+        sync(store, school())
+    before = dump_tables(store)
+    plan, _ = make_plan(store, school(3, classes=[], instructors=[], rosters=[]) if not first_sync
+                        else school())
+    assert plan.rows() > 1
+    failing = FailingStore(store.engine, store.cache_dir)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        apply_plan(failing, TENANT, plan, DAY0 + timedelta(days=1))
+    assert dump_tables(store) == before
+    assert load_snapshot(store, TENANT).revision == plan.base.revision
+    # The same plan still applies cleanly afterwards.
+    assert apply_plan(store, TENANT, plan, DAY0 + timedelta(days=1))
+    assert_same_snapshot(store)
+
+
+def test_plan_made_before_another_write_is_refused(store: Store) -> None:
+    """A plan whose snapshot is outdated (another apply, a local edit) is not applied."""
+    sync(store, school())
+    stale, _ = make_plan(store, school(4))
+    set_person(store, TENANT, "S0", {"first_name": "Stuart"}, now=DAY0)
+    with pytest.raises(PlanOutdated):
+        apply_plan(store, TENANT, stale, DAY0 + timedelta(days=1))
+    assert people_by_id(store)["S4"]["status"] == "active"
+
+
+# --- people: local edits, listing, retention ---------------------------------------------------
+
+
+def test_local_edit_survives_later_syncs(store: Store) -> None:
+    """set_person makes the account local; the SIS no longer overwrites it (ACCOUNT_LOCAL)."""
+    sync(store, school())
+    edited = set_person(store, TENANT, "S1", {"first_name": "Stuey", "location_ids": "L2"},
+                        now=DAY0)
+    assert edited["source"] == "local" and edited["first_name"] == "Stuey"
+    assert edited["location_ids"] == ["L2"]
+    plan, log = make_plan(store, school())
+    assert plan.is_empty()
+    (issue,) = list(log)
+    assert issue.code == "ACCOUNT_LOCAL" and "first_name 'Stu1'" in issue.message
+    assert "location_ids 'L1,L2'" in issue.message
+    assert people_by_id(store)["S1"]["first_name"] == "Stuey"
+
+
+def test_set_person_refuses_unknown_fields_and_people(store: Store) -> None:
+    """Only synced fields can be edited, and only for a person who exists."""
+    sync(store, school())
+    with pytest.raises(UsageError, match="cannot set account"):
+        set_person(store, TENANT, "S1", {"account": "me@x.org"})
+    with pytest.raises(UsageError, match="role"):
+        set_person(store, TENANT, "S1", {"role": "admin"})
+    with pytest.raises(NotFound):
+        set_person(store, TENANT, "NOPE", {"first_name": "X"})
+    with pytest.raises(NotFound):
+        set_person(store, "other-tenant", "S1", {"first_name": "X"})
+
+
+def test_list_people_search_and_inactive(store: Store) -> None:
+    """Search is case-insensitive over ids, names, email and account; inactive on request."""
+    sync(store, school())
+    sync(store, school(4), DAY0 + timedelta(days=1))
+    assert [p["person_id"] for p in list_people(store, TENANT, search="STU4")] == []
+    assert [p["person_id"] for p in list_people(store, TENANT, search="STU4",
+                                                include_inactive=True)] == ["S4"]
+    assert [p["person_id"] for p in list_people(store, TENANT, search="cher")] == ["T1"]
+    assert [p["person_id"] for p in list_people(store, TENANT, search="s2@SCHOOL")] == ["S2"]
+    assert list_people(store, TENANT, search="%") == []
+    assert list_people(store, "nobody") == []
+
+
+def test_retention_purge_frees_names_only_after_retention(store: Store) -> None:
+    """A deactivated account blocks its name until retention_days have passed."""
+    ann = [person("A1", "Ann", "Lee")]
+    sync(store, school(0, people=ann, rosters=[]))
+    sync(store, school(0, people=[], rosters=[]), DAY0)  # A1 deactivated on DAY0
+    newcomer = school(0, people=[person("A2", "Ann", "Lee")], rosters=[])
+    plan, _ = make_plan(store, newcomer)
+    assert plan.people.create["account"].to_list() == ["ann.lee.1@x.org"]
+
+    assert purge(store, TENANT, DAY0.date() + timedelta(days=119), 120) == []
+    plan, _ = make_plan(store, newcomer)
+    assert plan.people.create["account"].to_list() == ["ann.lee.1@x.org"]
+
+    assert purge(store, TENANT, DAY0.date() + timedelta(days=120), 120) == ["ann.lee@x.org"]
+    assert "A1" not in people_by_id(store)
+    plan, _ = make_plan(store, newcomer)
+    assert plan.people.create["account"].to_list() == ["ann.lee@x.org"]
+    apply_plan(store, TENANT, plan, DAY0 + timedelta(days=121))
+    assert_same_snapshot(store)
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+def test_run_history(store: Store) -> None:
+    """Runs are stored, updated, listed newest first per tenant, and found by id."""
+    times = [DAY0 + timedelta(minutes=i) for i in range(3)]
+    ids = [new_run_id(t) for t in times]
+    assert ids[0].startswith("20261123-113845-") and len(ids[0]) == 20
+    for run_id, tenant, at in zip(ids, [TENANT, "other", TENANT], times, strict=True):
+        create_run(store, RunRecord(run_id=run_id, tenant=tenant, source="sftp",
+                                    file_name="district.zip", size=123, sha256=f"sha-{run_id}",
+                                    layout="asm", created_at=at))
+    assert last_applied_sha256(store, TENANT) is None
+    done = update_run(
+        store, ids[0], status="completed_with_warnings", applied=True, applied_at=times[0],
+        finished_at=times[0] + timedelta(seconds=3), counts={"created": {"students": 5}},
+        issue_counts={"EMAIL_MISSING": 2}, document={"run_id": ids[0], "errors": []},
+        timings={"read": 0.5},
+    )
+    assert done.counts == {"created": {"students": 5}} and done.applied
+    assert done.finished_at == times[0] + timedelta(seconds=3)
+    update_run(store, ids[2], status="held", held_plan="spool/x.zip")
+    assert last_applied_sha256(store, TENANT) == f"sha-{ids[0]}"
+
+    listed = list_runs(store, TENANT)
+    assert [r.run_id for r in listed] == [ids[2], ids[0]]
+    assert listed[1].document == {} and listed[1].issue_counts == {"EMAIL_MISSING": 2}
+    assert [r.run_id for r in list_runs(store, limit=1)] == [ids[2]]
+    assert len(list_runs(store)) == 3
+    full = get_run(store, ids[0])
+    assert full.document == {"run_id": ids[0], "errors": []}
+    assert full.created_at == times[0] and full.created_at.tzinfo is not None
+    with pytest.raises(NotFound):
+        get_run(store, "20000101-000000-0000")
+    with pytest.raises(UsageError):
+        update_run(store, ids[0], status="exploded")
+    with pytest.raises(UsageError):
+        update_run(store, ids[0], colour="red")
+
+
+# --- schema and errors -------------------------------------------------------------------------
+
+
+def test_schema_upgrade_path(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reopening runs the missing upgrade steps once; a newer schema is refused."""
+    open_store(store_url).close()
+    ran: list[int] = []
+
+    def step(conn: Any) -> None:
+        ran.append(1)
+        conn.execute(text("ALTER TABLE runs ADD COLUMN note VARCHAR"))
+
+    monkeypatch.setattr(engine_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(tables.UPGRADES, 1, step)
+    with open_store(store_url) as upgraded, upgraded.engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM schema_version")).scalar_one() == 2
+        conn.execute(text("SELECT note FROM runs"))
+    open_store(store_url).close()
+    assert ran == [1]
+    monkeypatch.setattr(engine_module, "SCHEMA_VERSION", 1)
+    with pytest.raises(StoreError, match="newer than this rosterdrop"):
+        open_store(store_url)
+
+
+def test_database_errors_become_store_errors(tmp_path: Path) -> None:
+    """Bad URLs, unreachable servers and unusable paths raise StoreError, nothing else."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError):
+        open_store(f"sqlite:///{blocker}/sub/rosterdrop.db")
+    with pytest.raises(StoreError, match="unsupported database"):
+        open_store("mysql://localhost/x")
+    with pytest.raises(StoreError):
+        open_store("not a url")
+    with pytest.raises(StoreError):
+        open_store("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError):
+        open_store(f"sqlite:///{corrupt}")
+
+
+def test_sqlite_store_is_created_in_the_state_folder(tmp_path: Path) -> None:
+    """The SQLite file and its folder appear on first use, in WAL mode."""
+    path = tmp_path / "state" / "deep" / "rosterdrop.db"
+    with open_store(f"sqlite:///{path}") as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+    assert path.is_file()
