@@ -92,12 +92,18 @@ def test_header_duplicate_column() -> None:
 def test_optional_columns_accepted() -> None:
     """location_id_2, instructor_id_4 and class_display_name are allowed extras."""
     files = asm_files()
-    files["staff.csv"] = files["staff.csv"].replace(
-        "location_id\n", "location_id,location_id_2\n").replace(",S1\n", ",S1,S2\n").replace(
-        ",S2\n", ",S2,\n")
-    files["classes.csv"] = files["classes.csv"].replace(
-        "location_id\n", "location_id,instructor_id_4,class_display_name\n").replace(
-        ",S1\n", ",S1,T2,Algebra (period 1)\n").replace(",S2\n", ",S2,,\n")
+    files["staff.csv"] = (
+        "person_id,person_number,first_name,middle_name,last_name,email_address,"
+        "sis_username,location_id,location_id_2\n"
+        "T1,9001,Ann,,Smith,ann.smith@d.example,asmith,S1,S2\n"
+        "T2,9002,Bob,,Jones,bob.jones@d.example,bjones,S2,\n"
+    )
+    files["classes.csv"] = (
+        "class_id,class_number,course_id,instructor_id,instructor_id_2,instructor_id_3,"
+        "location_id,instructor_id_4,class_display_name\n"
+        "K1,1,C1,T1,,,S1,T2,Algebra (period 1)\n"
+        "K2,2,C2,T2,,,S2,,\n"
+    )
     checked = check(files)
     assert checked.issues.frame().to_dicts() == []
     model = checked.model

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -58,9 +58,9 @@ def cli(ctx: click.Context, config: str | None) -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 def sample(out: Path, layout: str, students: int, seed: int) -> None:
     """Write a realistic synthetic upload for demos, tests and benchmarks."""
-    from rosterdrop.sample import write_sample
+    from rosterdrop.sample import Layout, write_sample
 
-    counts = write_sample(out, layout=layout, students=students, seed=seed)
+    counts = write_sample(out, layout=cast(Layout, layout), students=students, seed=seed)
     summary = ", ".join(f"{n:,} {kind}" for kind, n in counts.items())
     click.echo(f"wrote {out} ({layout}): {summary}")
 

@@ -150,10 +150,11 @@ def apply_patch(model: Model, settings: PatchSettings, family: str,
             return
         why = (
             pl.when(pl.col("_reason").is_not_null())
-            .then(pl.format("{} '{}' was removed by a filter ({})", pl.col("_what"),
-                            pl.col("_ref"), pl.col("_reason")))
-            .otherwise(pl.format("{} '{}' does not exist or is not active", pl.col("_what"),
-                                 pl.col("_ref")))
+            .then(pl.format("{} '{}' names a {} that was removed by a filter ({})",
+                            pl.col("_field"), pl.col("_ref"), pl.col("_what"),
+                            pl.col("_reason")))
+            .otherwise(pl.format("{} '{}' does not name an active {} in this upload",
+                                 pl.col("_field"), pl.col("_ref"), pl.col("_what")))
         )
         record = "roster_id" if kind == "rosters" else "class_id"
         outcome = ("it was removed for this sync" if enabled
