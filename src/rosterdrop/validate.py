@@ -8,10 +8,12 @@ before they are needed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from rosterdrop.codes import Code, Severity
-from rosterdrop.formats.layouts import FileSpec, Kind
+from rosterdrop.formats.layouts import Field, FileSpec, Kind
 from rosterdrop.formats.table import Table
 from rosterdrop.issues import IssueLog
 
@@ -88,22 +90,51 @@ def check_header(
 
 
 def tidy(table: Table, mapping: dict[str, str]) -> pl.DataFrame:
-    """Columns renamed to the spec's names, values trimmed, blanks as null."""
-    return table.frame.select(
-        *[
-            pl.col(actual).str.strip_chars().replace("", None).alias(column)
-            for column, actual in mapping.items()
-        ],
-        pl.col(LINE),
-    )
+    """Columns renamed to the spec's names, values trimmed, blanks as null.
+
+    Trimming is the costliest step on a big file, so only columns that have a
+    value with surrounding white space are trimmed (one cheap scan decides).
+    """
+    frame = table.frame
+    def scan(actual: str) -> pl.Expr:
+        value = pl.col(actual)
+        padded = (value.str.starts_with(" ") | value.str.ends_with(" ")
+                  | value.str.starts_with("\t") | value.str.ends_with("\t"))
+        return pl.when(padded.any()).then(2).when((value == "").any()).then(1).otherwise(0)
+
+    needs = frame.select(
+        [scan(actual).alias(column) for column, actual in mapping.items()]
+    ).row(0, named=True) if mapping else {}
+    columns = []
+    for column, actual in mapping.items():
+        value = pl.col(actual)
+        if needs.get(column) == 2:
+            value = value.str.strip_chars()
+            value = pl.when(value.str.len_bytes() == 0).then(None).otherwise(value)
+        elif needs.get(column) == 1:
+            value = pl.when(value == "").then(None).otherwise(value)
+        columns.append(value.alias(column))
+    return frame.select(*columns, pl.col(LINE))
+
+
+@dataclass
+class _Rule:
+    code: Code
+    severity: Severity | None
+    column: str
+    mask: pl.Expr
+    template: str
+    include_value: bool = True
 
 
 def check_values(
     frame: pl.DataFrame, spec: FileSpec, file: str, *, delta: bool, oneroster_12: bool,
     issues: IssueLog,
 ) -> pl.DataFrame:
-    """Check every value; return the frame with case-normalised enums and bad unused values dropped."""
-    fixes: list[pl.Expr] = []
+    """Check every value; return the frame with enums case-normalised and bad unused values
+    dropped. All masks are evaluated in one parallel pass; only rules that fire cost more."""
+    rules: list[_Rule] = []
+    fixes: dict[str, tuple[pl.Expr | None, pl.Expr | None, dict[str, str]]] = {}
     for column in frame.columns:
         if column == LINE:
             continue
@@ -111,83 +142,94 @@ def check_values(
         required = rule.required or (delta and column in ("status", "dateLastModified"))
         value = pl.col(column)
         if required:
-            _report(
-                frame, value.is_null(), Code.VALUE_REQUIRED, None, file, column,
+            rules.append(_Rule(
+                Code.VALUE_REQUIRED, None, column, value.is_null(),
                 "{} line {}: " + column + " is blank but required; fill it in in the SIS and "
-                "export again.", include_value=False, issues=issues,
-            )
-        severity = Severity.ERROR if rule.used else Severity.WARNING
-        invalid: pl.Expr | None = None
-        explain = ""
-        if rule.kind is Kind.ID:
-            invalid = ~value.str.contains(ID_PATTERN)
-            explain = ("contains characters an ID may not have (use letters, digits and "
-                       "- _ . @ /)")
-        elif rule.kind is Kind.ID_LIST:
-            invalid = ~value.str.split(",").list.eval(
-                pl.element().str.strip_chars().str.contains(ID_PATTERN)
-            ).list.all()
-            explain = ("is not a comma-separated list of IDs (letters, digits and "
-                       "- _ . @ /)")
-        elif rule.kind in (Kind.ENUM, Kind.BOOL):
-            allowed = rule.values if rule.kind is Kind.ENUM else ("true", "false")
-            lowered = {a.lower(): a for a in allowed}
-            ok = value.is_in(allowed)
-            if oneroster_12 and rule.kind is Kind.ENUM:
-                ok = ok | value.str.starts_with("ext:")
-            caseless = value.str.to_lowercase().is_in(list(lowered)) & ~ok
-            _report(
-                frame, caseless, Code.VALUE_CASE, None, file, column,
-                "{} line {}: " + column + " '{}' was read as its exact spelling "
-                + "(allowed: " + ", ".join(allowed) + "); the SIS should export it exactly.",
-                issues=issues,
-            )
-            fixes.append(
-                pl.when(caseless)
-                .then(value.str.to_lowercase().replace_strict(lowered, default=None))
-                .otherwise(value)
-                .alias(column)
-            )
-            invalid = ~ok & ~caseless
-            explain = "is not one of " + ", ".join(allowed)
-        elif rule.kind is Kind.DATE:
-            invalid = ~value.str.contains(DATE_PATTERN) | value.str.to_date(
-                "%Y-%m-%d", strict=False
-            ).is_null()
-            explain = "is not a date in the form YYYY-MM-DD"
-        elif rule.kind is Kind.DATETIME:
-            invalid = ~value.str.contains(DATETIME_PATTERN)
-            explain = "is not a timestamp in the form YYYY-MM-DDTHH:MM:SS.sssZ"
-        elif rule.kind is Kind.PASSWORD_POLICY:
-            invalid = ~value.is_in(PASSWORD_POLICIES)
-            explain = "must be 4, 6, 8 or blank"
+                "export again.", include_value=False,
+            ))
+        invalid, explain, caseless, lowered = _invalid(rule, value, oneroster_12)
+        if caseless is not None:
+            rules.append(_Rule(
+                Code.VALUE_CASE, None, column, caseless,
+                "{} line {}: " + column + " '{}' was read as its exact spelling (allowed: "
+                + ", ".join(lowered.values()) + "); the SIS should export it exactly.",
+            ))
         if invalid is None:
             continue
         invalid = invalid.fill_null(False) & value.is_not_null()
         action = ("correct it in the SIS and export again." if rule.used
                   else "the value was ignored.")
-        _report(
-            frame, invalid, Code.VALUE_INVALID, severity, file, column,
-            "{} line {}: " + column + " '{}' " + explain + "; " + action, issues=issues,
-        )
-        if not rule.used:
-            fixes.append(pl.when(invalid).then(None).otherwise(value).alias(column))
-    if fixes:
-        frame = frame.with_columns(_last_fix_per_column(fixes))
+        rules.append(_Rule(
+            Code.VALUE_INVALID, Severity.ERROR if rule.used else Severity.WARNING, column,
+            invalid, "{} line {}: " + column + " '{}' " + explain + "; " + action,
+        ))
+        fixes[column] = (caseless, None if rule.used else invalid, lowered)
+
+    fired = frame.select(
+        [r.mask.fill_null(False).any().alias(str(i)) for i, r in enumerate(rules)]
+    ).row(0) if rules else ()
+    for rule_, hit in zip(rules, fired, strict=True):
+        if hit:
+            _report(frame, rule_, file, issues)
+    fired_columns = {r.column for r, hit in zip(rules, fired, strict=True) if hit}
+    repairs = []
+    for column, (caseless, drop, lowered) in fixes.items():
+        if column not in fired_columns:
+            continue
+        value = pl.col(column)
+        fixed = value
+        if drop is not None:
+            fixed = pl.when(drop).then(None).otherwise(fixed)
+        if caseless is not None:
+            fixed = pl.when(caseless).then(
+                value.str.to_lowercase().replace_strict(lowered, default=None)
+            ).otherwise(fixed)
+        repairs.append(fixed.alias(column))
+    if repairs:
+        frame = frame.with_columns(repairs)
     if spec.unique and spec.unique in frame.columns:
         check_unique(frame, spec.unique, file, issues)
     return frame
 
 
-def _last_fix_per_column(fixes: list[pl.Expr]) -> list[pl.Expr]:
-    by_name: dict[str, pl.Expr] = {}
-    for fix in fixes:
-        by_name[fix.meta.output_name()] = fix
-    return list(by_name.values())
+def _invalid(
+    rule: Field, value: pl.Expr, oneroster_12: bool
+) -> tuple[pl.Expr | None, str, pl.Expr | None, dict[str, str]]:
+    """(invalid mask, explanation, case-only mask, lower → canonical) for one field."""
+    if rule.kind is Kind.ID:
+        return (~value.str.contains(ID_PATTERN),
+                "contains characters an ID may not have (use letters, digits and - _ . @ /)",
+                None, {})
+    if rule.kind is Kind.ID_LIST:
+        bad = ~value.str.split(",").list.eval(
+            pl.element().str.strip_chars().str.contains(ID_PATTERN)).list.all()
+        return bad, "is not a comma-separated list of IDs (letters, digits and - _ . @ /)", None, {}
+    if rule.kind in (Kind.ENUM, Kind.BOOL):
+        allowed = rule.values if rule.kind is Kind.ENUM else ("true", "false")
+        lowered = {a.lower(): a for a in allowed}
+        ok = value.is_in(allowed)
+        if oneroster_12 and rule.kind is Kind.ENUM:
+            ok = ok | value.str.starts_with("ext:")
+        caseless = value.str.to_lowercase().is_in(list(lowered)) & ~ok
+        return ~ok & ~caseless, "is not one of " + ", ".join(allowed), caseless, lowered
+    if rule.kind is Kind.DATE:
+        bad = ~value.str.contains(DATE_PATTERN) | value.str.to_date(
+            "%Y-%m-%d", strict=False).is_null()
+        return bad, "is not a date in the form YYYY-MM-DD", None, {}
+    if rule.kind is Kind.DATETIME:
+        return (~value.str.contains(DATETIME_PATTERN),
+                "is not a timestamp in the form YYYY-MM-DDTHH:MM:SS.sssZ", None, {})
+    if rule.kind is Kind.PASSWORD_POLICY:
+        return ~value.is_in(PASSWORD_POLICIES), "must be 4, 6, 8 or blank", None, {}
+    return None, "", None, {}
 
 
 def check_unique(frame: pl.DataFrame, column: str, file: str, issues: IssueLog) -> None:
     value = pl.col(column)
+    distinct, present = frame.select(
+        value.drop_nulls().n_unique().alias("d"), value.count().alias("n")).row(0)
+    if distinct == present:
+        return
     repeats = frame.filter(value.is_not_null() & value.is_duplicated())
     if repeats.height == 0:
         return
@@ -211,24 +253,19 @@ def check_unique(frame: pl.DataFrame, column: str, file: str, issues: IssueLog) 
     )
 
 
-def _report(
-    frame: pl.DataFrame, mask: pl.Expr, code: Code, severity: Severity | None, file: str,
-    column: str, template: str, *, include_value: bool = True, issues: IssueLog,
-) -> None:
-    bad = frame.filter(mask.fill_null(False))
-    if bad.height == 0:
-        return
+def _report(frame: pl.DataFrame, rule: _Rule, file: str, issues: IssueLog) -> None:
+    bad = frame.filter(rule.mask.fill_null(False))
     args = [pl.lit(file), pl.col(LINE)]
-    if include_value:
-        args.append(pl.col(column))
+    if rule.include_value:
+        args.append(pl.col(rule.column))
     issues.extend(
         bad.select(
             pl.lit(file).alias("file"),
             pl.col(LINE).alias("line"),
-            pl.lit(column).alias("column"),
-            pl.col(column).alias("value"),
-            pl.format(template, *args).alias("message"),
+            pl.lit(rule.column).alias("column"),
+            pl.col(rule.column).alias("value"),
+            pl.format(rule.template, *args).alias("message"),
         ),
-        code,
-        severity,
+        rule.code,
+        rule.severity,
     )
