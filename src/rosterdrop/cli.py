@@ -18,7 +18,7 @@ from typing import Any, cast
 import click
 
 from rosterdrop.config import Settings, load_settings
-from rosterdrop.errors import InputError, RosterdropError
+from rosterdrop.errors import InputError, RosterdropError, UsageError
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -135,6 +135,235 @@ def render_check(document: dict[str, Any], examples: int = 10) -> str:
     if document["files_ignored"]:
         lines += ["", "ignored: " + ", ".join(document["files_ignored"])]
     return "\n".join(lines)
+
+
+def _open_store(settings: Settings) -> Any:
+    from rosterdrop.store.engine import open_store
+
+    if not settings.store.url:
+        try:
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create state folder {settings.state_dir}: "
+                             f"{exc.strerror}") from exc
+    return open_store(settings.database_url)
+
+
+def _runner(ctx: _Context) -> Any:
+    from rosterdrop.logs import configure_logging
+    from rosterdrop.runner import Runner
+
+    configure_logging(ctx.settings.log.model_copy(update={"level": "warning"}), sys.stderr)
+    return Runner(ctx.settings, _open_store(ctx.settings))
+
+
+def _run_summary(run: Any) -> dict[str, Any]:
+    """A run document without its issue lists (history --json)."""
+    document = dict(run.document or {})
+    document.pop("errors", None)
+    document.pop("warnings", None)
+    document.update(
+        run_id=run.run_id, tenant=run.tenant, source=run.source, status=run.status,
+        file=run.file_name, sha256=run.sha256, layout=run.layout, dry_run=run.dry_run,
+        created_at=run.created_at.isoformat() if run.created_at else None,
+        finished_at=run.finished_at.isoformat() if run.finished_at else None,
+    )
+    document.setdefault("counts", run.counts)
+    document.setdefault("issue_counts", run.issue_counts)
+    return document
+
+
+def _run_document(run: Any) -> dict[str, Any]:
+    """One full run (show --json): the sync document plus timings and artifacts."""
+    from rosterdrop import artifacts
+
+    document = _run_summary(run)
+    document["errors"] = (run.document or {}).get("errors", [])
+    document["warnings"] = (run.document or {}).get("warnings", [])
+    folder = Path(run.artifact_dir) if run.artifact_dir else None
+    names = (artifacts.REPORT_JSON, artifacts.ISSUES_CSV, artifacts.SUMMARY_CSV,
+             artifacts.MODIFIED_ZIP)
+    document["artifacts"] = {
+        name: str(folder / name) for name in names if folder and (folder / name).is_file()
+    }
+    document["timings"] = run.timings
+    return document
+
+
+def _render_run(document: dict[str, Any]) -> str:
+    lines = [f"run {document['run_id']} ({document['tenant']}): {document['status']}"
+             + (" (dry run)" if document.get("dry_run") else "")]
+    changes = document.get("changes") or {}
+    kinds = ["locations", "students", "staff", "courses", "classes", "rosters"]
+    if any(changes.get(k) for k in changes):
+        lines.append(f"  {'':<12}" + "".join(f"{k:>11}" for k in kinds))
+        for change in ("created", "updated", "deactivated", "removed", "unchanged"):
+            row = changes.get(change) or {}
+            lines.append(f"  {change:<12}" + "".join(
+                f"{row[k]:>11,}" if k in row else f"{'-':>11}" for k in kinds))
+    body = render_check({**document, "status": _CHECK_STATUS.get(document["status"], "ok")})
+    lines += ["", *body.splitlines()[1:]]
+    return "\n".join(lines)
+
+
+_CHECK_STATUS = {"failed": "failed", "held": "failed", "completed_with_warnings": "warnings"}
+
+
+@cli.command()
+@click.argument("zip_path", metavar="ZIP", type=click.Path(path_type=Path))
+@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--dry-run", is_flag=True, help="Show the changes; apply nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def sync(ctx: _Context, zip_path: Path, tenant_key: str, dry_run: bool, as_json: bool) -> None:
+    """Run the sync pipeline on one upload, record history and send the report."""
+    ctx.settings.tenant(tenant_key)
+    upload = _readable_file(zip_path)
+    from rosterdrop.runner import exit_code
+
+    runner = _runner(ctx)
+    run = runner.sync(tenant_key, upload, source="cli", dry_run=dry_run)
+    document = run.document
+    _emit_json(document) if as_json else click.echo(_render_run(document))
+    sys.exit(exit_code(run.status))
+
+
+@cli.command()
+@click.option("--tenant", "tenant_key", metavar="T")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def history(ctx: _Context, tenant_key: str | None, limit: int, as_json: bool) -> None:
+    """Recent runs, newest first."""
+    from rosterdrop.store.history import list_runs
+
+    if tenant_key:
+        ctx.settings.tenant(tenant_key)
+    runs = list_runs(_open_store(ctx.settings), tenant_key, limit, with_document=True)
+    documents = [_run_summary(run) for run in runs]
+    if as_json:
+        _emit_json(documents)
+        return
+    if not documents:
+        click.echo("no runs yet")
+    for d in documents:
+        issues = sum(d.get("issue_counts", {}).values())
+        click.echo(f"{d['run_id']}  {d['tenant']:<14} {d['status']:<24} {d['source']:<7} "
+                   f"{issues:>6} issues  {d['file']}")
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def show(ctx: _Context, run_id: str, as_json: bool) -> None:
+    """One run with its counts, issues and artifact paths."""
+    from rosterdrop.store.history import get_run
+
+    document = _run_document(get_run(_open_store(ctx.settings), run_id))
+    if as_json:
+        _emit_json(document)
+        return
+    click.echo(_render_run(document))
+    for name, path in document["artifacts"].items():
+        click.echo(f"  {name:<18} {path}")
+
+
+@cli.command()
+@click.argument("run_id")
+@pass_ctx
+def approve(ctx: _Context, run_id: str) -> None:
+    """Release a run held by the change threshold: apply it now."""
+    from rosterdrop.runner import exit_code
+
+    run = _runner(ctx).approve(run_id)
+    click.echo(f"run {run.run_id}: {run.status}")
+    sys.exit(exit_code(run.status))
+
+
+@cli.command()
+@click.argument("run_id")
+@pass_ctx
+def discard(ctx: _Context, run_id: str) -> None:
+    """Drop a run held by the change threshold; nothing is applied."""
+    run = _runner(ctx).discard(run_id)
+    click.echo(f"run {run.run_id}: {run.status}")
+
+
+@cli.command()
+@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@pass_ctx
+def resync(ctx: _Context, tenant_key: str) -> None:
+    """"Sync Now": process the tenant's last upload again."""
+    from rosterdrop.runner import exit_code
+
+    ctx.settings.tenant(tenant_key)
+    run = _runner(ctx).resync(tenant_key)
+    click.echo(f"run {run.run_id} ({tenant_key}): {run.status}")
+    sys.exit(exit_code(run.status))
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--search", metavar="TEXT", help="Match person_id, names, email or account.")
+@click.option("--inactive", is_flag=True, help="Include deactivated accounts.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def people(click_ctx: click.Context, tenant_key: str, search: str | None, inactive: bool,
+           as_json: bool) -> None:
+    """The tenant's accounts; `people set` edits one locally."""
+    ctx: _Context = click_ctx.obj
+    ctx.settings.tenant(tenant_key)
+    click_ctx.meta["tenant"] = tenant_key
+    if click_ctx.invoked_subcommand is not None:
+        return
+    from rosterdrop.store.directory import list_people
+
+    rows = list_people(_open_store(ctx.settings), tenant_key, search, inactive)
+    if as_json:
+        _emit_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['person_id']:<14} {row['role']:<8} {row['status']:<9} "
+                   f"{row['source']:<6} {row['account'] or '-':<32} "
+                   f"{row['last_name'] or ''}, {row['first_name'] or ''}")
+    click.echo(f"{len(rows):,} account(s)")
+
+
+@people.command("set")
+@click.argument("person_id")
+@click.argument("assignments", nargs=-1, required=True, metavar="FIELD=VALUE...")
+@click.option("--tenant", "tenant_key", metavar="T")
+@click.pass_context
+def people_set(click_ctx: click.Context, person_id: str, assignments: tuple[str, ...],
+               tenant_key: str | None) -> None:
+    """Edit an account locally; later syncs will not overwrite it."""
+    from rosterdrop.store.directory import set_person
+
+    ctx: _Context = click_ctx.obj
+    tenant = tenant_key or click_ctx.meta.get("tenant")
+    if not tenant:
+        raise UsageError("people set needs --tenant T")
+    ctx.settings.tenant(tenant)
+    fields: dict[str, str] = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            raise UsageError(f"expected FIELD=VALUE, got {assignment!r}")
+        fields[name.strip()] = value
+    set_person(_open_store(ctx.settings), tenant, person_id, fields)
+    click.echo(f"{person_id}: updated {', '.join(sorted(fields))} (source = local)")
+
+
+@cli.command("hash-password")
+def hash_password_command() -> None:
+    """Read a password on stdin and print its hash for the config."""
+    from rosterdrop.passwords import hash_password
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("no password on stdin")
+    click.echo(hash_password(password))
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -7,6 +7,7 @@ filter removed its target.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -85,7 +86,7 @@ def _drop_inactive(result: Filtered) -> None:
         _remove(result, kind, ~pl.col("active"), "status", pl.lit("inactive"), reason)
 
 
-def _drop_roles(result: Filtered, roles: list[str]) -> None:
+def _drop_roles(result: Filtered, roles: Sequence[str]) -> None:
     if set(roles) >= {"student", "staff"}:
         return
     _remove(

@@ -153,7 +153,7 @@ def oneroster_model(frames: Frames, version: str, delta_files: set[str],
     people = _oneroster_people(frames, version, issues)
     instructors, rosters = _enrollments(frames["enrollments.csv"])
 
-    delta = set()
+    delta: set[str] = set()
     kinds_of_file = {
         "orgs.csv": ("locations",), "users.csv": ("people",), "roles.csv": ("people",),
         "courses.csv": ("courses",), "classes.csv": ("classes",),

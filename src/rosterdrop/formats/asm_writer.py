@@ -25,7 +25,8 @@ def _numbered(base: str, count: int) -> list[str]:
 
 def _spread(frame: pl.DataFrame, list_column: str, base: str, minimum: int) -> pl.DataFrame:
     """A list column → base, base_2, … columns (at least ``minimum`` of them)."""
-    width = max(minimum, int(frame[list_column].list.len().max() or 0)) if frame.height else minimum
+    longest = frame[list_column].list.len().max() if frame.height else 0
+    width = max(minimum, int(longest or 0))  # type: ignore[arg-type]
     names = _numbered(base, width)
     return frame.with_columns(
         [pl.col(list_column).list.get(i, null_on_oob=True).alias(name)
