@@ -300,10 +300,11 @@ class _Writer:
     def _with_tenant(self, frame: pl.DataFrame) -> pl.DataFrame:
         return frame.with_columns(tenant=pl.lit(self.tenant, pl.String))
 
-    def insert(self, table: Table, frame: pl.DataFrame) -> None:
+    def insert(self, table: Table, frame: pl.DataFrame, order: Sequence[str]) -> None:
+        """Insert ``frame``'s rows, in ``order`` (B-trees fill fastest in key order)."""
         if frame.height == 0:
             return
-        frame = self._with_tenant(frame)
+        frame = self._with_tenant(frame.sort(order))
         columns = frame.columns
         if self.store.is_sqlite:
             marks = ", ".join("?" * len(columns))
@@ -317,7 +318,7 @@ class _Writer:
         """``SET`` every non-key column of ``frame`` on the rows with its keys."""
         if frame.height == 0:
             return
-        frame = self._with_tenant(frame)
+        frame = self._with_tenant(frame.sort(key))
         match = ["tenant", *key]
         values = [name for name in frame.columns if name not in match]
         if self.store.is_sqlite:
@@ -335,7 +336,7 @@ class _Writer:
     def delete(self, table: Table, keys: pl.DataFrame) -> None:
         if keys.height == 0:
             return
-        keys = self._with_tenant(keys)
+        keys = self._with_tenant(keys.sort(keys.columns))
         match = ["tenant", *[name for name in keys.columns if name != "tenant"]]
         if self.store.is_sqlite:
             where = " AND ".join(f"{name} = ?" for name in match)
@@ -449,6 +450,7 @@ def apply_plan(store: Store, tenant: str, plan: Plan, now: datetime) -> dict[str
                 updated_at=pl.lit(stamp),
                 deactivated_at=pl.lit(None, pl.String),
             ),
+            ["account_id"],
         )
         writer.update(
             tables["people"],
@@ -471,7 +473,7 @@ def apply_plan(store: Store, tenant: str, plan: Plan, now: datetime) -> dict[str
             changes = plan.table(kind)
             writer.delete(tables[kind], changes.remove)
             writer.update(tables[kind], _encode(changes.update), KEYS[kind])
-            writer.insert(tables[kind], _encode(changes.create))
+            writer.insert(tables[kind], _encode(changes.create), KEYS[kind])
     written = writer.counts
     if store.cache_path(tenant) is not None:
         after = advance(plan, account_ids=account_ids, today=_utc(now).date())

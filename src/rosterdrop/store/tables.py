@@ -53,6 +53,8 @@ metadata = SQLModel.metadata
 
 _UTC_TIME = DateTime(timezone=True)
 _ID = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid
+_CLUSTERED = {"sqlite_with_rowid": False}
+"""SQLite keeps these rows in their (tenant, id) primary key: one b-tree, not two."""
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -102,6 +104,7 @@ class Person(SQLModel, table=True):
 
 class Location(SQLModel, table=True):
     __tablename__ = "locations"
+    __table_args__ = _CLUSTERED
 
     tenant: str = Field(primary_key=True)
     location_id: str = Field(primary_key=True)
@@ -110,6 +113,7 @@ class Location(SQLModel, table=True):
 
 class Course(SQLModel, table=True):
     __tablename__ = "courses"
+    __table_args__ = _CLUSTERED
 
     tenant: str = Field(primary_key=True)
     course_id: str = Field(primary_key=True)
@@ -120,6 +124,7 @@ class Course(SQLModel, table=True):
 
 class Class(SQLModel, table=True):
     __tablename__ = "classes"
+    __table_args__ = _CLUSTERED
 
     tenant: str = Field(primary_key=True)
     class_id: str = Field(primary_key=True)
@@ -132,6 +137,7 @@ class Class(SQLModel, table=True):
 
 class ClassInstructor(SQLModel, table=True):
     __tablename__ = "class_instructors"
+    __table_args__ = _CLUSTERED
 
     tenant: str = Field(primary_key=True)
     class_id: str = Field(primary_key=True)
@@ -142,6 +148,7 @@ class ClassInstructor(SQLModel, table=True):
 
 class Roster(SQLModel, table=True):
     __tablename__ = "rosters"
+    __table_args__ = _CLUSTERED
 
     tenant: str = Field(primary_key=True)
     roster_id: str = Field(primary_key=True)
