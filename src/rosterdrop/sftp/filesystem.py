@@ -185,6 +185,8 @@ class DropboxFS(SFTPServer):
         self._open: set[_Upload] = set()
         self._temporaries: dict[str, _Stored] = {}
         self._linger: dict[str, tuple[SFTPAttrs, float]] = {}
+        self._refused: dict[str, str] = {}
+        """Uploads refused in this session: name → why (for a later stat)."""
 
     # -- the hook session.py uses -------------------------------------------
 
@@ -266,6 +268,9 @@ class DropboxFS(SFTPServer):
             attrs = self._lingering(vpath.dropbox_name)
             if attrs is not None:
                 return attrs
+            refused = self._refused.get(vpath.dropbox_name)
+            if refused:  # clients that ignore a failed CLOSE (paramiko) stat next
+                raise SFTPNoSuchFile(f"no such file: {vpath.display} ({refused})")
         raise SFTPNoSuchFile(f"no such file: {vpath.display}")
 
     def stat(self, path: bytes) -> SFTPAttrs:
@@ -279,8 +284,12 @@ class DropboxFS(SFTPServer):
         # `put -p`): accepted and ignored for files in /dropbox.
         vpath = resolve(path)
         self._stat(vpath)
+        if vpath.area is Area.REPORTS:
+            raise SFTPPermissionDenied(
+                f"cannot change attributes of {vpath.display}: /reports is read-only"
+            )
         if vpath.dropbox_name is None:
-            raise SFTPPermissionDenied(f"cannot change attributes of {vpath.display}")
+            raise SFTPPermissionDenied(f"cannot change attributes of folder {vpath.display}")
 
     def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         self.setstat(path, attrs)
@@ -390,6 +399,7 @@ class DropboxFS(SFTPServer):
         self._open.add(upload)
         self._ctx.uploading.add(host)
         self._linger.pop(name, None)
+        self._refused.pop(name, None)
         self._log.info("upload_started", file=name)
         return upload
 
@@ -431,6 +441,7 @@ class DropboxFS(SFTPServer):
     def _refuse(self, upload: _Upload, message: str, **details: Any) -> None:
         """Stop an upload mid-way: delete what was written, refuse the rest."""
         upload.refused = message
+        self._refused[upload.name] = message
         self._discard(upload)
         self._log.warning(
             "upload_refused", file=upload.name, bytes=upload.size, **details

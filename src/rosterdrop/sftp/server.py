@@ -368,6 +368,7 @@ class _Connection(asyncssh.SSHServer):
             sessions[username] -= 1
             if sessions[username] <= 0:
                 del sessions[username]
+            self._log.debug("session_closed", sessions=sessions[username])
 
         info = SessionInfo(tenant=account.tenant, username=username, peer=self._peer)
 
