@@ -190,14 +190,23 @@ class Job(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
     tenant: str = Field(index=True)
     path: str
+    """The upload in the spool."""
+    file_name: str = ""
+    """The name it was uploaded under."""
+    source: str = "watch"
+    """sftp | watch | resync"""
     sha256: str | None = None
     kind: str = "bulk"
     """bulk | delta"""
     state: str = Field(default="queued", index=True)
     """queued | running | done"""
     lease_until: datetime | None = Field(default=None, sa_type=_UTC_TIME)
+    worker: str | None = None
     attempts: int = 0
+    run_id: str | None = None
+    """Chosen before the run is created, so a retried job continues the same run."""
     created_at: datetime = Field(sa_type=_UTC_TIME)
+    finished_at: datetime | None = Field(default=None, sa_type=_UTC_TIME)
 
 
 class Mail(SQLModel, table=True):
