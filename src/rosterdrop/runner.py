@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy import insert, select, update
 
 from rosterdrop import artifacts
 from rosterdrop.check import Checked, check_upload, sha256_of
+from rosterdrop.codes import Code
 from rosterdrop.config import Settings, TenantSettings
 from rosterdrop.errors import MailError, NotFound, UsageError
 from rosterdrop.mail import build_report_email, send_mail
@@ -41,6 +43,7 @@ from rosterdrop.store.history import (
     new_run_id,
     update_run,
 )
+from rosterdrop.store.tables import MAILS
 from rosterdrop.sync.guard import check_guard
 from rosterdrop.sync.plan import Plan, plan_sync
 
@@ -104,18 +107,48 @@ class Runner:
         dry_run: bool = False,
         force: bool = False,
         file_name: str | None = None,
+        run_id: str | None = None,
     ) -> RunRecord:
-        """Run the pipeline on ``upload`` for one tenant and record the run."""
+        """Run the pipeline on ``upload`` for one tenant and record the run.
+
+        With ``run_id`` (a queued job's), a run left unfinished by a crash is
+        continued under the same id, so each upload has exactly one run.
+        """
         tenant = self.settings.tenant(tenant_key)
-        now = self.clock()
-        run = create_run(self.store, RunRecord(
-            run_id=new_run_id(now), tenant=tenant_key, source=source, dry_run=dry_run,
-            file_name=file_name or upload.name, size=upload.stat().st_size, created_at=now,
-        ))
+        run = self._start(tenant_key, upload, source, dry_run, file_name, run_id)
+        if run.status != "running":
+            self.ensure_mailed(run)
+            return run
         kept = self._keep_upload(tenant_key, run.run_id, upload)
-        log.info("run_started", tenant=tenant_key, run_id=run.run_id, source=source,
-                 file=run.file_name, bytes=run.size)
         return self._run(run, tenant, kept, dry_run=dry_run, force=force, approved=False)
+
+    def superseded(self, tenant_key: str, upload: Path, *, source: str, file_name: str,
+                   run_id: str | None, newer: str) -> RunRecord:
+        """Record a queued bulk upload skipped for a newer one (UPLOAD_SUPERSEDED)."""
+        tenant = self.settings.tenant(tenant_key)
+        run = self._start(tenant_key, upload, source, False, file_name, run_id)
+        if run.status != "running":
+            self.ensure_mailed(run)
+            return run
+        timer = _Timer({})
+        checked = Checked(file_name, sha256_of(upload))
+        checked.issues.add(
+            Code.UPLOAD_SUPERSEDED,
+            f"'{file_name}' was not processed because a newer full upload ({newer}) of this "
+            f"tenant arrived before its turn; the newer upload is synced instead.",
+            file=file_name,
+        )
+        document = self._document(run, checked, None, "unchanged", False)
+        return self._finish(run, tenant, document, checked, timer, applied=False,
+                            now=self.clock())
+
+    def ensure_mailed(self, run: RunRecord) -> None:
+        """Send a finished run's email if no earlier attempt got it out (crash recovery)."""
+        if run.status in ("running", "discarded") or self._mail_state(run.run_id) == "sent":
+            return
+        folder = Path(run.artifact_dir) if run.artifact_dir else None
+        written = {p.name: p for p in folder.iterdir()} if folder and folder.is_dir() else {}
+        self._mail(run, self.settings.tenant(run.tenant), run.document, written)
 
     def approve(self, run_id: str) -> RunRecord:
         """Release a held run: plan again against the current store and apply."""
@@ -141,6 +174,25 @@ class Runner:
         raise NotFound(f"tenant {tenant_key!r} has no upload to sync again")
 
     # --- the run --------------------------------------------------------------------------
+
+    def _start(self, tenant: str, upload: Path, source: str, dry_run: bool,
+               file_name: str | None, run_id: str | None) -> RunRecord:
+        now = self.clock()
+        if run_id is not None:
+            try:
+                run = get_run(self.store, run_id)
+            except NotFound:
+                pass
+            else:
+                log.info("run_resumed", tenant=tenant, run_id=run_id, status=run.status)
+                return run
+        run = create_run(self.store, RunRecord(
+            run_id=run_id or new_run_id(now), tenant=tenant, source=source, dry_run=dry_run,
+            file_name=file_name or upload.name, size=upload.stat().st_size, created_at=now,
+        ))
+        log.info("run_started", tenant=tenant, run_id=run.run_id, source=source,
+                 file=run.file_name, bytes=run.size)
+        return run
 
     def _run(self, run: RunRecord, tenant: TenantSettings, upload: Path, *, dry_run: bool,
              force: bool, approved: bool) -> RunRecord:
@@ -253,12 +305,34 @@ class Runner:
             document, tenant, self.settings.mail, attachments,
             f"reports/{run.run_id}/", now=self.clock(),
         )
+        self._set_mail_state(run.run_id, "pending")
         try:
             where = self.mailer(message, self.settings)
         except MailError as exc:
+            self._set_mail_state(run.run_id, "failed", str(exc))
             log.error("mail_failed", tenant=run.tenant, run_id=run.run_id, error=str(exc))
             return
+        self._set_mail_state(run.run_id, "sent")
         log.info("mail_sent", tenant=run.tenant, run_id=run.run_id, to=where)
+
+    def _mail_state(self, run_id: str) -> str | None:
+        with self.store.engine.connect() as conn:
+            return conn.execute(
+                select(MAILS.c.status).where(MAILS.c.run_id == run_id)
+            ).scalar_one_or_none()
+
+    def _set_mail_state(self, run_id: str, status: str, error: str | None = None) -> None:
+        now = self.clock()
+        with self.store.write() as conn:
+            changed = conn.execute(
+                update(MAILS).where(MAILS.c.run_id == run_id).values(
+                    status=status, attempts=MAILS.c.attempts + (status != "pending"),
+                    last_error=error, updated_at=now)
+            ).rowcount
+            if not changed:
+                conn.execute(insert(MAILS).values(
+                    run_id=run_id, status=status, attempts=int(status != "pending"),
+                    last_error=error, created_at=now, updated_at=now))
 
     # --- held runs and kept uploads -----------------------------------------------------
 
