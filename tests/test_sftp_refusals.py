@@ -36,6 +36,26 @@ def test_only_zip_and_temporary_names_can_be_uploaded(tmp_path: Path) -> None:
         assert srv.logs.wait("upload_refused", file="students.csv")["reason"] == "name"
 
 
+def test_a_file_being_uploaded_cannot_be_opened_removed_or_renamed(tmp_path: Path) -> None:
+    """While one session writes x.zip, another cannot overwrite, remove or rename it."""
+    with running_server(tmp_path) as srv:
+        with (
+            paramiko_sftp(srv.port, "acme", password=PASSWORD) as first,
+            paramiko_sftp(srv.port, "acme-sis", key=srv.keys["acme-sis"]) as second,
+            first.open("x.zip", "wb") as remote,
+        ):
+            remote.write(b"PK")
+            first.stat("x.zip")
+            with pytest.raises(PermissionError, match="already being uploaded"):
+                second.open("x.zip", "wb")
+            with pytest.raises(PermissionError, match="being uploaded"):
+                second.remove("x.zip")
+            with pytest.raises(PermissionError, match="being uploaded"):
+                second.rename("x.zip", "y.zip")
+        [upload] = srv.wait_uploads(1)
+        assert upload.data == b"PK"
+
+
 def test_folders_cannot_be_created_or_removed(tmp_path: Path) -> None:
     """mkdir and rmdir are refused."""
     with running_server(tmp_path) as srv:

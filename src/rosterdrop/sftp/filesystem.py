@@ -19,7 +19,6 @@ import contextlib
 import errno
 import os
 import stat
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,40 +46,24 @@ from asyncssh import (
 )
 
 from rosterdrop.paths import StatePaths
+from rosterdrop.sftp.files import (
+    Download,
+    OpenUploads,
+    Stored,
+    Upload,
+    file_identity,
+    rename_noreplace,
+    unlink_if_same,
+)
 from rosterdrop.sftp.vpath import Area, VPath, is_temporary, is_uploadable, is_zip, resolve
 
 log = structlog.get_logger("rosterdrop.sftp")
 
-FLUSH_BYTES = 1024 * 1024
-"""Sequential writes are gathered up to this size and written with one syscall."""
 FILE_MODE = 0o640
 NOT_UPLOADABLE = (
     "only .zip files can be uploaded (temporary names ending in .filepart, "
     ".part, .partial or .tmp are accepted and renamed to .zip)"
 )
-
-
-class OpenUploads:
-    """Host paths open for writing in any session (for the watcher)."""
-
-    def __init__(self) -> None:
-        self._paths: Counter[str] = Counter()
-
-    @staticmethod
-    def key(path: Path) -> str:
-        return os.path.abspath(path)
-
-    def add(self, path: Path) -> None:
-        self._paths[self.key(path)] += 1
-
-    def discard(self, path: Path) -> None:
-        key = self.key(path)
-        self._paths[key] -= 1
-        if self._paths[key] <= 0:
-            del self._paths[key]
-
-    def __contains__(self, path: object) -> bool:
-        return isinstance(path, Path) and self._paths.get(self.key(path), 0) > 0
 
 
 @dataclass(frozen=True)
@@ -102,72 +85,6 @@ class SessionInfo:
     peer: str
 
 
-class _Download:
-    """A /reports file open for reading."""
-
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-
-class _Upload:
-    """A /dropbox file open for writing; sequential writes are buffered."""
-
-    __slots__ = (
-        "_chunks", "_pending", "_start", "fd", "host", "name", "refused", "size", "started",
-    )
-
-    def __init__(self, fd: int, host: Path, name: str, started: float) -> None:
-        self.fd = fd
-        self.host = host
-        self.name = name
-        self.started = started
-        self.size = 0
-        self.refused: str | None = None
-        self._chunks: list[bytes] = []
-        self._pending = 0
-        self._start = 0
-
-    def write(self, offset: int, data: bytes) -> None:
-        if self._pending and offset != self._start + self._pending:
-            self.flush()
-        if not self._pending:
-            self._start = offset
-        self._chunks.append(data)
-        self._pending += len(data)
-        self.size = max(self.size, offset + len(data))
-        if self._pending >= FLUSH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        chunks, offset, pending = self._chunks, self._start, self._pending
-        self._chunks, self._pending = [], 0
-        written = os.pwritev(self.fd, chunks, offset)
-        if written < pending:  # short write: finish the rest one by one
-            rest = b"".join(chunks)[written:]
-            offset += written
-            while rest:
-                n = os.pwrite(self.fd, rest, offset)
-                rest, offset = rest[n:], offset + n
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-        self.fd = -1
-
-
-@dataclass
-class _Stored:
-    """A file this session wrote and closed (temporary or completed)."""
-
-    started: float
-    identity: tuple[int, int]
-    """(st_dev, st_ino), to recognise the same file later."""
-
-
 class DropboxFS(SFTPServer):
     def __init__(
         self,
@@ -182,8 +99,8 @@ class DropboxFS(SFTPServer):
         self._reports = context.paths.reports(info.tenant)
         self._log = log.bind(tenant=info.tenant, username=info.username, peer=info.peer)
         self._client_closing = False
-        self._open: set[_Upload] = set()
-        self._temporaries: dict[str, _Stored] = {}
+        self._open: set[Upload] = set()
+        self._temporaries: dict[str, Stored] = {}
         self._linger: dict[str, tuple[SFTPAttrs, float]] = {}
         self._refused: dict[str, str] = {}
         """Uploads refused in this session: name → why (for a later stat)."""
@@ -295,14 +212,14 @@ class DropboxFS(SFTPServer):
         self.setstat(path, attrs)
 
     def fstat(self, file_obj: object) -> SFTPAttrs:
-        if isinstance(file_obj, _Upload):
+        if isinstance(file_obj, Upload):
             self._flush(file_obj)
             return _attrs(os.fstat(file_obj.fd), writable=True)
-        assert isinstance(file_obj, _Download)
+        assert isinstance(file_obj, Download)
         return _attrs(os.fstat(file_obj.fd), writable=False)
 
     def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
-        if not isinstance(file_obj, _Upload):
+        if not isinstance(file_obj, Upload):
             raise SFTPPermissionDenied("/reports is read-only")
 
     def statvfs(self, path: bytes) -> os.statvfs_result:
@@ -359,10 +276,10 @@ class DropboxFS(SFTPServer):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise SFTPPermissionDenied(f"not a file: {vpath.display}")
-        return _Download(fd)
+        return Download(fd)
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
-        if not isinstance(file_obj, _Download):
+        if not isinstance(file_obj, Download):
             raise SFTPPermissionDenied("uploads cannot be read back")
         data = os.pread(file_obj.fd, size, offset)
         if not data:
@@ -371,11 +288,13 @@ class DropboxFS(SFTPServer):
 
     # -- uploads ------------------------------------------------------------
 
-    def _open_upload(self, path: bytes, pflags: int) -> _Upload:
+    def _open_upload(self, path: bytes, pflags: int) -> Upload:
         name, host = self._dropbox_file(path, "upload")
         if not is_uploadable(name):
             self._log.warning("upload_refused", file=name, reason="name")
             raise SFTPPermissionDenied(f"cannot upload {name!r}: {NOT_UPLOADABLE}")
+        if host in self._ctx.uploading:
+            raise SFTPPermissionDenied(f"cannot upload {name}: it is already being uploaded")
         flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         if pflags & FXF_CREAT:
             flags |= os.O_CREAT
@@ -393,7 +312,7 @@ class DropboxFS(SFTPServer):
             if exc.errno in (errno.ELOOP, errno.EISDIR):
                 raise SFTPPermissionDenied(f"cannot upload to {name!r}: not a file") from None
             raise
-        upload = _Upload(fd, host, name, self._ctx.clock())
+        upload = Upload(fd, host, name, self._ctx.clock())
         if pflags & FXF_APPEND or not pflags & FXF_TRUNC:
             upload.size = os.fstat(fd).st_size
         self._open.add(upload)
@@ -404,7 +323,7 @@ class DropboxFS(SFTPServer):
         return upload
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
-        if not isinstance(file_obj, _Upload):
+        if not isinstance(file_obj, Upload):
             raise SFTPPermissionDenied("/reports is read-only")
         upload = file_obj
         if upload.refused:
@@ -421,11 +340,11 @@ class DropboxFS(SFTPServer):
         return len(data)
 
     def fsync(self, file_obj: object) -> None:
-        if isinstance(file_obj, _Upload) and not file_obj.refused:
+        if isinstance(file_obj, Upload) and not file_obj.refused:
             self._flush(file_obj)
             os.fsync(file_obj.fd)
 
-    def _flush(self, upload: _Upload) -> None:
+    def _flush(self, upload: Upload) -> None:
         if upload.refused:
             raise SFTPFailure(upload.refused)
         try:
@@ -433,12 +352,12 @@ class DropboxFS(SFTPServer):
         except OSError as exc:
             self._write_failed(upload, exc)
 
-    def _write_failed(self, upload: _Upload, exc: OSError) -> None:
+    def _write_failed(self, upload: Upload, exc: OSError) -> None:
         message = f"upload failed: could not store the file ({exc.strerror or exc})"
         self._refuse(upload, message, reason="write_error", error=exc.strerror or str(exc))
         raise SFTPFailure(message)
 
-    def _refuse(self, upload: _Upload, message: str, **details: Any) -> None:
+    def _refuse(self, upload: Upload, message: str, **details: Any) -> None:
         """Stop an upload mid-way: delete what was written, refuse the rest."""
         upload.refused = message
         self._refused[upload.name] = message
@@ -447,18 +366,18 @@ class DropboxFS(SFTPServer):
             "upload_refused", file=upload.name, bytes=upload.size, **details
         )
 
-    def _discard(self, upload: _Upload) -> None:
+    def _discard(self, upload: Upload) -> None:
         if upload.fd >= 0:
-            identity = _identity(os.fstat(upload.fd))
+            identity = file_identity(os.fstat(upload.fd))
             upload.close()
             self._ctx.uploading.discard(upload.host)
-            _unlink_if_same(upload.host, identity)
+            unlink_if_same(upload.host, identity)
 
     def close(self, file_obj: object) -> None:
-        if isinstance(file_obj, _Download):
+        if isinstance(file_obj, Download):
             os.close(file_obj.fd)
             return
-        assert isinstance(file_obj, _Upload)
+        assert isinstance(file_obj, Upload)
         upload = file_obj
         self._open.discard(upload)
         if not self._client_closing:
@@ -477,7 +396,7 @@ class DropboxFS(SFTPServer):
         upload.close()
         self._ctx.uploading.discard(upload.host)
         try:
-            still_there = _identity(os.lstat(upload.host)) == _identity(st)
+            still_there = file_identity(os.lstat(upload.host)) == file_identity(st)
         except FileNotFoundError:
             still_there = False
         if not still_there:
@@ -489,10 +408,12 @@ class DropboxFS(SFTPServer):
         if is_zip(upload.name):
             self._completed(upload.name, upload.host, st, upload.started)
         else:
-            self._temporaries[upload.name] = _Stored(upload.started, _identity(st))
+            self._temporaries[upload.name] = Stored(upload.started, file_identity(st))
 
     def _completed(self, name: str, host: Path, st: os.stat_result, started: float) -> None:
         now = self._ctx.clock()
+        for other in [n for n, (_, until) in self._linger.items() if until <= now]:
+            del self._linger[other]
         self._linger[name] = (_attrs(st, writable=True), now + self._ctx.linger_seconds)
         self._log.info(
             "upload_completed", file=name, bytes=st.st_size,
@@ -548,7 +469,7 @@ class DropboxFS(SFTPServer):
         if replace:
             os.replace(old_host, new_host)
         else:
-            _rename_noreplace(old_host, new_host, new)
+            rename_noreplace(old_host, new_host, new)
         self._linger.pop(old, None)
         self._linger.pop(new, None)
         stored = self._temporaries.pop(old, None)
@@ -583,7 +504,7 @@ class DropboxFS(SFTPServer):
         for upload in list(self._open):
             self.close(upload)
         for name, stored in self._temporaries.items():
-            if _unlink_if_same(self._dropbox / name, stored.identity):
+            if unlink_if_same(self._dropbox / name, stored.identity):
                 self._log.warning(
                     "upload_aborted", file=name, reason="temporary file never renamed to .zip"
                 )
@@ -611,35 +532,3 @@ def _scan(folder: Path, *, dirs: bool) -> list[tuple[str, SFTPAttrs]]:
                 found.append((entry.name, _attrs(st, writable=not dirs)))
     found.sort()
     return found
-
-
-def _identity(st: os.stat_result) -> tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
-def _unlink_if_same(host: Path, identity: tuple[int, int]) -> bool:
-    """Delete ``host`` if it is still the file we wrote (not a newer one)."""
-    try:
-        if _identity(os.lstat(host)) != identity:
-            return False
-        os.unlink(host)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _rename_noreplace(old: Path, new: Path, new_name: str) -> None:
-    """SFTP v3 rename: fails when the target exists (atomically, via a link)."""
-    try:
-        os.link(old, new, follow_symlinks=False)
-    except FileExistsError:
-        raise SFTPFileAlreadyExists(f"{new_name} already exists") from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-            raise
-        # File systems without hard links: check, then rename.
-        if os.path.lexists(new):
-            raise SFTPFileAlreadyExists(f"{new_name} already exists") from None
-        os.rename(old, new)
-        return
-    os.unlink(old)
