@@ -225,7 +225,7 @@ def _open(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> UploadArchiv
     with zipfile.ZipFile(fp) as zf:  # does not close fp: we passed it in
         infos = zf.infolist()
 
-    total = sum(info.file_size for info in infos if not info.is_dir())
+    total = sum(info.file_size for info in infos)
     if total > limits.max_total_bytes:
         issues.add(
             Code.ZIP_UNSAFE,
