@@ -51,6 +51,21 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 
 @cli.command()
+@pass_ctx
+def serve(ctx: _Context) -> None:
+    """Run the daemon: SFTP server, watcher, workers. Stops cleanly on SIGINT/SIGTERM."""
+    from rosterdrop.daemon.serve import serve as run_daemon
+    from rosterdrop.logs import configure_logging
+
+    settings = ctx.settings
+    log_settings = settings.log
+    if sys.stdout.isatty():
+        log_settings = log_settings.model_copy(update={"format": "console"})
+    configure_logging(log_settings)
+    run_daemon(settings)
+
+
+@cli.command()
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--layout", type=click.Choice(["oneroster-1.1", "oneroster-1.2", "asm"]),
               required=True)
@@ -294,13 +309,13 @@ def discard(ctx: _Context, run_id: str) -> None:
 @click.option("--tenant", "tenant_key", metavar="T", required=True)
 @pass_ctx
 def resync(ctx: _Context, tenant_key: str) -> None:
-    """"Sync Now": process the tenant's last upload again."""
-    from rosterdrop.runner import exit_code
+    """"Sync Now": queue the tenant's last upload again for the daemon."""
+    from rosterdrop.daemon.resync import queue_last_upload
 
     ctx.settings.tenant(tenant_key)
-    run = _runner(ctx).resync(tenant_key)
-    click.echo(f"run {run.run_id} ({tenant_key}): {run.status}")
-    sys.exit(exit_code(run.status))
+    job_id, name = queue_last_upload(ctx.settings, _open_store(ctx.settings), tenant_key)
+    click.echo(f"queued {name} again for {tenant_key} (job {job_id}); "
+               f"the daemon (rosterdrop serve) will process it")
 
 
 @cli.group(invoke_without_command=True)

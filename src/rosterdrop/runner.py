@@ -313,7 +313,7 @@ class Runner:
             log.error("mail_failed", tenant=run.tenant, run_id=run.run_id, error=str(exc))
             return
         self._set_mail_state(run.run_id, "sent")
-        log.info("mail_sent", tenant=run.tenant, run_id=run.run_id, to=where)
+        log.debug("report_mailed", tenant=run.tenant, run_id=run.run_id, to=where)
 
     def _mail_state(self, run_id: str) -> str | None:
         with self.store.engine.connect() as conn:

@@ -1,0 +1,1 @@
+"""The daemon (`rosterdrop serve`): SFTP server, watcher, durable queue, workers."""

@@ -1,0 +1,35 @@
+""""Sync Now": put the tenant's last upload back into the queue."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+from rosterdrop.config import Settings
+from rosterdrop.daemon.intake import SEPARATOR, upload_kind
+from rosterdrop.daemon.queue import JobQueue
+from rosterdrop.errors import NotFound
+from rosterdrop.paths import StatePaths
+from rosterdrop.runner import utc_now
+from rosterdrop.store.engine import Store
+from rosterdrop.store.history import list_runs
+
+
+def queue_last_upload(settings: Settings, store: Store, tenant: str) -> tuple[int, str]:
+    """Copy the tenant's most recent kept upload into the spool and queue it."""
+    paths = StatePaths(settings.state_dir)
+    kept = paths.tenant(tenant) / "uploads"
+    for run in list_runs(store, tenant, limit=50):
+        upload = kept / f"{run.run_id}.zip"
+        if not upload.is_file():
+            continue
+        name = run.file_name or upload.name
+        spool = paths.spool / tenant
+        spool.mkdir(parents=True, exist_ok=True)
+        spooled = spool / f"{uuid.uuid4().hex}{SEPARATOR}{name}"
+        shutil.copyfile(upload, spooled)
+        job_id = JobQueue(store).enqueue(tenant=tenant, path=str(spooled), file_name=name,
+                                         source="resync", kind=upload_kind(spooled),
+                                         now=utc_now())
+        return job_id, name
+    raise NotFound(f"tenant {tenant!r} has no upload to sync again")

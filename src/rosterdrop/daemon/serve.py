@@ -1,0 +1,133 @@
+"""``rosterdrop serve``: start-up checks, the parts wired together, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+from pathlib import Path
+
+import structlog
+
+from rosterdrop.config import Settings, parse_listen
+from rosterdrop.daemon.intake import Intake
+from rosterdrop.daemon.queue import JobQueue
+from rosterdrop.daemon.watcher import Watcher
+from rosterdrop.daemon.workers import WorkerPool
+from rosterdrop.errors import InputError, SftpError
+from rosterdrop.passwords import hash_password
+from rosterdrop.paths import StatePaths
+from rosterdrop.runner import Runner, utc_now
+from rosterdrop.sftp.server import DropboxServer
+from rosterdrop.store.engine import Store, open_store
+
+log = structlog.get_logger("rosterdrop.daemon")
+
+DRAIN_SECONDS = 10.0
+LEASE_SECONDS = 120.0
+
+
+def check_state_dir(paths: StatePaths) -> None:
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        probe = paths.root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"state folder {paths.root} is not writable: "
+                         f"{exc.strerror or exc}") from exc
+
+
+def check_port_free(listen: str) -> None:
+    host, port = parse_listen(listen)
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SftpError(f"cannot listen on {listen}: {exc.strerror or exc} (is another "
+                            f"rosterdrop or SSH server using the port? set sftp.listen)") from exc
+
+
+def generated_passwords(settings: Settings, paths: StatePaths) -> dict[str, str]:
+    """Accounts with neither a password hash nor keys get a random password, kept in
+    ``state_dir/<username>-password`` (0600), so a newcomer can upload at once."""
+    hashes: dict[str, str] = {}
+    for tenant_key, tenant in settings.tenants.items():
+        for account in tenant.accounts:
+            if account.password_hash or account.authorized_keys:
+                continue
+            file = paths.root / f"{account.username}-password"
+            if not file.is_file():
+                fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(18) + "\n")
+            hashes[account.username] = hash_password(file.read_text().strip())
+            log.warning("sftp_password_generated", tenant=tenant_key,
+                        username=account.username, password_file=str(file))
+    return hashes
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.paths = StatePaths(settings.state_dir)
+        check_state_dir(self.paths)
+        check_port_free(settings.sftp.listen)
+        self.store: Store = open_store(settings.database_url)
+        self.runner = Runner(settings, self.store)
+        self.queue = JobQueue(self.store, lease_seconds=LEASE_SECONDS)
+        self.intake = Intake(self.paths, self.queue, list(settings.tenants), utc_now)
+        self.pool = WorkerPool(self.runner, self.queue, count=settings.workers, clock=utc_now)
+        self.server = DropboxServer(
+            settings, self.paths, self._uploaded,
+            passwords=generated_passwords(settings, self.paths),
+        )
+        self.watcher = Watcher(
+            self.intake, settle_seconds=settings.sftp.settle_seconds,
+            rescan_seconds=settings.sftp.rescan_seconds, is_busy=self.server.is_uploading,
+            on_queued=self.pool.wake,
+        )
+        self._stop: asyncio.Event | None = None
+
+    def _uploaded(self, tenant: str, path: Path) -> None:
+        self.watcher.completed(tenant, path)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.server.start()
+        recovered = self.intake.recover()
+        self.watcher.start()
+        self.pool.start()
+        log.info("daemon_started", listen=f"{self.settings.sftp.listen.rsplit(':', 1)[0]}:"
+                 f"{self.server.port}", store=self.store.dialect, workers=self.settings.workers,
+                 state_dir=str(self.paths.root), recovered=recovered, pid=os.getpid())
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("daemon_stopping")
+            await self.server.close()
+            await loop.run_in_executor(None, self._stop_workers)
+            self.store.close()
+            log.info("daemon_stopped")
+
+    def _stop_workers(self) -> None:
+        self.watcher.stop()
+        self.pool.stop(DRAIN_SECONDS)
+
+    def request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+
+def serve(settings: Settings) -> None:
+    daemon = Daemon(settings)
+    asyncio.run(daemon.run())
