@@ -100,7 +100,7 @@ class UploadArchive:
         try:
             problem = self._inflate(info)
         except (OSError, EOFError, ValueError, zlib.error) as exc:
-            problem = (Code.ZIP_UNREADABLE, f"{name} could not be read from the ZIP ({exc})")
+            problem = Code.ZIP_UNREADABLE, f"The ZIP entry {name!r} could not be read ({exc})"
         if isinstance(problem, bytes):
             return problem
         code, what = problem
@@ -113,24 +113,22 @@ class UploadArchive:
         return None
 
     def _inflate(self, info: zipfile.ZipInfo) -> bytes | tuple[Code, str]:
-        name = info.filename
+        entry = f"The ZIP entry {info.filename!r}"
         fp = self._fp
         fp.seek(info.header_offset)
         header = fp.read(_LOCAL.size)
         if len(header) < _LOCAL.size:
-            return Code.ZIP_UNREADABLE, f"{name} is cut off in the ZIP"
+            return Code.ZIP_UNREADABLE, f"{entry} is cut off"
         sig, _, flags, _, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
         if sig != _LOCAL_SIG:
-            return Code.ZIP_UNREADABLE, f"the ZIP entry {name} is damaged (bad local header)"
+            return Code.ZIP_UNREADABLE, f"{entry} is damaged (bad local header)"
         if flags & 0x1:
-            return Code.ZIP_UNSAFE, f"{name} is encrypted in the ZIP"
+            return Code.ZIP_UNSAFE, f"{entry} is encrypted"
         if fp.read(name_len) != _raw_name(info):
-            return Code.ZIP_UNREADABLE, (
-                f"the ZIP entry {name} is damaged (its local header names another file)"
-            )
+            return Code.ZIP_UNREADABLE, f"{entry} is damaged (its header names another file)"
         start = info.header_offset + _LOCAL.size + name_len + extra_len
         if start + info.compress_size > self._directory_start:
-            return Code.ZIP_UNREADABLE, f"{name} is cut off in the ZIP"
+            return Code.ZIP_UNREADABLE, f"{entry} is cut off"
         fp.seek(start)
 
         declared = info.file_size
@@ -142,7 +140,7 @@ class UploadArchive:
         while left > 0:
             chunk = fp.read(min(_CHUNK, left))
             if not chunk:
-                return Code.ZIP_UNREADABLE, f"{name} is cut off in the ZIP"
+                return Code.ZIP_UNREADABLE, f"{entry} is cut off"
             left -= len(chunk)
             while chunk:
                 if inflater is None:
@@ -155,8 +153,8 @@ class UploadArchive:
                 produced += len(piece)
                 if produced > declared:
                     return Code.ZIP_UNSAFE, (
-                        f"{name} inflates to more than the {declared:,} bytes its ZIP "
-                        "entry declares (a ZIP bomb)"
+                        f"{entry} inflates to more than the {declared:,} bytes it "
+                        "declares, which is how a ZIP bomb looks"
                     )
                 out.write(piece)
                 crc = zlib.crc32(piece, crc)
@@ -165,11 +163,9 @@ class UploadArchive:
             if inflater is not None and inflater.eof:
                 break
         if (inflater is not None and not inflater.eof) or produced != declared:
-            return Code.ZIP_UNREADABLE, f"the ZIP entry {name} is damaged (it is incomplete)"
+            return Code.ZIP_UNREADABLE, f"{entry} is damaged (it is incomplete)"
         if crc != info.CRC:
-            return Code.ZIP_UNREADABLE, (
-                f"the ZIP entry {name} is damaged (its checksum does not match)"
-            )
+            return Code.ZIP_UNREADABLE, f"{entry} is damaged (its checksum does not match)"
         return out.getvalue()
 
     def close(self) -> None:
@@ -289,7 +285,7 @@ def _open(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> UploadArchiv
         if path in accepted:
             issues.add(
                 Code.FILE_DUPLICATE,
-                f"The ZIP contains {path} more than once; keep one copy of the file "
+                f"The ZIP contains {path!r} more than once; keep one copy of the file "
                 "and upload again.",
                 file=path,
             )
@@ -382,7 +378,8 @@ def _vet_sizes(info: zipfile.ZipInfo, name: str, limits: LimitSettings, issues: 
         label = _METHOD_NAMES.get(method, f"method {method}")
         issues.add(
             Code.ZIP_UNREADABLE,
-            f"{name} is compressed with {label}, which rosterdrop cannot read; compress "
+            f"The ZIP entry {name!r} is compressed with {label}, which rosterdrop cannot "
+            "read; compress "
             "the files with standard ZIP (deflate) compression and upload again.",
             file=name,
         )
@@ -390,7 +387,7 @@ def _vet_sizes(info: zipfile.ZipInfo, name: str, limits: LimitSettings, issues: 
     if method == _STORED and info.compress_size != info.file_size:
         issues.add(
             Code.ZIP_UNREADABLE,
-            f"The ZIP entry {name} is damaged (its sizes do not agree); {_FIX}.",
+            f"The ZIP entry {name!r} is damaged (its sizes do not agree); {_FIX}.",
             file=name,
         )
         return False
@@ -400,9 +397,9 @@ def _vet_sizes(info: zipfile.ZipInfo, name: str, limits: LimitSettings, issues: 
         ratio = info.file_size // max(info.compress_size, 1)
         issues.add(
             Code.ZIP_UNSAFE,
-            f"{name} would inflate {ratio:,} times its compressed size (the limit is "
-            f"{limits.max_ratio:,}), which is how a ZIP bomb looks; export the file "
-            "again and upload a plain ZIP of the CSV files.",
+            f"The ZIP entry {name!r} would inflate {ratio:,} times its compressed size "
+            f"(the limit is {limits.max_ratio:,}), which is how a ZIP bomb looks; export "
+            "the file again and upload a plain ZIP of the CSV files.",
             file=name,
         )
         return False
