@@ -370,7 +370,27 @@ def _count(bits: Words) -> int:
 
 
 def _offsets(bits: Words) -> Ints:
-    return np.flatnonzero(np.unpackbits(bits.view(np.uint8), bitorder="little"))
+    """Positions of the set bits, lowest first; cheap when they are sparse."""
+    words = np.flatnonzero(bits)
+    rest = bits[words]
+    found = []
+    while words.size:
+        lowest = rest & (~rest + _ONE)
+        found.append(words * 64 + np.log2(lowest).astype(np.int64))  # exact: powers of 2
+        rest = rest ^ lowest
+        keep = rest != 0
+        words, rest = words[keep], rest[keep]
+    return np.sort(np.concatenate(found)) if found else np.zeros(0, np.int64)
+
+
+def _rank(bits: Words, at: Ints) -> Ints:
+    """For each position in ``at``, how many bits are set before it."""
+    per_word = np.bitwise_count(bits).astype(np.int64)
+    before = np.cumsum(per_word) - per_word
+    word = at >> 6
+    below = (_ONE << (at & 63).astype(np.uint64)) - _ONE
+    ranks: Ints = before[word] + np.bitwise_count(bits[word] & below).astype(np.int64)
+    return ranks
 
 
 def _survey(data: bytes, sep: int) -> _Scan:
@@ -458,16 +478,15 @@ def _scan(data: bytes, sep: int, *, detail: bool) -> _Scan:
         result.seps += _count(seps)
         result.breaks += _count(record_ends)
         if detail:
-            here_ends = _offsets(record_ends)
-            here_seps = _offsets(seps)
-            here_breaks = _offsets(lfs if lone_next is None else lfs | lone_next)
-            ends.append(here_ends + lo)
-            seps_before.append(np.searchsorted(here_seps, here_ends) + seps_so_far)
-            lines_through.append(
-                np.searchsorted(here_breaks, here_ends, side="right") + breaks_so_far
-            )
-            seps_so_far += here_seps.size
-            breaks_so_far += here_breaks.size
+            here = _offsets(record_ends)
+            ends.append(here + lo)
+            seps_before.append(_rank(seps, here) + seps_so_far)
+            seps_so_far += _count(seps)
+            # the line breaks before a record end, plus the LF that ends it; a
+            # lone CR is counted at the byte after it, which is never that LF
+            breaks = lfs if lone_next is None else lfs | lone_next
+            lines_through.append(_rank(breaks, here) + breaks_so_far + 1)
+            breaks_so_far += _count(breaks)
     if n and data[-1] == _CR:
         lone += 1
         lone_out += int(parity == 0)
@@ -579,8 +598,9 @@ def _read_medium(
         if first == 0 and run_first.size == 1 and run_first[0] == 1 and byte_to[0] == n:
             maybe = _polars(data, sep, names, 1)
         else:
+            view = memoryview(data)
             pieces = b"".join(
-                data[int(lo) : int(hi)] for lo, hi in zip(byte_from, byte_to, strict=True)
+                view[int(lo) : int(hi)] for lo, hi in zip(byte_from, byte_to, strict=True)
             )
             maybe = _polars(pieces, sep, names, 0)
         if maybe is None or maybe.height != rows:
