@@ -18,6 +18,7 @@ from test_sftp_support import (
     openssh_batch,
     paramiko_sftp,
     paramiko_transport,
+    password_hash,
     running_server,
 )
 
@@ -52,6 +53,20 @@ def test_wrong_password_wrong_key_and_unknown_user_are_refused(tmp_path: Path) -
         }
         assert all("wrong" not in repr(e) for e in srv.logs.events), "a password was logged"
         assert srv.logs.named("login_ok") == []
+
+
+def test_password_override_for_an_account_without_hash(tmp_path: Path) -> None:
+    """An account with no password hash cannot log in with a password (not even
+    an empty one) until the daemon supplies a hash through ``passwords``."""
+    with running_server(tmp_path) as srv:
+        for password in ("", PASSWORD):
+            with pytest.raises(paramiko.AuthenticationException):
+                login(srv.port, "acme-sis", password=password)
+    again = tmp_path / "again"
+    again.mkdir()
+    with running_server(again, passwords={"acme-sis": password_hash("generated")}) as srv:
+        login(srv.port, "acme-sis", password="generated")
+        login(srv.port, "acme-sis", key=srv.keys["acme-sis"])
 
 
 def test_auth_attempts_per_connection(tmp_path: Path) -> None:

@@ -96,6 +96,8 @@ def test_reports_are_readable_and_read_only(tmp_path: Path) -> None:
             with pytest.raises(PermissionError, match="cannot be downloaded"):
                 sftp.open("mine.zip", "rb")
         assert (run / "report.html").read_text() == "<h1>ok</h1>"
+        refused = srv.logs.wait("upload_refused", file="/reports/x.zip")
+        assert refused["reason"] == "outside_dropbox"
 
 
 def test_parent_references_are_refused(tmp_path: Path) -> None:

@@ -177,6 +177,7 @@ def running_server(
     move_uploads: bool = False,
     linger_seconds: float = 5.0,
     extra_keys: Sequence[str] = (),
+    passwords: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     """Tenants ``acme`` (accounts ``acme``: password + ed25519 key, and
     ``acme-sis``: key only) and ``other`` (account ``other``: password)."""
@@ -222,7 +223,8 @@ def running_server(
             running.record(tenant, path, move_uploads)
 
         server = DropboxServer(
-            settings, paths, on_upload, clock=clock, linger_seconds=linger_seconds
+            settings, paths, on_upload, clock=clock, linger_seconds=linger_seconds,
+            passwords=passwords,
         )
         running = Running(
             server=server,

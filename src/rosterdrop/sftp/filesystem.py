@@ -289,7 +289,12 @@ class DropboxFS(SFTPServer):
     # -- uploads ------------------------------------------------------------
 
     def _open_upload(self, path: bytes, pflags: int) -> Upload:
-        name, host = self._dropbox_file(path, "upload")
+        try:
+            name, host = self._dropbox_file(path, "upload")
+        except SFTPPermissionDenied as exc:
+            self._log.warning("upload_refused", file=path.decode("utf-8", "replace"),
+                              reason="outside_dropbox", message=exc.reason)
+            raise
         if not is_uploadable(name):
             self._log.warning("upload_refused", file=name, reason="name")
             raise SFTPPermissionDenied(f"cannot upload {name!r}: {NOT_UPLOADABLE}")

@@ -40,7 +40,7 @@ from rosterdrop.sftp.accounts import Account, load_accounts
 from rosterdrop.sftp.bans import BanList
 from rosterdrop.sftp.filesystem import DropboxContext, DropboxFS, SessionInfo
 from rosterdrop.sftp.hostkey import load_or_create_host_key
-from rosterdrop.sftp.session import SftpSession
+from rosterdrop.sftp.session import SftpSession, check_asyncssh
 
 log = structlog.get_logger("rosterdrop.sftp")
 
@@ -126,6 +126,7 @@ class DropboxServer:
         """Bind ``sftp.listen`` (port 0 picks a free port); raise ``SftpError``."""
         if self._acceptor is not None:
             raise SftpError("the SFTP server is already running")
+        check_asyncssh()
         settings = self._settings.sftp
         host, port = parse_listen(settings.listen)
         key = load_or_create_host_key(self._paths.host_keys)

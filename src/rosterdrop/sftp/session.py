@@ -10,6 +10,7 @@ asyncssh builds its own handler for the ``sftp_factory`` route, so
 ``SftpSession`` starts ours: it is what ``SSHServer.session_requested``
 returns, accepts only the ``sftp`` subsystem (no shell, exec or scp) and
 mirrors the SFTP branch of ``SSHServerStreamSession.session_started``.
+
 For throughput, ``_DropboxHandler`` also batches its responses: asyncssh
 sends every SFTP response as its own SSH packet (preceded by an SSH_MSG_IGNORE
 packet), so with 32 KiB writes the replies cost as much as the data. Replies
@@ -18,8 +19,8 @@ handler waits for more input (one event-loop turn later), in order.
 
 WRITE requests are parsed here too, leniently (see ``_process_write``).
 
-Written against asyncssh 2.24; ``tests/test_sftp_abort.py`` pins the
-behaviour.
+Written against asyncssh 2.24 (``check_asyncssh`` refuses to start if these
+internals are gone); ``tests/test_sftp_abort.py`` pins the behaviour.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
+import asyncssh
 from asyncssh import SFTPInvalidHandle, SFTPNoConnection
 from asyncssh.channel import SSHChannel
 from asyncssh.constants import FXP_CLOSE, FXP_WRITE
@@ -35,9 +37,26 @@ from asyncssh.packet import Byte, SSHPacket, UInt32
 from asyncssh.sftp import SFTPServerHandler
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
+from rosterdrop.errors import SftpError
 from rosterdrop.sftp.filesystem import DropboxFS
 
 SFTP_VERSION = 3
+
+
+def check_asyncssh() -> None:
+    """Fail at start, not mid-session, if asyncssh's internals moved."""
+    needed = [
+        (SFTPServerHandler, "_process_close"),
+        (SFTPServerHandler, "_packet_handlers"),
+        (SFTPServerHandler, "_cleanup"),
+        (SSHServerStreamSession, "_init_sftp_server"),
+    ]
+    missing = [f"{cls.__name__}.{name}" for cls, name in needed if not hasattr(cls, name)]
+    if missing or FXP_CLOSE not in SFTPServerHandler._packet_handlers:
+        raise SftpError(
+            f"asyncssh {asyncssh.__version__} is not supported by rosterdrop's SFTP server "
+            f"(missing {', '.join(missing) or 'the CLOSE handler'}); install asyncssh 2.24"
+        )
 
 
 async def _process_client_close(handler: SFTPServerHandler, packet: SSHPacket) -> None:
