@@ -13,6 +13,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
 from test_sftp_support import (
     PASSWORD,
     WAIT_SECONDS,
@@ -118,4 +119,22 @@ def test_temporary_file_never_renamed_is_removed_at_session_end(tmp_path: Path) 
         event = srv.logs.wait("upload_aborted", file="x.zip.filepart")
         assert "never renamed" in event["reason"]
         assert not (srv.dropbox() / "x.zip.filepart").exists()
+    assert srv.uploads == []
+
+
+def test_close_ends_sessions_and_aborts_open_uploads(tmp_path: Path) -> None:
+    """``close()`` stops listening, ends live sessions (their open uploads are
+    aborted) and leaves no task behind (the harness checks after close)."""
+    with running_server(tmp_path) as srv:
+        port = srv.port
+        with paramiko_sftp(port, "acme", password=PASSWORD) as sftp:
+            remote = sftp.open("live.zip", "wb")
+            remote.write(random_bytes(20_000))
+            sftp.stat("live.zip")
+            srv.run(srv.server.close())
+            srv.logs.wait("upload_aborted", file="live.zip")
+            srv.logs.wait("sftp_stopped")
+        assert not (srv.dropbox() / "live.zip").exists()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=WAIT_SECONDS).close()
     assert srv.uploads == []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
 from collections import Counter
@@ -133,7 +134,7 @@ class DropboxServer:
         accounts = load_accounts(self._settings, self._passwords)
         self._create_folders()
         loop = asyncio.get_running_loop()
-        dummy_hash = await loop.run_in_executor(None, hash_password, secrets.token_hex(16))
+        dummy_hash = await loop.run_in_executor(None, _dummy_hash)
         shared = _Shared(
             settings=self._settings,
             context=self._context,
@@ -228,6 +229,12 @@ class DropboxServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         log.info("sftp_stopped")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password, checked for unknown users (same cost)."""
+    return hash_password(secrets.token_hex(16))
 
 
 def _allowed(wanted: Sequence[str], offered: Sequence[bytes]) -> list[str]:
