@@ -35,21 +35,6 @@ def _rows(parsed: Table) -> list[tuple[Any, ...]]:
 
 
 @contextmanager
-def _no_fallback() -> Iterator[None]:
-    """Fail if the medium or slow path runs."""
-
-    def refuse(*_args: object) -> None:
-        raise AssertionError("fell back from the fast path")
-
-    saved = table._read_medium, table._read_slow
-    table._read_medium, table._read_slow = refuse, refuse  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        table._read_medium, table._read_slow = saved
-
-
-@contextmanager
 def _tiny_chunks(size: int) -> Iterator[None]:
     """Scan in chunks of ``size`` bytes, so state carries across many chunk edges."""
     saved = table._CHUNK, table._SCAN_CHUNK
@@ -169,12 +154,18 @@ def test_lone_cr_in_lf_file_breaks_the_line() -> None:
     assert _rows(parsed) == [("1", "2", 2), ("3", "4", 3), ("5", "6", 4)]
 
 
-def test_clean_files_take_the_fast_path() -> None:
+def test_clean_files_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Well-formed files never fall back to the record-by-record paths."""
-    with _no_fallback():
-        _ok(b"a,b\n1,2\n3,4\n")
-        _ok(b'"a","b"\r\n"1","x,y"\r\n"3",""\r\n')
-        _ok(b'a;b\n"1";"2"\n', separators=(",", ";"))
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("fell back from the fast path")
+
+    monkeypatch.setattr(table, "_read_medium", refuse)
+    monkeypatch.setattr(table, "_read_slow", refuse)
+    _ok(b"a,b\n1,2\n3,4\n")
+    _ok(b'"a","b"\r\n"1","x,y"\r\n"3",""\r\n')
+    _ok(b'a;b\n"1";"2"\n', separators=(",", ";"))
+    _ok(b"id\n1\n2")
 
 
 # --- separators -------------------------------------------------------------------
@@ -451,3 +442,35 @@ def test_chunk_edges_do_not_matter(text: str, chunk: int) -> None:
     """Quote state, CRs and counts carry correctly across the scan's chunk edges."""
     with _tiny_chunks(chunk):
         _same_as_csv(text.encode() * 3)
+
+
+def _big_csv(rows: int) -> bytes:
+    lines = ["id,name,note"]
+    for i in range(rows):
+        note = f'"a, ""b"" {i}"' if i % 7 == 0 else ("" if i % 5 == 0 else f"n{i}")
+        lines.append(f"{i},name {i},{note}")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def test_big_clean_file_matches_polars() -> None:
+    """Across many scan chunks, the frame is exactly polars' and lines run 2, 3, …"""
+    raw = _big_csv(60_000)
+    parsed = _ok(raw)
+    expected = pl.read_csv(raw, infer_schema=False)
+    assert parsed.frame.drop(LINE).equals(expected)
+    assert parsed.frame[LINE].to_list() == list(range(2, 60_002))
+
+
+def test_big_file_with_bad_records_keeps_the_rest() -> None:
+    """Bad records deep in a large file are reported at their lines; the rest is kept."""
+    lines = _big_csv(60_000).split(b"\r\n")
+    lines[30_001] = b"broken"  # the record on line 30,002
+    lines[50_001] = b'1,"two\nlines",3,4'  # line 50,002, one line longer than the others
+    parsed, issues = _read(b"\r\n".join(lines))
+    assert parsed is not None
+    assert parsed.frame.height == 59_998
+    assert [(i.code, i.line) for i in issues] == [
+        ("ROW_COLUMN_COUNT", 30_002),
+        ("ROW_COLUMN_COUNT", 50_002),
+    ]
+    assert parsed.frame[LINE].tail(1).item() == 60_002
