@@ -191,3 +191,16 @@ def test_ambiguous_plan_is_never_applied(tmp_path: Path) -> None:
     p, _ = plan(snapshot, upload({"person_id": "NEW-1", **ANN}), tenant())
     with open_store(f"sqlite:///{tmp_path}/s.db") as store, pytest.raises(UsageError):
         apply_plan(store, "demo", p, datetime.now(UTC))
+
+
+def test_delta_rekey_moves_the_account_instead_of_deactivating_it() -> None:
+    """Delta tombstone for the old id plus the same person under a new id: one active account."""
+    snapshot = existing({"person_id": "OLD-1", "account": "ann.lee@x.org", **ANN})
+    model = upload({"person_id": "OLD-1", **ANN, "active": False}, {"person_id": "NEW-1", **ANN})
+    model = Model(people=model.people, delta=frozenset({"people"}))
+    p, log = plan(snapshot, model, tenant())
+    assert len(log) == 0
+    assert p.people.deactivate.height == 0
+    assert p.people.update.select("account_id", "person_id", "status").rows() == [
+        (1, "NEW-1", "active")
+    ]

@@ -15,6 +15,7 @@ from rosterdrop.config import GuardSettings, TenantSettings
 from rosterdrop.issues import IssueLog
 from rosterdrop.model import KINDS, Model, conform, empty_frame
 from rosterdrop.sync import Plan, Snapshot, advance, check_guard, choose_purge, plan_sync
+from rosterdrop.sync.snapshot import KEYS
 
 TODAY = date(2026, 11, 23)
 TENANT = TenantSettings(account_domain="x.org")
@@ -411,7 +412,7 @@ def models(draw: st.DrawFn) -> Model:
                  instructors=instructors)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(models(), min_size=1, max_size=3), st.booleans())
 def test_planning_the_applied_model_again_changes_nothing(
     sequence: list[Model], prevent: bool
@@ -431,4 +432,8 @@ def test_planning_the_applied_model_again_changes_nothing(
         names = snapshot.people["account"]
         assert names.is_unique().all()
         assert names.str.contains(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*@x\.org$").all()
-        assert (snapshot.people["account_id"].is_unique()).all()
+        assert snapshot.people["account_id"].is_unique().all()
+        assert snapshot.people["person_id"].is_unique().all()  # the store's unique key
+        for kind in ("classes", "rosters", "instructors"):
+            keys = snapshot.frame(kind).select(KEYS[kind])
+            assert not keys.is_duplicated().any(), kind

@@ -425,8 +425,11 @@ def _plan_people(
     else:
         dead_ids = tombstones["person_id"].drop_nulls().unique()
         dead_ids = dead_ids.filter(~dead_ids.is_in(incoming["person_id"].implode()))
+        # An account taken over by a new SIS id (duplicate prevention) stays active.
         gone = old.filter(
-            (pl.col("status") == ACTIVE) & pl.col("person_id").is_in(dead_ids.implode())
+            (pl.col("status") == ACTIVE)
+            & pl.col("person_id").is_in(dead_ids.implode())
+            & ~pl.col("account_id").is_in(seen["account_id"].implode())
         )
     deactivate = gone.with_columns(status=pl.lit(INACTIVE), deactivated_on=pl.lit(today))
 
