@@ -101,6 +101,19 @@ def _zeros_deflated(megabytes: int) -> bytes:
     return block * megabytes + compressor.flush()
 
 
+def _as_zip64(raw: bytes, *, count: int | None = None) -> bytes:
+    """The same ZIP with a ZIP64 end record (and, optionally, a claimed entry count)."""
+    _, _, _, n, _, size, offset, _ = struct.unpack("<4s4H2LH", raw[-22:])
+    entries = n if count is None else count
+    body = raw[:-22]
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries,
+                         size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, len(body), 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
+                      0xFFFFFFFF, 0)
+    return body + record + locator + end
+
+
 # --- accepted uploads -------------------------------------------------------------
 
 
@@ -258,6 +271,22 @@ def test_unsupported_compression_is_unreadable() -> None:
     assert archive is not None and archive.entries == {}
     assert _summary(issues) == [("ZIP_UNREADABLE", "error", "users.csv")]
     assert "bzip2" in issues[0].message and "deflate" in issues[0].message
+
+
+def test_zip64_end_record() -> None:
+    """A ZIP64 archive (as big exports are written) is found and read like any other."""
+    archive, issues, _ = _open(_as_zip64(_zip({"users.csv": CSV, "orgs.csv": CSV})))
+    assert archive is not None and issues == []
+    assert archive.read("orgs.csv") == CSV
+
+
+def test_zip64_entry_count_over_limit() -> None:
+    """A ZIP64 end record claiming millions of entries is refused before they are parsed."""
+    raw = _as_zip64(_zip({"users.csv": CSV}), count=5_000_000)
+    archive, issues, _ = _open(raw)
+    assert archive is None
+    assert _summary(issues) == [("ZIP_UNSAFE", "error", None)]
+    assert "5,000,000 entries" in issues[0].message
 
 
 # --- limits and bombs -----------------------------------------------------------------------
