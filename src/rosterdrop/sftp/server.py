@@ -183,7 +183,7 @@ class DropboxServer:
         self._shared = shared
         log.info(
             "sftp_listening",
-            listen=f"{host}:{self.port}",
+            listen=f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}",
             fingerprint=key.get_fingerprint(),
             accounts=len(accounts),
         )
