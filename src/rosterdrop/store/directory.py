@@ -405,21 +405,39 @@ def _encode(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _reserve_ids(store: Store, conn: Connection, n: int) -> pl.Series:
-    if n == 0:
+def _insert_people(
+    store: Store, conn: Connection, writer: _Writer, created: pl.DataFrame, stamp: str
+) -> pl.Series:
+    """Insert new people; returns the account_ids they got, in ``created`` order."""
+    if created.height == 0:
         return pl.Series("account_id", [], pl.Int64)
+    rows = _encode(created).with_columns(
+        created_at=pl.lit(stamp), updated_at=pl.lit(stamp), deactivated_at=pl.lit(None, pl.String)
+    )
     if store.is_sqlite:
-        # Under BEGIN IMMEDIATE no one else can insert until we commit.
-        start = int(conn.execute(text("SELECT coalesce(max(account_id), 0) FROM people")).scalar_one())
-        return pl.int_range(start + 1, start + 1 + n, eager=True).cast(pl.Int64).alias("account_id")
-    ids = conn.execute(
-        text(
-            "SELECT nextval(pg_get_serial_sequence('people', 'account_id')) "
-            "FROM generate_series(1, :n)"
-        ),
-        {"n": n},
-    ).scalars()
-    return pl.Series("account_id", sorted(ids), pl.Int64)
+        # Under BEGIN IMMEDIATE nobody else inserts before we commit: count on from the max.
+        start = int(
+            conn.execute(text("SELECT coalesce(max(account_id), 0) FROM people")).scalar_one()
+        )
+        ids = pl.int_range(start + 1, start + 1 + created.height, eager=True, dtype=pl.Int64)
+        writer.insert(DIRECTORY_TABLES["people"], rows.with_columns(account_id=ids), ["account_id"])
+        return ids.alias("account_id")
+    # PostgreSQL: the sequence numbers the rows as COPY inserts them; read the ids back.
+    # Every id handed out from here on is above ``floor``, and no one else inserts
+    # people of this tenant before we commit (we hold its tenant_state row).
+    floor = conn.execute(
+        text("SELECT nextval(pg_get_serial_sequence('people', 'account_id'))")
+    ).scalar_one()
+    writer.insert(DIRECTORY_TABLES["people"], rows.drop("account_id"), ["person_id"])
+    given = conn.execute(
+        text("SELECT person_id, account_id FROM people WHERE tenant = :t AND account_id > :f"),
+        {"t": writer.tenant, "f": floor},
+    ).all()
+    mapping = pl.DataFrame(given, schema={"person_id": pl.String, "account_id": pl.Int64},
+                           orient="row")
+    return created.select("person_id").join(
+        mapping, on="person_id", how="left", maintain_order="left"
+    )["account_id"]
 
 
 def apply_plan(store: Store, tenant: str, plan: Plan, now: datetime) -> dict[str, int]:
@@ -441,17 +459,7 @@ def apply_plan(store: Store, tenant: str, plan: Plan, now: datetime) -> dict[str
         revision = _bump(conn, tenant, expected=plan.base.revision)
         writer = _Writer(store, conn, tenant)
 
-        account_ids = _reserve_ids(store, conn, people.create.height)
-        writer.insert(
-            tables["people"],
-            _encode(people.create).with_columns(
-                account_id=account_ids,
-                created_at=pl.lit(stamp),
-                updated_at=pl.lit(stamp),
-                deactivated_at=pl.lit(None, pl.String),
-            ),
-            ["account_id"],
-        )
+        account_ids = _insert_people(store, conn, writer, people.create, stamp)
         writer.update(
             tables["people"],
             _encode(people.update)
@@ -533,7 +541,9 @@ def list_people(
                 ]
             )
         )
-    query = query.order_by(people.c.last_name, people.c.first_name, people.c.person_id)
+    query = query.order_by(
+        people.c.last_name.nulls_last(), people.c.first_name.nulls_last(), people.c.person_id
+    )
     with translate(f"listing the people of tenant {tenant!r}"), store.engine.connect() as conn:
         return [_person_dict(row._mapping) for row in conn.execute(query)]
 

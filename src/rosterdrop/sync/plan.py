@@ -283,9 +283,9 @@ def _diff(
     """Created / updated / removed rows of one table, and the unchanged keys."""
     key = list(KEYS[kind])
     values = list(TABLE_VALUES[kind])
-    new = snapshot_frame(kind, upserts).drop_nulls(key).unique(
-        subset=key, keep="first", maintain_order=True
-    )
+    new = snapshot_frame(kind, upserts).drop_nulls(key)
+    first = pl.col(key[0]) if len(key) == 1 else pl.struct(key)
+    new = new.filter(first.is_first_distinct())  # an id twice: the first row counts
     joined = new.join(
         old.select(*key, *[pl.col(v).alias(f"{v}__old") for v in values]).with_columns(
             __old=pl.lit(True)
