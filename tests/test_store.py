@@ -318,6 +318,11 @@ def test_local_edit_survives_later_syncs(store: Store) -> None:
     assert issue.code == "ACCOUNT_LOCAL" and "first_name 'Stu1'" in issue.message
     assert "location_ids 'L1,L2'" in issue.message
     assert people_by_id(store)["S1"]["first_name"] == "Stuey"
+    # The edit carried the snapshot cache forward instead of dropping it.
+    folder = store.cache_path(TENANT)
+    assert folder is not None
+    assert (folder / f"{store.store_id}-{plan.base.revision}").is_dir()
+    assert_same_snapshot(store)
 
 
 def test_set_person_refuses_unknown_fields_and_people(store: Store) -> None:

@@ -274,10 +274,29 @@ def _write_cache(store: Store, tenant: str, snapshot: Snapshot) -> None:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _drop_cache(store: Store, tenant: str) -> None:
+def _refresh_cached_people(store: Store, tenant: str, before: int) -> None:
+    """After a write that changed only people: carry the cache of revision ``before``
+    forward with the people table read again (small next to the rosters)."""
     folder = store.cache_path(tenant)
-    if folder is not None and folder.exists():
-        shutil.rmtree(folder, ignore_errors=True)
+    if folder is None:
+        return
+    cached = _read_cache(folder / f"{store.store_id}-{before}", before)
+    if cached is None:
+        return
+    with translate(f"reading the people of tenant {tenant!r}"), store.read() as conn:
+        revision = current_revision(conn, tenant)
+        people = _read_table(store, conn, "people", tenant)
+    frames = {kind: cached.frame(kind) for kind in TABLE_KINDS if kind != "people"}
+    _write_cache(
+        store,
+        tenant,
+        Snapshot(
+            people=people,
+            **frames,
+            taken_accounts=people["account"].rename("account"),
+            revision=revision,
+        ),
+    )
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -603,9 +622,10 @@ def set_person(
         )
         if result.rowcount != 1:
             raise NotFound(f"no person {person_id!r} in tenant {tenant!r}")
+        before = current_revision(conn, tenant)
         _bump(conn, tenant)
         row = conn.execute(select(people).where(match)).one()
-    _drop_cache(store, tenant)
+    _refresh_cached_people(store, tenant, before)
     return _person_dict(row._mapping)
 
 
@@ -643,8 +663,9 @@ def purge(store: Store, tenant: str, today: date, retention_days: int) -> list[s
                     & people.c.account_id.in_(ids[start : start + 10_000])
                 )
             )
+        before = current_revision(conn, tenant)
         _bump(conn, tenant)
-    _drop_cache(store, tenant)
+    _refresh_cached_people(store, tenant, before)
     return sorted(chosen["account"].to_list())
 
 
