@@ -126,10 +126,11 @@ def test_unknown_things_are_exit_2(workdir: Path) -> None:
 
 
 def test_resync_and_hash_password(workdir: Path) -> None:
-    """resync runs the last upload again; hash-password prints a verifiable hash."""
+    """resync queues the last upload for the daemon; hash-password prints a verifiable hash."""
     assert run(workdir, "sync", "u.zip", "--tenant", "t").returncode == 0
     resynced = run(workdir, "resync", "--tenant", "t")
-    assert resynced.returncode == 0 and "completed" in resynced.stdout
+    assert resynced.returncode == 0 and "queued u.zip again" in resynced.stdout
+    assert len(list((workdir / "state" / "spool" / "t").glob("*__u.zip"))) == 1
     hashed = run(workdir, "hash-password", stdin="s3cret\n")
     assert hashed.returncode == 0
     from rosterdrop.passwords import verify_password

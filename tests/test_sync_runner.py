@@ -14,7 +14,7 @@ from rosterdrop.config import Settings, parse_settings
 from rosterdrop.runner import Runner
 from rosterdrop.store.directory import dump_tables, list_people, set_person
 from rosterdrop.store.engine import Store, open_store
-from rosterdrop.store.history import get_run, list_runs
+from rosterdrop.store.history import get_run
 from uploads import asm_files, make_zip, manifest, oneroster_files
 
 STUDENT = ("P{n},10{n},First{n},,Last{n},9,first{n}.last{n}@d.example,fl{n},,S1\n")
@@ -246,12 +246,3 @@ def test_oneroster_delta_deactivates(runner: Runner, store: Store, tmp_path: Pat
     state = people(store)
     assert state["U2"]["status"] == "inactive"
     assert state["U1"]["status"] == "active" and state["U9"]["status"] == "active"
-
-
-def test_resync_runs_last_upload_again(runner: Runner, store: Store, tmp_path: Path) -> None:
-    """resync processes the last upload again even though its bytes were applied."""
-    runner.sync("t", upload(tmp_path, district()), source="cli")
-    run = runner.resync("t")
-    assert run.source == "resync" and run.status == "completed"
-    assert run.document["changes"]["unchanged"]["students"] == 10
-    assert [r.source for r in list_runs(store, "t")] == ["resync", "cli"]

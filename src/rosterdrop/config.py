@@ -161,6 +161,8 @@ TENANT_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 class Settings(_Section):
     state_dir: Path = Path("./rosterdrop-data")
     workers: PositiveInt = 2
+    lease_seconds: Annotated[float, Field(gt=0)] = 120
+    """A job whose worker stopped renewing its lease this long ago is claimed again."""
     store: StoreSettings = StoreSettings()
     sftp: SftpSettings = SftpSettings()
     mail: MailSettings = MailSettings()

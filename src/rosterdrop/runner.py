@@ -163,16 +163,6 @@ class Runner:
         log.info("run_discarded", tenant=run.tenant, run_id=run_id)
         return update_run(self.store, run_id, status="discarded", finished_at=self.clock())
 
-    def resync(self, tenant_key: str) -> RunRecord:
-        """"Sync Now": run the tenant's last upload again, even if its bytes were applied."""
-        self.settings.tenant(tenant_key)
-        for run in list_runs(self.store, tenant_key, limit=50):
-            upload = self._upload_path(run)
-            if upload.is_file():
-                return self.sync(tenant_key, upload, source="resync", force=True,
-                                 file_name=run.file_name)
-        raise NotFound(f"tenant {tenant_key!r} has no upload to sync again")
-
     # --- the run --------------------------------------------------------------------------
 
     def _start(self, tenant: str, upload: Path, source: str, dry_run: bool,
@@ -366,12 +356,15 @@ class Runner:
         folder = self._uploads_dir(tenant)
         folder.mkdir(parents=True, exist_ok=True)
         kept = folder / f"{run_id}.zip"
-        if upload.resolve() == kept.resolve():
-            return kept
+        if kept.exists() and os.path.samefile(upload, kept):
+            return kept  # a resumed run: kept already
+        staging = folder / f".{run_id}.zip.tmp"
+        staging.unlink(missing_ok=True)
         try:
-            os.link(upload, kept)
+            os.link(upload, staging)
         except OSError:
-            shutil.copyfile(upload, kept)
+            shutil.copyfile(upload, staging)
+        os.replace(staging, kept)
         return kept
 
     def _prune_uploads(self, tenant: str) -> None:

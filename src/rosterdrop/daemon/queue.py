@@ -98,6 +98,14 @@ class JobQueue:
             claimed = conn.execute(select(jobs).where(jobs.c.id == row.id)).first()
         return Job.of(claimed)
 
+    def release_orphans(self) -> int:
+        """On SQLite only one process serves a state folder, so at start every job still
+        marked running was left by a process that died: give them back at once."""
+        with translate("releasing jobs of a previous run"), self.store.write() as conn:
+            result = conn.execute(update(JOBS).where(JOBS.c.state == RUNNING).values(
+                state=QUEUED, lease_until=None, worker=None))
+            return int(result.rowcount or 0)
+
     def heartbeat(self, job: Job, worker: str, now: datetime) -> bool:
         """Extend the lease; False when another worker has taken the job over."""
         with translate("extending a job lease"), self.store.write() as conn:

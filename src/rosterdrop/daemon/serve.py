@@ -26,7 +26,6 @@ from rosterdrop.store.engine import Store, open_store
 log = structlog.get_logger("rosterdrop.daemon")
 
 DRAIN_SECONDS = 10.0
-LEASE_SECONDS = 120.0
 
 
 def check_state_dir(paths: StatePaths) -> None:
@@ -81,7 +80,7 @@ class Daemon:
         check_port_free(settings.sftp.listen)
         self.store: Store = open_store(settings.database_url)
         self.runner = Runner(settings, self.store)
-        self.queue = JobQueue(self.store, lease_seconds=LEASE_SECONDS)
+        self.queue = JobQueue(self.store, lease_seconds=settings.lease_seconds)
         self.intake = Intake(self.paths, self.queue, list(settings.tenants), utc_now)
         self.pool = WorkerPool(self.runner, self.queue, count=settings.workers, clock=utc_now)
         self.server = DropboxServer(
@@ -104,12 +103,14 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         await self.server.start()
+        released = self.queue.release_orphans() if self.store.is_sqlite else 0
         recovered = self.intake.recover()
         self.watcher.start()
         self.pool.start()
         log.info("daemon_started", listen=f"{self.settings.sftp.listen.rsplit(':', 1)[0]}:"
                  f"{self.server.port}", store=self.store.dialect, workers=self.settings.workers,
-                 state_dir=str(self.paths.root), recovered=recovered, pid=os.getpid())
+                 state_dir=str(self.paths.root), recovered=recovered, released=released,
+                 pid=os.getpid())
         try:
             await self._stop.wait()
         finally:

@@ -135,7 +135,8 @@ class WorkerPool:
                                          newer="a newer upload in the queue")
         else:
             run = self.runner.sync(job.tenant, path, source=job.source,
-                                   file_name=job.file_name, run_id=run_id)
+                                   file_name=job.file_name, run_id=run_id,
+                                   force=job.source == "resync")
         path.unlink(missing_ok=True)
         log.info("job_finished", tenant=job.tenant, job_id=job.id, run_id=run.run_id,
                  status=run.status)
