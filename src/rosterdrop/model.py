@@ -132,7 +132,7 @@ class Model:
         return getattr(self, kind)  # type: ignore[no-any-return]
 
     def with_frames(self, **frames: pl.DataFrame) -> Model:
-        return replace(self, **frames)
+        return replace(self, **frames)  # type: ignore[arg-type]
 
     def counts(self) -> dict[str, int]:
         role = self.people["role"]
