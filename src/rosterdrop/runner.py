@@ -316,7 +316,7 @@ class Runner:
         with self.store.write() as conn:
             changed = conn.execute(
                 update(MAILS).where(MAILS.c.run_id == run_id).values(
-                    status=status, attempts=MAILS.c.attempts + (status != "pending"),
+                    status=status, attempts=MAILS.c.attempts + int(status != "pending"),
                     last_error=error, updated_at=now)
             ).rowcount
             if not changed:
