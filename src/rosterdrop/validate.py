@@ -100,11 +100,19 @@ def tidy(table: Table, mapping: dict[str, str]) -> pl.DataFrame:
         value = pl.col(actual)
         padded = (value.str.starts_with(" ") | value.str.ends_with(" ")
                   | value.str.starts_with("\t") | value.str.ends_with("\t"))
-        return pl.when(padded.any()).then(2).when((value == "").any()).then(1).otherwise(0)
+        empty = (value == "").any() if table.quoted_empty else pl.lit(False)
+        return pl.when(padded.any()).then(2).when(empty).then(1).otherwise(0)
 
-    needs = frame.select(
-        [scan(actual).alias(column) for column, actual in mapping.items()]
-    ).row(0, named=True) if mapping else {}
+    needs: dict[str, int] = {}
+    if mapping and table.padded:
+        needs = frame.select(
+            [scan(actual).alias(column) for column, actual in mapping.items()]
+        ).row(0, named=True)
+    elif mapping and table.quoted_empty:
+        needs = frame.select(
+            [pl.when((pl.col(actual) == "").any()).then(1).otherwise(0).alias(column)
+             for column, actual in mapping.items()]
+        ).row(0, named=True)
     columns = []
     for column, actual in mapping.items():
         value = pl.col(actual)
@@ -125,6 +133,9 @@ class _Rule:
     mask: pl.Expr
     template: str
     include_value: bool = True
+    gate: pl.Expr | None = None
+    """A cheaper mask that holds wherever ``mask`` may: ``mask`` is evaluated only
+    when the gate fires (an enum's case-insensitive match costs a lower-casing)."""
 
 
 def check_values(
@@ -148,11 +159,14 @@ def check_values(
                 "export again.", include_value=False,
             ))
         invalid, explain, caseless, lowered = _invalid(rule, value, oneroster_12)
-        if caseless is not None:
+        gate = None
+        if caseless is not None and invalid is not None:
+            gate = _suspect(rule, value, oneroster_12)
             rules.append(_Rule(
                 Code.VALUE_CASE, None, column, caseless,
                 "{} line {}: " + column + " '{}' was read as its exact spelling (allowed: "
                 + ", ".join(lowered.values()) + "); the SIS should export it exactly.",
+                gate=gate,
             ))
         if invalid is None:
             continue
@@ -161,13 +175,20 @@ def check_values(
                   else "the value was ignored.")
         rules.append(_Rule(
             Code.VALUE_INVALID, Severity.ERROR if rule.used else Severity.WARNING, column,
-            invalid, "{} line {}: " + column + " '{}' " + explain + "; " + action,
+            invalid, "{} line {}: " + column + " '{}' " + explain + "; " + action, gate=gate,
         ))
         fixes[column] = (caseless, None if rule.used else invalid, lowered)
 
-    fired = frame.select(
-        [r.mask.fill_null(False).any().alias(str(i)) for i, r in enumerate(rules)]
-    ).row(0) if rules else ()
+    fired = list(frame.select(
+        [(r.gate if r.gate is not None else r.mask).fill_null(False).any().alias(str(i))
+         for i, r in enumerate(rules)]
+    ).row(0)) if rules else []
+    gated = [i for i, r in enumerate(rules) if r.gate is not None and fired[i]]
+    if gated:
+        again = frame.select(
+            [rules[i].mask.fill_null(False).any().alias(str(i)) for i in gated]).row(0)
+        for i, hit in zip(gated, again, strict=True):
+            fired[i] = hit
     for rule_, hit in zip(rules, fired, strict=True):
         if hit:
             _report(frame, rule_, file, issues)
@@ -190,6 +211,15 @@ def check_values(
     if spec.unique and spec.unique in frame.columns:
         check_unique(frame, spec.unique, file, issues)
     return frame
+
+
+def _suspect(rule: Field, value: pl.Expr, oneroster_12: bool) -> pl.Expr:
+    """An enum or boolean value that is not exactly an allowed one."""
+    allowed = rule.values if rule.kind is Kind.ENUM else ("true", "false")
+    ok = value.is_in(allowed)
+    if oneroster_12 and rule.kind is Kind.ENUM:
+        ok = ok | value.str.starts_with("ext:")
+    return ~ok & value.is_not_null()
 
 
 def _invalid(

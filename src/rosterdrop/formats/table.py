@@ -81,6 +81,10 @@ class Table:
     ``name``, ``name#2``) and ``_line`` (pl.Int64). Empty fields are null;
     values are not trimmed."""
     separator: str
+    padded: bool = True
+    """Some field may start or end with white space (False: trimming can be skipped)."""
+    quoted_empty: bool = True
+    """Some field may be a quoted empty string ``""`` (False: no "" values to null)."""
 
 
 def read_table(
@@ -118,7 +122,35 @@ def read_table(
     if parsed is None:
         return None
     header, frame = parsed
-    return Table(file, header, frame, sep)
+    padded, quoted_empty = _value_hints(data, ord(sep))
+    return Table(file, header, frame, sep, padded, quoted_empty)
+
+
+def _value_hints(data: bytes, sep: int) -> tuple[bool, bool]:
+    """Cheap byte-level hints that spare the validator whole-column string scans.
+
+    A field with surrounding white space shows in the bytes as a space or tab
+    next to a separator, quote or line break; a quoted empty field as two
+    adjacent quotes. Both answers may be false alarms, never false negatives.
+    """
+    padded = quoted_empty = False
+    n = len(data)
+    step = _SCAN_CHUNK
+    for lo in range(0, n, step):
+        # One byte of overlap so pairs across chunk edges are seen.
+        a = np.frombuffer(data, np.uint8, min(step + 1, n - lo), lo)
+        quotes = a == _QUOTE
+        if not padded:
+            blank = (a == 0x20) | (a == 0x09)
+            if blank.any():
+                edge = (a == sep) | (a == _LF) | (a == _CR) | quotes
+                padded = bool((blank[1:] & edge[:-1]).any() or (blank[:-1] & edge[1:]).any()
+                              or (lo == 0 and blank[0]))
+        if not quoted_empty:
+            quoted_empty = bool((quotes[1:] & quotes[:-1]).any())
+        if padded and quoted_empty:
+            break
+    return padded, quoted_empty
 
 
 # --- encoding ---------------------------------------------------------------
