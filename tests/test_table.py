@@ -474,3 +474,22 @@ def test_big_file_with_bad_records_keeps_the_rest() -> None:
         ("ROW_COLUMN_COUNT", 50_002),
     ]
     assert parsed.frame[LINE].tail(1).item() == 60_002
+
+
+@pytest.mark.parametrize(
+    ("raw", "padded", "quoted_empty"),
+    [
+        (b"a,b\n1,2\n3,4\n", False, False),
+        (b"a,b\n1, 2\n", True, False),
+        (b"a,b\n1 ,2\n", True, False),
+        (b'a,b\n" 1",2\n', True, False),
+        (b"a,b\n1,2\t\n", True, False),
+        (b'a,b\n"",2\n', False, True),
+        (b"a,b\nMary Ann,2\n", False, False),
+    ],
+)
+def test_value_hints(raw: bytes, padded: bool, quoted_empty: bool) -> None:
+    """The byte-level hints that let validation skip trimming never miss a padded field."""
+    table = read_table(raw, "x.csv", IssueLog())
+    assert table is not None
+    assert (table.padded, table.quoted_empty) == (padded, quoted_empty)
