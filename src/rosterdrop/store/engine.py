@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from polars.exceptions import PolarsError
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -52,7 +53,7 @@ def translate(what: str) -> Iterator[None]:
         yield
     except StoreError:
         raise
-    except (SQLAlchemyError, sqlite3.Error, psycopg.Error, OSError) as exc:
+    except (SQLAlchemyError, sqlite3.Error, psycopg.Error, OSError, PolarsError) as exc:
         raise StoreError(f"{what}: {_short(exc)}") from exc
 
 
@@ -151,8 +152,10 @@ def open_store(url: str, *, cache_dir: Path | None = None, cache: bool = True) -
     """Open (and create or upgrade) the store at ``url``.
 
     ``cache_dir``: where snapshot caches live; by default, for SQLite, a
-    ``cache`` folder next to the database file, and none for PostgreSQL.
-    ``cache=False`` turns caching off.
+    ``cache`` folder next to the database file, and none for PostgreSQL
+    (pass ``state_dir / "cache"``: a sync that changes 1% of an L district
+    then reads its snapshot in ~0.1 s instead of ~0.7 s). ``cache=False``
+    turns caching off.
     """
     with translate(f"opening the store {url!r}"):
         try:
