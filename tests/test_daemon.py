@@ -211,3 +211,32 @@ def test_startup_errors_are_clear(tmp_path: Path) -> None:
         [sys.executable, "-m", "rosterdrop", "-c", str(tmp_path / "typo.toml"), "serve"],
         capture_output=True, text=True, timeout=60)
     assert typo.returncode == 2 and "sftp.settle: unknown key" in typo.stderr
+
+
+def test_reports_go_to_a_real_smtp_server(tmp_path: Path, samples: dict[str, Path]) -> None:
+    """With [mail] smtp_host set, the daemon's report reaches an aiosmtpd server."""
+    from test_mail import Recorder, _LoopbackController
+
+    recorder = Recorder(fail_first=1)
+    controller = _LoopbackController(recorder, hostname="127.0.0.1", port=0)
+    controller.start()
+    try:
+        daemon = Daemon(tmp_path, {"alpha": {"username": "alpha",
+                                             "password_hash": password_hash(PASSWORD)}},
+                        extra=f'[mail]\nsmtp_host = "127.0.0.1"\nsmtp_port = {controller.port}\n'
+                              "starttls = false\ntimeout_seconds = 5\n")
+        daemon.start()
+        try:
+            with paramiko_sftp(daemon.port, "alpha", password=PASSWORD) as sftp:
+                sftp.put(str(samples["small"]), "/dropbox/d.zip")
+            daemon.wait_event("mail_sent", timeout=60)
+            assert len(recorder.envelopes) == 1
+            assert recorder.envelopes[0].rcpt_tos == ["admin@alpha.example"]
+            message = recorder.message()
+            assert "alpha: sync completed with" in str(message["Subject"])
+            assert daemon.named("mail_failed")
+            assert daemon.outbox() == []
+        finally:
+            assert daemon.stop() == 0
+    finally:
+        controller.stop()
