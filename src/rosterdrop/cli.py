@@ -161,7 +161,7 @@ def _open_store(settings: Settings) -> Any:
         except OSError as exc:
             raise InputError(f"cannot create state folder {settings.state_dir}: "
                              f"{exc.strerror}") from exc
-    return open_store(settings.database_url)
+    return open_store(settings.database_url, cache_dir=settings.state_dir / "cache")
 
 
 def _runner(ctx: _Context) -> Any:

@@ -78,7 +78,7 @@ class Daemon:
         self.paths = StatePaths(settings.state_dir)
         check_state_dir(self.paths)
         check_port_free(settings.sftp.listen)
-        self.store: Store = open_store(settings.database_url)
+        self.store: Store = open_store(settings.database_url, cache_dir=settings.state_dir / "cache")
         self.runner = Runner(settings, self.store)
         self.queue = JobQueue(self.store, lease_seconds=settings.lease_seconds)
         self.intake = Intake(self.paths, self.queue, list(settings.tenants), utc_now)
