@@ -5,7 +5,6 @@ each PostgreSQL test runs in a schema of its own, dropped afterwards."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from rosterdrop.config import TenantSettings
 from rosterdrop.errors import NotFound, StoreError, UsageError
@@ -49,29 +48,10 @@ SETTINGS = TenantSettings(account_domain="x.org")
 DAY0 = datetime(2026, 11, 23, 11, 38, 45, tzinfo=UTC)
 
 
-def _pg_url(schema: str) -> str:
-    joiner = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{joiner}options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL to an empty store: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/state/rosterdrop.db"
-        return
-    if not PG_URL:
-        pytest.skip("PostgreSQL tests need ROSTERDROP_TEST_PG=postgresql+psycopg://…")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        yield _pg_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
+@pytest.fixture
+def store_url(backend_url: str) -> str:
+    """A URL to an empty store on each backend (conftest's ``backend_url``)."""
+    return backend_url
 
 
 @pytest.fixture
