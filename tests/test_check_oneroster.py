@@ -218,3 +218,31 @@ def test_multiline_quoted_field_keeps_line_numbers() -> None:
     files["orgs.csv"] = files["orgs.csv"].replace("South Middle,school", "South Middle,campus")
     issue = only(check(files), "VALUE_INVALID")
     assert issue["line"] == 5
+
+
+def test_delta_may_leave_out_files_declared_absent() -> None:
+    """A delta upload with only users.csv (the rest declared absent) is read as a delta."""
+    files = oneroster_files()
+    names = ["academicSessions", "classes", "courses", "enrollments", "orgs"]
+    files["manifest.csv"] = (
+        "propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\nfile.users,delta\n"
+        + "".join(f"file.{n},absent\n" for n in names))
+    for name in names:
+        del files[f"{name}.csv"]
+    header, *rows = files["users.csv"].splitlines()
+    rows = [r.replace(",,,", ",active,2026-11-20T00:00:00.000Z,", 1) for r in rows
+            if r.startswith("U1")]
+    files["users.csv"] = "\n".join([header, *rows]) + "\n"
+    checked = check(files)
+    assert checked.status == "ok", checked.issues.frame().to_dicts()
+    assert checked.model is not None
+    assert {"people", "locations", "classes", "rosters"} <= checked.model.delta
+    assert checked.model.people["person_id"].to_list() == ["U1"]
+
+
+def test_bulk_upload_still_needs_every_file() -> None:
+    """Declaring a required file absent in a bulk upload does not excuse it."""
+    files = oneroster_files()
+    files["manifest.csv"] = files["manifest.csv"].replace("file.courses,bulk", "file.courses,absent")
+    del files["courses.csv"]
+    assert only(check(files), "FILE_MISSING")["file"] == "courses.csv"

@@ -204,6 +204,10 @@ def _read_files(
     unknown_is_error = detected.layout == detect.ASM
     for spec_name, spec in detected.specs.items():
         entry = detected.files.get(spec_name)
+        if spec_name in detected.unchanged:
+            frames[spec_name] = pl.DataFrame(
+                schema={**dict.fromkeys(spec.columns, pl.String), "_line": pl.Int64})
+            continue
         if entry is None:
             complete = False
             continue

@@ -32,6 +32,8 @@ class Detected:
     modes: dict[str, str] = field(default_factory=dict)
     """OneRoster: spec file name → bulk | delta."""
     ignored: list[str] = field(default_factory=list)
+    unchanged: set[str] = field(default_factory=set)
+    """Files a delta upload declares absent and leaves out: read as empty deltas."""
 
     @property
     def specs(self) -> dict[str, FileSpec]:
@@ -73,7 +75,8 @@ def family(names: list[str], issues: IssueLog) -> str | None:
 
 
 def resolve_names(
-    names: list[str], required: list[str], issues: IssueLog
+    names: list[str], required: list[str], issues: IssueLog,
+    may_lack: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     """Map each required file to its entry, reporting missing files and case slips."""
     by_lower: dict[str, list[str]] = {}
@@ -93,7 +96,7 @@ def resolve_names(
                 file=near[0],
                 value=near[0],
             )
-        else:
+        elif expected not in may_lack:
             issues.add(
                 Code.FILE_MISSING,
                 f"The required file '{expected}' is missing from the ZIP; add it (a header "
@@ -203,8 +206,15 @@ def detect_oneroster(
     specs = ONEROSTER_FILES[version]
     detected = Detected(f"oneroster-{version}")
     required = list(specs)
-    detected.files = resolve_names(names, required, issues)
+    # A delta upload carries only what changed: a file it declares absent may be left out.
+    delta = "delta" in modes.values()
+    unchanged = frozenset(n for n in required if delta and modes.get(n) == "absent")
+    detected.files = resolve_names(names, required, issues, unchanged)
     detected.modes = reconcile_manifest(names, modes, required, issues)
+    for name in unchanged:
+        if name not in detected.files:
+            detected.modes[name] = "delta"
+            detected.unchanged.add(name)
     known_lower = {n.lower() for n in required} | {"manifest.csv"}
     detected.ignored = sorted(n for n in names if n.lower() not in known_lower)
     return detected
