@@ -30,14 +30,15 @@ class Daemon:
     """One `rosterdrop serve` process with its config, state folder and JSON log."""
 
     def __init__(self, root: Path, tenants: dict[str, dict[str, Any]], *, workers: int = 2,
-                 extra: str = "", port: int | None = None) -> None:
+                 extra: str = "", top: str = "", port: int | None = None) -> None:
+        """``top``: top-level TOML keys; ``extra``: whole sections after the defaults."""
         self.root = root
         self.port = port or free_port()
         self.state = root / "state"
         self.log_path = root / f"serve-{self.port}.log"
         self.config = root / "rd.toml"
         lines = [
-            f'state_dir = "{self.state}"', f"workers = {workers}",
+            f'state_dir = "{self.state}"', f"workers = {workers}", top,
             "[sftp]", f'listen = "127.0.0.1:{self.port}"', "settle_seconds = 0.3",
             "rescan_seconds = 1", "[log]", 'format = "json"', extra,
         ]

@@ -78,6 +78,9 @@ class MailSettings(_Section):
     username: str = ""
     timeout_seconds: Annotated[float, Field(gt=0)] = 30
     retries: NonNegativeInt = 5
+    """Attempts within one send, with backoff (2, 4, 8 … s)."""
+    retry_seconds: Annotated[float, Field(gt=0)] = 60
+    """After a send finally failed, the daemon tries again after this, doubling up to 1 h."""
     attach_max_bytes: PositiveInt = 5 * 1000 * 1000
 
 

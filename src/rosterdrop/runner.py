@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +295,10 @@ class Runner:
             document, tenant, self.settings.mail, attachments,
             f"reports/{run.run_id}/", now=self.clock(),
         )
+        if not self.settings.mail.smtp_host and self._in_outbox(run.run_id):
+            # Written before a crash stopped us from recording it: never write it twice.
+            self._set_mail_state(run.run_id, "sent")
+            return
         self._set_mail_state(run.run_id, "pending")
         try:
             where = self.mailer(message, self.settings)
@@ -305,6 +309,23 @@ class Runner:
         self._set_mail_state(run.run_id, "sent")
         log.debug("report_mailed", tenant=run.tenant, run_id=run.run_id, to=where)
 
+    def retry_mails(self) -> int:
+        """Send the reports whose delivery failed (or was cut short) and whose retry is due."""
+        now = self.clock()
+        stale = now - timedelta(minutes=10)
+        query = select(MAILS.c.run_id).where(
+            ((MAILS.c.status == "failed") & (MAILS.c.next_attempt_at <= now))
+            | ((MAILS.c.status == "pending") & (MAILS.c.updated_at <= stale))
+        )
+        with self.store.engine.connect() as conn:
+            due = list(conn.execute(query).scalars())
+        for run_id in due:
+            self.ensure_mailed(get_run(self.store, run_id))
+        return len(due)
+
+    def _in_outbox(self, run_id: str) -> bool:
+        return any(self.paths.outbox.glob(f"*-{run_id}.eml"))
+
     def _mail_state(self, run_id: str) -> str | None:
         with self.store.engine.connect() as conn:
             return conn.execute(
@@ -313,16 +334,20 @@ class Runner:
 
     def _set_mail_state(self, run_id: str, status: str, error: str | None = None) -> None:
         now = self.clock()
+        failed = int(status == "failed")
         with self.store.write() as conn:
-            changed = conn.execute(
-                update(MAILS).where(MAILS.c.run_id == run_id).values(
-                    status=status, attempts=MAILS.c.attempts + int(status != "pending"),
-                    last_error=error, updated_at=now)
-            ).rowcount
-            if not changed:
-                conn.execute(insert(MAILS).values(
-                    run_id=run_id, status=status, attempts=int(status != "pending"),
-                    last_error=error, created_at=now, updated_at=now))
+            attempts = conn.execute(
+                select(MAILS.c.attempts).where(MAILS.c.run_id == run_id)
+            ).scalar_one_or_none()
+            done = (attempts or 0) + failed
+            retry_at = now + timedelta(seconds=min(
+                self.settings.mail.retry_seconds * 2 ** max(done - 1, 0), 3600.0))
+            values = {"status": status, "attempts": done, "last_error": error,
+                      "updated_at": now, "next_attempt_at": retry_at if failed else None}
+            if attempts is None:
+                conn.execute(insert(MAILS).values(run_id=run_id, created_at=now, **values))
+            else:
+                conn.execute(update(MAILS).where(MAILS.c.run_id == run_id).values(**values))
 
     # --- held runs and kept uploads -----------------------------------------------------
 

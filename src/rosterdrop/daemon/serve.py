@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import socket
+import threading
 from pathlib import Path
 
 import structlog
@@ -72,6 +73,32 @@ def generated_passwords(settings: Settings, paths: StatePaths) -> dict[str, str]
     return hashes
 
 
+class MailRetrier:
+    """Re-sends reports whose delivery failed, when their backoff is due."""
+
+    def __init__(self, runner: Runner, interval: float) -> None:
+        self.runner = runner
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rosterdrop-mail-retry",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.runner.retry_mails()
+            except Exception:  # a store hiccup must not end the retries
+                log.exception("mail_retry_error")
+
+
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -92,6 +119,7 @@ class Daemon:
             rescan_seconds=settings.sftp.rescan_seconds, is_busy=self.server.is_uploading,
             on_queued=self.pool.wake,
         )
+        self.mail_retrier = MailRetrier(self.runner, min(5.0, settings.mail.retry_seconds))
         self._stop: asyncio.Event | None = None
 
     def _uploaded(self, tenant: str, path: Path) -> None:
@@ -107,6 +135,7 @@ class Daemon:
         recovered = self.intake.recover()
         self.watcher.start()
         self.pool.start()
+        self.mail_retrier.start()
         log.info("daemon_started", listen=f"{self.settings.sftp.listen.rsplit(':', 1)[0]}:"
                  f"{self.server.port}", store=self.store.dialect, workers=self.settings.workers,
                  state_dir=str(self.paths.root), recovered=recovered, released=released,
@@ -121,6 +150,7 @@ class Daemon:
             log.info("daemon_stopped")
 
     def _stop_workers(self) -> None:
+        self.mail_retrier.stop()
         self.watcher.stop()
         self.pool.stop(DRAIN_SECONDS)
 

@@ -188,8 +188,11 @@ def build_report_email(
     if tenant.report_to:
         message["To"] = ", ".join(tenant.report_to)
     message["Date"] = format_datetime(now or datetime.now(UTC))
-    message["Message-ID"] = make_msgid(
-        idstring=_HEADER_SAFE.sub("", run_id)[:64] or None, domain=_domain(mail.from_)
+    safe_run = re.sub(r"[^A-Za-z0-9.-]", "", run_id)[:64]
+    # One Message-ID per run: a mail re-sent after a crash is recognisably the same mail.
+    message["Message-ID"] = (
+        f"<{safe_run}.report@{_domain(mail.from_)}>" if safe_run
+        else make_msgid(domain=_domain(mail.from_))
     )
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
     if run_id:

@@ -1,0 +1,216 @@
+"""Fault injection against a running daemon: the mail server, the database and the disk
+fail in the middle of work, and every upload still ends in exactly one run and one email."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+from conftest import PG_URL, pg_schema_url
+from daemon_harness import Daemon, free_port, wait_until
+from sqlalchemy import create_engine, text
+from test_mail import Recorder, _LoopbackController
+from test_sftp_support import paramiko_sftp, password_hash
+
+from rosterdrop.sample import write_sample
+
+PASSWORD = "district password"
+ALPHA = {"alpha": {"username": "alpha", "password_hash": password_hash(PASSWORD)}}
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("fault-samples")
+    made = {}
+    for name, students, seed in (("small", 300, 1), ("other", 300, 2), ("big", 40000, 3)):
+        made[name] = folder / f"{name}.zip"
+        write_sample(made[name], layout="oneroster-1.1", students=students, seed=seed)
+    return made
+
+
+def upload(daemon: Daemon, path: Path, name: str) -> None:
+    with paramiko_sftp(daemon.port, "alpha", password=PASSWORD) as sftp:
+        sftp.put(str(path), f"/dropbox/{name}")
+
+
+@pytest.fixture
+def stop_after() -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        if daemon.process is not None:
+            daemon.stop(signal.SIGKILL)
+
+
+def test_smtp_down_then_back(tmp_path: Path, samples: dict[str, Path],
+                             stop_after: list[Daemon]) -> None:
+    """With the mail server down the run still completes; once it is back, the report
+    is delivered exactly once."""
+    port = free_port()
+    daemon = Daemon(tmp_path, ALPHA, extra=(
+        f'[mail]\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\nstarttls = false\n'
+        "retries = 0\nretry_seconds = 0.5\ntimeout_seconds = 2\n"))
+    stop_after.append(daemon.start())
+    upload(daemon, samples["small"], "d.zip")
+    finished = daemon.wait_event("run_finished")
+    assert finished[0]["status"] == "completed_with_warnings"
+    daemon.wait_event("mail_failed", count=2)
+    recorder = Recorder()
+    controller = _LoopbackController(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        wait_until(lambda: len(recorder.envelopes) == 1)
+        time.sleep(2)  # further retry rounds must not send it again
+        assert len(recorder.envelopes) == 1
+        assert recorder.message()["X-Rosterdrop-Run"] == finished[0]["run_id"]
+    finally:
+        controller.stop()
+
+
+def test_sqlite_locked_during_a_run(tmp_path: Path, samples: dict[str, Path],
+                                    stop_after: list[Daemon]) -> None:
+    """Another process holding the SQLite write lock for seconds only delays the run."""
+    daemon = Daemon(tmp_path, ALPHA)
+    stop_after.append(daemon.start())
+    db = sqlite3.connect(daemon.state / "rosterdrop.db", isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        upload(daemon, samples["small"], "d.zip")
+        time.sleep(3)
+        assert daemon.named("run_finished") == []
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    finished = daemon.wait_event("run_finished", timeout=60)
+    assert len(finished) == 1 and finished[0]["status"] == "completed_with_warnings"
+    wait_until(lambda: len(daemon.outbox()) == 1)
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    if not PG_URL:
+        pytest.skip("PostgreSQL fault tests need ROSTERDROP_TEST_PG=postgresql+psycopg://…")
+    schema = f"f_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield schema
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_postgresql_connections_cut_mid_run(tmp_path: Path, samples: dict[str, Path],
+                                            stop_after: list[Daemon], pg_schema: str) -> None:
+    """Every server connection of the daemon is terminated mid-run (what a PostgreSQL
+    restart does to its clients): the job is retried and ends in exactly one run."""
+    app = f"rosterdrop-{pg_schema}"
+    url = pg_schema_url(pg_schema) + f"&application_name={app}"
+    daemon = Daemon(tmp_path, ALPHA, top="lease_seconds = 2", extra=f'[store]\nurl = "{url}"\n')
+    stop_after.append(daemon.start())
+    upload(daemon, samples["big"], "big.zip")
+    daemon.wait_event("run_started")
+    admin = create_engine(PG_URL)
+    with admin.begin() as conn:
+        killed = conn.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = :app"), {"app": app}).scalar_one()
+    admin.dispose()
+    assert killed >= 1
+    finished = daemon.wait_event("run_finished", timeout=120)
+    assert len({e["run_id"] for e in finished}) == 1
+    assert finished[0]["status"] == "completed_with_warnings"
+    time.sleep(1)
+    assert len(daemon.named("run_finished")) == 1
+    wait_until(lambda: len(daemon.outbox()) == 1)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_refuses_upload_cleanly(small_disk: Path, samples: dict[str, Path],
+                                          stop_after: list[Daemon]) -> None:
+    """An upload that fills the disk is refused, leaves nothing behind, and the daemon
+    keeps serving the next (small) upload."""
+    daemon = Daemon(small_disk, ALPHA)
+    stop_after.append(daemon.start())
+    huge = small_disk.parent / "huge.zip"
+    huge.write_bytes(os.urandom(16 * 1024 * 1024))
+    with pytest.raises((OSError, paramiko.SSHException)):
+        upload(daemon, huge, "huge.zip")
+    wait_until(lambda: not (daemon.dropbox("alpha") / "huge.zip").exists())
+    assert daemon.named("job_queued") == []
+    upload(daemon, samples["small"], "ok.zip")
+    finished = daemon.wait_event("run_finished", timeout=60)
+    assert finished[0]["status"] == "completed_with_warnings"
+
+
+def test_sigkill_at_random_moments(tmp_path: Path, samples: dict[str, Path],
+                                   stop_after: list[Daemon]) -> None:
+    """SIGKILL at many moments across upload, queue, apply and email: after restarts,
+    every completed upload ends in exactly one finished run and exactly one email."""
+    import random
+
+    rnd = random.Random(20261123)
+    daemon = Daemon(tmp_path, ALPHA)
+    stop_after.append(daemon.start())
+    uploaded: list[str] = []
+    kills = int(os.environ.get("ROSTERDROP_KILLS", "20"))
+    for n in range(kills):
+        name = f"u{n}.zip"
+        sample = samples["small" if n % 2 else "other"]
+
+        def send(sample: Path = sample, name: str = name) -> None:
+            try:
+                upload(daemon, sample, name)
+                uploaded.append(name)
+            except (OSError, EOFError, paramiko.SSHException):
+                pass  # killed mid-upload: the client would retry; nothing may be queued
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(rnd.uniform(0.0, 0.6))
+        daemon.stop(signal.SIGKILL)
+        sender.join(timeout=30)
+        daemon.start()
+    for _ in range(60):
+        runs = daemon.named("run_finished")
+        if len({e["run_id"] for e in runs}) >= len(uploaded):
+            break
+        time.sleep(0.5)
+    time.sleep(1.5)
+    runs = daemon.named("run_finished")
+    run_ids = [e["run_id"] for e in runs]
+    assert len(set(run_ids)) == len(uploaded), (uploaded, run_ids)
+    assert len(run_ids) == len(set(run_ids)), "a run finished twice"
+    mails = [p.name for p in daemon.outbox()]
+    assert len(mails) == len(uploaded)
+    assert {m.split("-", 1)[1].removesuffix(".eml") for m in mails} == set(run_ids)
+    leftovers = [p for p in daemon.dropbox("alpha").iterdir() if p.suffix == ".zip"]
+    assert leftovers == []
+    spool = daemon.state / "spool" / "alpha"
+    assert not spool.exists() or list(spool.iterdir()) == []
+    print(f"\nsigkill: {kills} kills, {len(uploaded)} uploads completed by the client, "
+          f"{len(set(run_ids))} runs, {len(mails)} emails, 0 lost")
