@@ -60,6 +60,9 @@ from rosterdrop.sftp.vpath import Area, VPath, is_temporary, is_uploadable, is_z
 log = structlog.get_logger("rosterdrop.sftp")
 
 FILE_MODE = 0o640
+MAX_OPEN_FILES = 32
+"""Open files per session: a client holding thousands of handles must not exhaust the
+daemon's file descriptors (each SIS export needs one or two)."""
 NOT_UPLOADABLE = (
     "only .zip files can be uploaded (temporary names ending in .filepart, "
     ".part, .partial or .tmp are accepted and renamed to .zip)"
@@ -100,6 +103,7 @@ class DropboxFS(SFTPServer):
         self._log = log.bind(tenant=info.tenant, username=info.username, peer=info.peer)
         self._client_closing = False
         self._open: set[Upload] = set()
+        self._downloads = 0
         self._temporaries: dict[str, Stored] = {}
         self._linger: dict[str, tuple[SFTPAttrs, float]] = {}
         self._refused: dict[str, str] = {}
@@ -260,6 +264,11 @@ class DropboxFS(SFTPServer):
     # -- reading (reports only) ---------------------------------------------
 
     def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        if len(self._open) + self._downloads >= MAX_OPEN_FILES:
+            self._log.warning("too_many_open_files", limit=MAX_OPEN_FILES)
+            raise SFTPFailure(
+                f"too many open files in this session (at most {MAX_OPEN_FILES}); "
+                "close some before opening more")
         if pflags & (FXF_WRITE | FXF_APPEND | FXF_CREAT | FXF_TRUNC):
             return self._open_upload(path, pflags)
         vpath = resolve(path)
@@ -276,6 +285,7 @@ class DropboxFS(SFTPServer):
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise SFTPPermissionDenied(f"not a file: {vpath.display}")
+        self._downloads += 1
         return Download(fd)
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
@@ -381,6 +391,7 @@ class DropboxFS(SFTPServer):
     def close(self, file_obj: object) -> None:
         if isinstance(file_obj, Download):
             os.close(file_obj.fd)
+            self._downloads -= 1
             return
         assert isinstance(file_obj, Upload)
         upload = file_obj
