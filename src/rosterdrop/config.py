@@ -84,6 +84,20 @@ class MailSettings(_Section):
     attach_max_bytes: PositiveInt = 5 * 1000 * 1000
 
 
+class MetricsSettings(_Section):
+    listen: str = ""
+    """``HOST:PORT`` of the HTTP listener for /metrics, /healthz and /readyz; empty: off."""
+    stuck_seconds: Annotated[float, Field(gt=0)] = 900
+    """/readyz fails when jobs have waited this long and no worker holds a live lease."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            parse_listen(value)
+        return value
+
+
 class LogSettings(_Section):
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -163,6 +177,9 @@ TENANT_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 class Settings(_Section):
     state_dir: Path = Path("./rosterdrop-data")
+    shared_dir: Path | None = None
+    """Drop folders, reports, kept uploads, spool and outbox, when several processes share
+    them (scale-out on PostgreSQL); empty: inside ``state_dir``."""
     workers: PositiveInt = 2
     lease_seconds: Annotated[float, Field(gt=0)] = 120
     """A job whose worker stopped renewing its lease this long ago is claimed again."""
@@ -170,6 +187,7 @@ class Settings(_Section):
     sftp: SftpSettings = SftpSettings()
     mail: MailSettings = MailSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
     limits: LimitSettings = LimitSettings()
     tenants: dict[str, TenantSettings] = {}
 
@@ -180,6 +198,13 @@ class Settings(_Section):
     @field_validator("state_dir", mode="before")
     @classmethod
     def _path(cls, value: Any) -> Any:
+        return Path(value) if isinstance(value, str) else value
+
+    @field_validator("shared_dir", mode="before")
+    @classmethod
+    def _optional_path(cls, value: Any) -> Any:
+        if value == "":
+            return None
         return Path(value) if isinstance(value, str) else value
 
     @field_validator("tenants")

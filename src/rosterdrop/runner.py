@@ -92,7 +92,7 @@ class Runner:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.paths = StatePaths(settings.state_dir)
+        self.paths = StatePaths.of(settings)
         self.clock = clock
         self.mailer = mailer
 

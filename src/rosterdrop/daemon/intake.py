@@ -8,6 +8,7 @@ upload is ever lost or queued twice.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -23,6 +24,7 @@ log = structlog.get_logger("rosterdrop.intake")
 
 TEMPORARY_SUFFIXES = (".filepart", ".part", ".partial", ".tmp")
 SEPARATOR = "__"
+SHARED_SPOOL_GRACE_SECONDS = 30.0
 
 
 def is_upload_name(name: str) -> bool:
@@ -87,14 +89,23 @@ class Intake:
         return job_id
 
     def recover(self) -> int:
-        """Queue spool files that have no job (a crash between move and insert)."""
+        """Queue spool files that have no job (a crash between move and insert).
+
+        In a spool shared by several processes, a file moved in the last moments may
+        be another live process's, between its move and its insert: only files moved
+        in more than ``SHARED_SPOOL_GRACE_SECONDS`` ago are taken.
+        """
         known = self.queue.known_paths()
+        grace = SHARED_SPOOL_GRACE_SECONDS if self.paths.shared_root is not None else 0.0
+        moved_before = time.time() - grace
         recovered = 0
         for tenant in self.tenants:
             folder = self.spool_dir(tenant)
             if not folder.is_dir():
                 continue
             for spooled in sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime):
+                if grace and spooled.stat().st_ctime > moved_before:
+                    continue  # the rename set ctime: maybe a live peer's, not yet queued
                 if spooled.is_file() and str(spooled) not in known:
                     self._enqueue(tenant, spooled, "watch")
                     recovered += 1

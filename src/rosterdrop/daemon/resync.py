@@ -17,7 +17,7 @@ from rosterdrop.store.history import list_runs
 
 def queue_last_upload(settings: Settings, store: Store, tenant: str) -> tuple[int, str]:
     """Copy the tenant's most recent kept upload into the spool and queue it."""
-    paths = StatePaths(settings.state_dir)
+    paths = StatePaths.of(settings)
     kept = paths.tenant(tenant) / "uploads"
     for run in list_runs(store, tenant, limit=50):
         upload = kept / f"{run.run_id}.zip"

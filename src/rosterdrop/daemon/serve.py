@@ -30,14 +30,15 @@ DRAIN_SECONDS = 10.0
 
 
 def check_state_dir(paths: StatePaths) -> None:
-    try:
-        paths.root.mkdir(parents=True, exist_ok=True)
-        probe = paths.root / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"state folder {paths.root} is not writable: "
-                         f"{exc.strerror or exc}") from exc
+    for folder, what in ((paths.root, "state folder"), (paths.shared, "shared folder")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise InputError(f"{what} {folder} is not writable: "
+                             f"{exc.strerror or exc}") from exc
 
 
 def check_port_free(listen: str) -> None:
@@ -102,7 +103,7 @@ class MailRetrier:
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.paths = StatePaths(settings.state_dir)
+        self.paths = StatePaths.of(settings)
         check_state_dir(self.paths)
         check_port_free(settings.sftp.listen)
         self.store: Store = open_store(settings.database_url, cache_dir=settings.state_dir / "cache")

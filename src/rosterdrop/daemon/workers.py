@@ -9,6 +9,7 @@ runner continues the same run.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -35,7 +36,7 @@ class WorkerPool:
         self.queue = queue
         self.count = count
         self.clock = clock
-        self.name = name or f"{socket.gethostname()}:{id(self):x}"
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -51,7 +51,7 @@ def send_mail(
     ``.eml`` file written. Raises ``MailError`` when delivery finally fails.
     """
     if not settings.mail.smtp_host:
-        return str(write_outbox(message, StatePaths(settings.state_dir).outbox))
+        return str(write_outbox(message, StatePaths.of(settings).outbox))
     return _send_smtp(message, settings.mail, settings.smtp_password, sleep)
 
 
