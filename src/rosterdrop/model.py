@@ -107,7 +107,11 @@ def empty_frame(kind: str) -> pl.DataFrame:
 
 def conform(kind: str, frame: pl.DataFrame) -> pl.DataFrame:
     """Select and cast ``frame`` to the kind's schema; absent columns are null."""
-    schema = {**SCHEMAS[kind], **PROVENANCE}
+    return cast_to(frame, {**SCHEMAS[kind], **PROVENANCE})
+
+
+def cast_to(frame: pl.DataFrame, schema: dict[str, Any]) -> pl.DataFrame:
+    """``frame`` with exactly ``schema``'s columns, cast; absent columns are null."""
     return frame.select(
         [
             pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)

@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from rosterdrop.model import SCHEMAS
+from rosterdrop.model import SCHEMAS, cast_to
 
 PERSON_FIELDS = (
     "role",
@@ -85,12 +85,7 @@ def snapshot_frame(kind: str, frame: pl.DataFrame | None = None) -> pl.DataFrame
     schema = SNAPSHOT_SCHEMAS[kind]
     if frame is None:
         return pl.DataFrame(schema=schema)
-    return frame.select(
-        [
-            pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
-            for name, dtype in schema.items()
-        ]
-    )
+    return cast_to(frame, schema)
 
 
 @dataclass(frozen=True)
