@@ -261,7 +261,8 @@ class Runner:
         )
         log.info("run_finished", tenant=run.tenant, run_id=run.run_id,
                  status=document["status"], duration_ms=int(sum(timer.steps.values()) * 1000),
-                 errors=len(document["errors"]), warnings=len(document["warnings"]))
+                 errors=len(document["errors"]), warnings=len(document["warnings"]),
+                 steps=timer.steps)
         self._mail(record, tenant, document, written)
         self._prune_uploads(run.tenant)
         return record

@@ -158,3 +158,20 @@ class JobQueue:
         with translate("listing jobs"), self.store.engine.connect() as conn:
             rows = conn.execute(select(JOBS).where(JOBS.c.state != DONE).order_by(JOBS.c.id))
             return [Job.of(row) for row in rows]
+
+    def stuck(self, now: datetime, after_seconds: float) -> bool:
+        """Work has waited ``after_seconds`` and no worker anywhere holds a live lease:
+        nothing is making progress (workers dead, claims failing)."""
+        oldest_waiting = select(func.min(JOBS.c.created_at)).where(
+            (JOBS.c.state == QUEUED)
+            | ((JOBS.c.state == RUNNING) & (JOBS.c.lease_until <= now)))
+        live = select(func.count()).select_from(JOBS).where(
+            (JOBS.c.state == RUNNING) & (JOBS.c.lease_until > now))
+        with translate("checking the queue"), self.store.engine.connect() as conn:
+            oldest = conn.execute(oldest_waiting).scalar_one()
+            working = int(conn.execute(live).scalar_one())
+        if oldest is None or working:
+            return False
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        return bool((now - oldest).total_seconds() >= after_seconds)

@@ -18,6 +18,7 @@ from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.daemon.watcher import Watcher
 from rosterdrop.daemon.workers import WorkerPool
 from rosterdrop.errors import InputError, SftpError
+from rosterdrop.metrics import DaemonState, Monitoring
 from rosterdrop.passwords import hash_password
 from rosterdrop.paths import StatePaths
 from rosterdrop.runner import Runner, utc_now
@@ -121,6 +122,9 @@ class Daemon:
             on_queued=self.pool.wake,
         )
         self.mail_retrier = MailRetrier(self.runner, min(5.0, settings.mail.retry_seconds))
+        self.monitoring = Monitoring(settings.metrics.listen, DaemonState.of(
+            self.store, self.queue, self.server, self.pool, clock=utc_now,
+            stuck_seconds=settings.metrics.stuck_seconds))
         self._stop: asyncio.Event | None = None
 
     def _uploaded(self, tenant: str, path: Path) -> None:
@@ -131,6 +135,7 @@ class Daemon:
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        self.monitoring.start(loop)
         await self.server.start()
         released = self.queue.release_orphans() if self.store.is_sqlite else 0
         recovered = self.intake.recover()
@@ -145,6 +150,7 @@ class Daemon:
             await self._stop.wait()
         finally:
             log.info("daemon_stopping")
+            self.monitoring.close()
             await self.server.close()
             await loop.run_in_executor(None, self._stop_workers)
             self.store.close()

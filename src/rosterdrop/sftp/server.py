@@ -204,6 +204,11 @@ class DropboxServer:
             raise SftpError("the SFTP server is not running")
         return int(self._acceptor.get_port())
 
+    def session_count(self) -> int:
+        """SFTP sessions open now, over all accounts."""
+        shared = self._shared
+        return sum(shared.sessions.values()) if shared is not None else 0
+
     def is_uploading(self, path: Path) -> bool:
         """True while an SFTP session has ``path`` open for writing."""
         return path in self._context.uploading
