@@ -233,6 +233,7 @@ def _open(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> UploadArchiv
 
     refused = _overlapping(infos, directory_start, issues)
     accepted: dict[str, zipfile.ZipInfo] = {}
+    folded: dict[str, str] = {}  # lower-cased name → the accepted name
     ignored: list[str] = []
     folders: dict[str, list[str]] = {}
     for info in infos:
@@ -246,6 +247,17 @@ def _open(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> UploadArchiv
                 Code.ZIP_UNSAFE,
                 f"The ZIP entry {name!r} has a path that points outside the ZIP; "
                 "zip the CSV files themselves and upload again.",
+                file=name,
+            )
+            continue
+        if "\x00" in info.orig_filename:
+            # zipfile cuts a name at a NUL ("users.csv\0.exe" → "users.csv"): such an
+            # entry has two names, depending on the program reading it.
+            issues.add(
+                Code.ZIP_UNSAFE,
+                f"The ZIP entry {info.orig_filename!r} has a NUL byte in its name, so "
+                "programs disagree on what it is called; zip the CSV files themselves "
+                "and upload again.",
                 file=name,
             )
             continue
@@ -290,7 +302,19 @@ def _open(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> UploadArchiv
                 file=path,
             )
             continue
+        # Names differing only in case are one file once unzipped on Windows or
+        # macOS; the layout would read one and silently pass over the other.
+        twin = folded.get(path.lower())
+        if twin is not None:
+            issues.add(
+                Code.FILE_DUPLICATE,
+                f"The ZIP contains {twin!r} and {path!r}, whose names differ only in "
+                "case; keep one copy of the file and upload again.",
+                file=path,
+            )
+            continue
         accepted[path] = info
+        folded[path.lower()] = path
 
     for folder, names in folders.items():
         files = [n for n in names if not n.endswith("/")]
