@@ -64,6 +64,7 @@ _TOP = np.uint64(63)
 _ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _SHIFTS = tuple(np.uint64(k) for k in (1, 2, 4, 8, 16, 32))
 _LEADING_BREAKS = re.compile(rb"[\r\n]*")
+_BLANK = re.compile(rb"[ \t\r\n]*")
 
 Words = NDArray[np.uint64]
 Ints = NDArray[np.int64]
@@ -254,10 +255,12 @@ def _count_breaks(data: bytes, end: int) -> int:
 
 
 def _header_span(data: bytes) -> tuple[int, int] | None:
-    """Byte range of the first non-blank record, without its line break."""
+    """Byte range of the first non-blank record, without its line break; None for a
+    file of nothing but spaces, tabs and line breaks (it has no header row)."""
     match = _LEADING_BREAKS.match(data)
     start = match.end() if match else 0
-    if start >= len(data):
+    blank = _BLANK.match(data, start)
+    if start >= len(data) or (blank is not None and blank.end() == len(data)):
         return None
     return start, _record_stop(data, start)
 
