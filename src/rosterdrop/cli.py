@@ -370,6 +370,16 @@ def people_set(click_ctx: click.Context, person_id: str, assignments: tuple[str,
     click.echo(f"{person_id}: updated {', '.join(sorted(fields))} (source = local)")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@pass_ctx
+def doctor(ctx: _Context, as_json: bool) -> None:
+    """Check config, folders, store, listen addresses and SMTP; exit 1 on any failure."""
+    from rosterdrop.doctor import run_doctor
+
+    sys.exit(run_doctor(ctx.config_path, as_json=as_json))
+
+
 @cli.command("hash-password")
 def hash_password_command() -> None:
     """Read a password on stdin and print its hash for the config."""

@@ -1,0 +1,181 @@
+"""`rosterdrop doctor`: every check passes on a good setup and fails with a fix."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from test_mail import Recorder, _self_signed, smtp_server  # noqa: F401  (fixture)
+from test_sftp_support import running_server
+
+from rosterdrop.config import parse_settings
+from rosterdrop.doctor import (
+    FAIL,
+    OK,
+    WARN,
+    check_free_space,
+    check_listen,
+    check_smtp,
+    check_store,
+    metrics_is_ours,
+    run_checks,
+    sftp_is_ours,
+)
+from rosterdrop.store.engine import open_store
+from rosterdrop.store.tables import SCHEMA_VERSION
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def write_config(tmp_path: Path, body: str = "") -> Path:
+    config = tmp_path / "rd.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n{body}\n'
+                      f'[sftp]\nlisten = "127.0.0.1:{closed_port()}"\n'
+                      '[tenants.a]\n[[tenants.a.accounts]]\nusername = "a"\n'
+                      'authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE0 k"]\n')
+    return config
+
+
+def doctor(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rosterdrop", "-c", str(config), "doctor",
+                           *args], capture_output=True, text=True, timeout=60)
+
+
+def statuses(checks: list[Any]) -> dict[str, str]:
+    return {c.name: c.status for c in checks}
+
+
+def test_good_setup_passes_with_starttls_and_auth(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        smtp_server: Callable[..., tuple[Controller, Recorder]]) -> None:  # noqa: F811
+    """A current SQLite store, free ports and an SMTP server with STARTTLS and AUTH:
+    every check ok, exit 0, and no mail was sent."""
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    def authenticator(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                      data: Any) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        return AuthResult(success=data.password == b"pw")
+
+    controller, recorder = smtp_server(tls_context=server_tls, require_starttls=True,
+                                       authenticator=authenticator, auth_required=True)
+    config = write_config(tmp_path, f'[metrics]\nlisten = "127.0.0.1:{closed_port()}"\n'
+                                    f'[mail]\nsmtp_host = "127.0.0.1"\n'
+                                    f'smtp_port = {controller.port}\nusername = "mailer"\n')
+    (tmp_path / "state").mkdir()
+    open_store(f"sqlite:///{tmp_path}/state/rosterdrop.db").close()
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.setenv("ROSTERDROP_SMTP_PASSWORD", "pw")
+    result = doctor(config)
+    assert result.returncode == 0, result.stdout
+    assert "all checks passed" in result.stdout
+    assert f"schema version {SCHEMA_VERSION} (current)" in result.stdout
+    assert "connect + EHLO + STARTTLS + AUTH ok (no mail sent)" in result.stdout
+    assert recorder.envelopes == []
+    rows = json.loads(doctor(config, "--json").stdout)
+    assert {r["name"]: r["status"] for r in rows} == {
+        "config": OK, "state folder": OK, "free space": OK, "store": OK,
+        "sftp.listen": OK, "metrics.listen": OK, "smtp": OK}
+
+
+def test_bad_config_fails_with_the_key(tmp_path: Path) -> None:
+    """A config with an unknown key: one FAIL row naming it, exit 1."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[sftp]\nlisen = \"0.0.0.0:22\"\n")
+    result = doctor(config)
+    assert result.returncode == 1
+    assert "config" in result.stdout and "FAIL" in result.stdout
+    assert "sftp.lisen: unknown key" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_unwritable_state_folder_and_low_space_fail(tmp_path: Path) -> None:
+    """A state folder that cannot be created, and less free space than needed: FAIL."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    config = tmp_path / "rd.toml"
+    config.write_text(f'state_dir = "{blocker}/state"\n'
+                      f'[sftp]\nlisten = "127.0.0.1:{closed_port()}"\n')
+    checks = run_checks(str(config))
+    state = next(c for c in checks if c.name == "state folder")
+    assert state.status == FAIL and "mkdir -p" in state.fix
+    low = check_free_space([tmp_path], min_free=1 << 60)
+    assert low.status == FAIL and "free at least" in low.fix
+    assert check_free_space([tmp_path], min_free=1, upload_bytes=1 << 60).status == WARN
+
+
+def test_store_unreachable_or_newer_schema_fails(tmp_path: Path) -> None:
+    """PostgreSQL that does not answer, and a database written by a newer rosterdrop."""
+    settings = parse_settings({"store": {
+        "url": f"postgresql+psycopg://nobody@127.0.0.1:{closed_port()}/none"}})
+    down = check_store(settings)
+    assert down.status == FAIL and "unreachable" in down.detail and "pg_hba" in down.fix
+
+    database = tmp_path / "state" / "rosterdrop.db"
+    open_store(f"sqlite:///{database}").close()
+    with sqlite3.connect(database) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.close()
+    newer = check_store(parse_settings({"state_dir": str(tmp_path / "state")}))
+    assert newer.status == FAIL and "newer than this rosterdrop" in newer.detail
+    fresh = check_store(parse_settings({"state_dir": str(tmp_path / "none")}))
+    assert fresh.status == OK and not (tmp_path / "none").exists()
+
+
+def test_listen_address_taken_by_another_program_or_by_rosterdrop(tmp_path: Path) -> None:
+    """A port held by something else fails; one served by a running rosterdrop is ok."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        taken = check_listen("sftp.listen", f"127.0.0.1:{port}", sftp_is_ours)
+    assert taken.status == FAIL and "another program" in taken.detail
+    with running_server(tmp_path) as running:
+        ours = check_listen("sftp.listen", f"127.0.0.1:{running.port}", sftp_is_ours)
+        assert ours.status == OK and "running rosterdrop" in ours.detail
+        wrong_kind = check_listen("metrics.listen", f"127.0.0.1:{running.port}",
+                                  metrics_is_ours)
+        assert wrong_kind.status == FAIL
+
+
+def test_smtp_failures_say_what_to_fix(
+        tmp_path: Path, smtp_server: Callable[..., tuple[Controller, Recorder]]) -> None:  # noqa: F811
+    """Nothing listening, no STARTTLS offered, an untrusted certificate, a missing
+    password: each FAIL says what to change."""
+    def mail(**options: Any) -> Any:
+        return parse_settings({"state_dir": str(tmp_path / "state"), "mail": {
+            "smtp_host": "127.0.0.1", "timeout_seconds": 5, **options}})
+
+    nothing = check_smtp(mail(smtp_port=closed_port()))
+    assert nothing.status == FAIL and "firewall" in nothing.fix
+
+    plain, _ = smtp_server()
+    no_tls = check_smtp(mail(smtp_port=plain.port))
+    assert no_tls.status == FAIL and "does not offer STARTTLS" in no_tls.detail
+    assert check_smtp(mail(smtp_port=plain.port, starttls=False)).status == OK
+
+    cert, key = _self_signed(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    secured, _ = smtp_server(tls_context=server_tls, require_starttls=True)
+    untrusted = check_smtp(mail(smtp_port=secured.port))
+    assert untrusted.status == FAIL and "not trusted" in untrusted.detail
+
+    no_password = check_smtp(mail(smtp_port=plain.port, starttls=False, username="u"))
+    assert no_password.status == FAIL and "ROSTERDROP_SMTP_PASSWORD" in no_password.detail
