@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, get_args
 
 import pytest
 from pydantic import BaseModel
@@ -26,6 +27,9 @@ def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
     for name, info in model.model_fields.items():
         key = prefix + (info.alias or name)
         annotation = info.annotation
+        present = [a for a in get_args(annotation) if a is not type(None)]
+        if isinstance(annotation, UnionType) and len(present) == 1:
+            annotation = present[0]  # an optional section (``source: OneRosterSource | None``)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys |= _keys(annotation, key + ".")
         else:

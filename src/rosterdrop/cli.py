@@ -309,13 +309,96 @@ def discard(ctx: _Context, run_id: str) -> None:
 @click.option("--tenant", "tenant_key", metavar="T", required=True)
 @pass_ctx
 def resync(ctx: _Context, tenant_key: str) -> None:
-    """"Sync Now": queue the tenant's last upload again for the daemon."""
+    """"Sync Now": queue the tenant's last upload again (an API tenant: pull it now)."""
     from rosterdrop.daemon.resync import queue_last_upload
 
-    ctx.settings.tenant(tenant_key)
+    if ctx.settings.tenant(tenant_key).source is not None:
+        from rosterdrop.oneroster_api.puller import PullStates
+
+        PullStates.of(ctx.settings).request(tenant_key)
+        click.echo(f"asked the daemon to pull {tenant_key} from its SIS now; "
+                   f"the daemon (rosterdrop serve) starts within seconds")
+        return
     job_id, name = queue_last_upload(ctx.settings, _open_store(ctx.settings), tenant_key)
     click.echo(f"queued {name} again for {tenant_key} (job {job_id}); "
                f"the daemon (rosterdrop serve) will process it")
+
+
+@cli.command()
+@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--dry-run", is_flag=True,
+              help="Fetch and check only: write nothing, queue nothing, record nothing.")
+@pass_ctx
+def pull(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
+    """Pull tenant T's roster from its OneRoster API now and queue it for the daemon."""
+    import tempfile
+
+    from rosterdrop.logs import configure_logging
+    from rosterdrop.oneroster_api.auth import read_secret
+    from rosterdrop.oneroster_api.puller import api_source, fetch_bundle, pull_file_name
+    from rosterdrop.runner import utc_now
+
+    settings = ctx.settings
+    source = api_source(settings, tenant_key)
+    secret = read_secret(source, tenant_key)
+    # One progress line per collection on a terminal; warnings only otherwise.
+    level = "info" if sys.stderr.isatty() else "warning"
+    configure_logging(settings.log.model_copy(update={"level": level, "format": "console"}),
+                      sys.stderr)
+    if not dry_run:
+        _pull_and_queue(ctx, tenant_key, secret)
+        return
+    from rosterdrop.check import check_upload
+    from rosterdrop.report import check_document
+
+    with tempfile.TemporaryDirectory(prefix="rosterdrop-pull-") as folder:
+        pulled = fetch_bundle(tenant_key, source, secret,
+                              Path(folder) / pull_file_name(utc_now()))
+        click.echo(render_pull(pulled))
+        checked = check_upload(pulled.path, tenant=settings.tenant(tenant_key),
+                               limits=settings.limits, today=date.today(),
+                               name=pulled.path.name)
+    document = check_document(checked)
+    click.echo("")
+    click.echo(render_check(document))
+    click.echo("\n(dry run: nothing was queued or recorded)")
+    sys.exit(EXIT_INPUT if document["status"] == "failed" else EXIT_OK)
+
+
+def _pull_and_queue(ctx: _Context, tenant_key: str, secret: str) -> None:
+    from rosterdrop.daemon.intake import Intake
+    from rosterdrop.daemon.queue import JobQueue
+    from rosterdrop.oneroster_api.puller import PullService, PullStates
+    from rosterdrop.paths import StatePaths
+    from rosterdrop.runner import Runner, utc_now
+
+    settings = ctx.settings
+    runner = Runner(settings, _open_store(settings))
+    intake = Intake(StatePaths.of(settings), JobQueue(runner.store), [tenant_key], utc_now)
+    service = PullService(settings, PullStates.of(settings), runner=runner, take=intake.take,
+                          secrets={tenant_key: secret}, clock=utc_now)
+    outcome = service.pull(tenant_key)
+    if outcome.pulled is None:
+        click.echo(f"pull failed: {outcome.error}", err=True)
+        click.echo(f"recorded as run {outcome.run_id} (failed); the report email says what "
+                   f"to check")
+        sys.exit(EXIT_INPUT)
+    click.echo(render_pull(outcome.pulled))
+    click.echo(f"\nqueued {outcome.pulled.path.name} for {tenant_key} (job {outcome.job_id}); "
+               f"the daemon (rosterdrop serve) will process it")
+
+
+def render_pull(pulled: Any, problems: int = 10) -> str:
+    """Records per collection of a pull, and the first things worth a look."""
+    lines = [f"pulled {pulled.tenant} (OneRoster {pulled.version}) in {pulled.seconds:.1f} s: "
+             f"{pulled.requests:,} requests, {pulled.retries:,} retried", ""]
+    for collection, n in pulled.records.items():
+        lines.append(f"  {collection:<18} {n:>10,}")
+    if "roles.csv" in pulled.rows:
+        lines.append(f"  {'roles (in users)':<18} {pulled.rows['roles.csv']:>10,}")
+    if pulled.notes:
+        lines += ["", "first problems:"] + [f"  {note}" for note in pulled.notes[:problems]]
+    return "\n".join(lines)
 
 
 @cli.group(invoke_without_command=True)

@@ -49,6 +49,10 @@ class Code(StrEnum):
     CHANGE_THRESHOLD = "CHANGE_THRESHOLD"
     ACCOUNT_LOCAL = "ACCOUNT_LOCAL"
     UPLOAD_SUPERSEDED = "UPLOAD_SUPERSEDED"
+    # source (a pull from a OneRoster REST API that produced no upload)
+    SOURCE_UNREACHABLE = "SOURCE_UNREACHABLE"
+    SOURCE_REFUSED = "SOURCE_REFUSED"
+    SOURCE_INVALID = "SOURCE_INVALID"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,19 @@ CATALOGUE: dict[Code, CodeInfo] = {
     Code.UPLOAD_SUPERSEDED: CodeInfo(
         W, "A queued upload was skipped because a newer one arrived",
         "No action needed."),
+    Code.SOURCE_UNREACHABLE: CodeInfo(
+        E, "The SIS could not be reached",
+        "Check that the SIS's OneRoster API is up and reachable from the rosterdrop server; "
+        "the next scheduled pull tries again, or run `rosterdrop resync --tenant T`."),
+    Code.SOURCE_REFUSED: CodeInfo(
+        E, "The SIS refused the request",
+        "Check the tenant's source settings (base_url, client_id, the client secret, "
+        "token_url) and the API client's permissions in the SIS; test with "
+        "`rosterdrop pull --tenant T --dry-run`."),
+    Code.SOURCE_INVALID: CodeInfo(
+        E, "The SIS answered with something that is not OneRoster data",
+        "Check that base_url points at the OneRoster API (ending in /ims/oneroster/v1p1 or "
+        "/ims/oneroster/rostering/v1p2) and ask the SIS vendor about the answer quoted."),
 }
 
 

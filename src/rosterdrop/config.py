@@ -15,7 +15,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rosterdrop.errors import ConfigError
 
@@ -143,6 +150,88 @@ class SftpAccount(_Section):
     authorized_keys: list[str] = []
 
 
+ONEROSTER_ENDPOINTS = {"/ims/oneroster/v1p1": "1.1", "/ims/oneroster/rostering/v1p2": "1.2"}
+"""The endpoint a source's ``base_url`` ends in decides the OneRoster version."""
+
+
+class OneRosterSource(_Section):
+    """A tenant whose roster is pulled from its SIS's OneRoster REST API on a schedule."""
+
+    type: Literal["oneroster-api"]
+    base_url: str
+    """``https://sis.example/ims/oneroster/v1p1`` (1.1) or ``…/ims/oneroster/rostering/v1p2`` (1.2)."""
+    client_id: Annotated[str, Field(min_length=1)]
+    client_secret_env: str = ""
+    """Name of the environment variable that holds the client secret, or:"""
+    client_secret_file: str = ""
+    """a file holding it (first line). Exactly one of the two; the secret is never logged."""
+    auth: Literal["oauth2", "oauth1"] = "oauth2"
+    token_url: str = ""
+    """OAuth 2 client-credentials token endpoint (required with ``auth = "oauth2"``)."""
+    scope: str = ""
+    """OAuth 2 scope to ask for; empty: none sent."""
+    page_size: Annotated[int, Field(ge=1, le=10000)] = 1000
+    timeout_seconds: Annotated[float, Field(gt=0)] = 60
+    retries: Annotated[int, Field(ge=0, le=20)] = 5
+    """Retries of one request after 429, 5xx, a timeout or a lost connection (with backoff)."""
+    rate_limit_per_second: Annotated[float, Field(ge=0)] = 10
+    """Most requests per second to the SIS; 0: no limit."""
+    frequency: Literal["daily", "hourly", "interval"] = "daily"
+    interval_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 60
+    time: str = "02:00"
+    """``HH:MM`` in ``timezone`` for daily pulls; hourly pulls use its minute."""
+    timezone: str = "UTC"
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+            raise ValueError(f"expected an http(s):// URL without query, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("base_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not any(value.endswith(suffix) for suffix in ONEROSTER_ENDPOINTS):
+            raise ValueError(
+                "must end in /ims/oneroster/v1p1 (OneRoster 1.1) or "
+                "/ims/oneroster/rostering/v1p2 (OneRoster 1.2)"
+            )
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        match = re.fullmatch(r"(\d{2}):(\d{2})", value)
+        if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+            raise ValueError(f"expected HH:MM (00:00 to 23:59), got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. 'America/Chicago')") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OneRosterSource:
+        if bool(self.client_secret_env) == bool(self.client_secret_file):
+            raise ValueError("set exactly one of client_secret_env and client_secret_file")
+        if self.auth == "oauth2" and not self.token_url:
+            raise ValueError('auth = "oauth2" needs token_url (the SIS\'s OAuth 2 token endpoint)')
+        return self
+
+    @property
+    def version(self) -> str:
+        """``"1.1"`` or ``"1.2"``, from the end of ``base_url``."""
+        return next(v for suffix, v in ONEROSTER_ENDPOINTS.items() if self.base_url.endswith(suffix))
+
+
 class TenantSettings(_Section):
     name: str = ""
     report_to: list[str] = []
@@ -154,6 +243,8 @@ class TenantSettings(_Section):
     duplicates: DuplicateSettings = DuplicateSettings()
     guard: GuardSettings = GuardSettings()
     accounts: list[SftpAccount] = []
+    source: OneRosterSource | None = None
+    """Pull the roster from the SIS's OneRoster REST API (uploads are still accepted)."""
 
     @field_validator("account_format")
     @classmethod

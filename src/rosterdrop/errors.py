@@ -11,9 +11,10 @@ cases where rosterdrop itself cannot go on::
     ├── InputError           a path cannot be read or written
     ├── StoreError           the database failed or is not reachable
     ├── MailError            a report email could not be delivered
-    └── SftpError            the SFTP server could not start
+    ├── SftpError            the SFTP server could not start
+    └── SourceError          a tenant's SIS (OneRoster REST API) could not be read
 
-Foreign exceptions (zipfile, polars, SQLAlchemy, smtplib, asyncssh, OSError)
+Foreign exceptions (zipfile, polars, SQLAlchemy, smtplib, asyncssh, httpx, OSError)
 are translated where they enter, ``raise StoreError(...) from exc``, so callers
 only ever catch ours.
 """
@@ -51,3 +52,16 @@ class MailError(RosterdropError):
 
 class SftpError(RosterdropError):
     """The SFTP server could not start or serve."""
+
+
+class SourceError(RosterdropError):
+    """A tenant's SIS could not be read: unreachable, refused, or answered nonsense.
+
+    ``reason`` is ``"unreachable"`` (network, timeouts, 429/5xx after retries),
+    ``"refused"`` (401/403/404 and other refusals: credentials, permissions,
+    the URL) or ``"invalid"`` (an answer that is not OneRoster JSON).
+    """
+
+    def __init__(self, message: str, *, reason: str = "unreachable") -> None:
+        super().__init__(message)
+        self.reason = reason

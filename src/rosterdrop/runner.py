@@ -142,6 +142,23 @@ class Runner:
         return self._finish(run, tenant, document, checked, timer, applied=False,
                             now=self.clock())
 
+    def source_failed(self, tenant_key: str, *, source: str, file_name: str, code: Code,
+                      message: str) -> RunRecord:
+        """Record a pull from the tenant's SIS that produced no upload: one failed run
+        carrying one ``SOURCE_*`` error, and its email, as for a rejected upload."""
+        tenant = self.settings.tenant(tenant_key)
+        now = self.clock()
+        run = create_run(self.store, RunRecord(
+            run_id=new_run_id(now), tenant=tenant_key, source=source, file_name=file_name,
+            size=0, created_at=now,
+        ))
+        log.info("run_started", tenant=tenant_key, run_id=run.run_id, source=source,
+                 file=file_name, bytes=0)
+        checked = Checked(file_name, sha256_of(b""))
+        checked.issues.add(code, message)
+        document = self._document(run, checked, None, "failed", False)
+        return self._finish(run, tenant, document, checked, _Timer({}), applied=False, now=now)
+
     def ensure_mailed(self, run: RunRecord) -> None:
         """Send a finished run's email if no earlier attempt got it out (crash recovery)."""
         if run.status in ("running", "discarded") or self._mail_state(run.run_id) == "sent":

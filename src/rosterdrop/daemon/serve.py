@@ -19,6 +19,7 @@ from rosterdrop.daemon.watcher import Watcher
 from rosterdrop.daemon.workers import WorkerPool
 from rosterdrop.errors import InputError, SftpError
 from rosterdrop.metrics import DaemonState, Monitoring
+from rosterdrop.oneroster_api.puller import daemon_scheduler
 from rosterdrop.passwords import hash_password
 from rosterdrop.paths import StatePaths
 from rosterdrop.runner import Runner, utc_now
@@ -122,6 +123,8 @@ class Daemon:
             on_queued=self.pool.wake,
         )
         self.mail_retrier = MailRetrier(self.runner, min(5.0, settings.mail.retry_seconds))
+        self.pulls = daemon_scheduler(settings, runner=self.runner, take=self.intake.take,
+                                      on_queued=self.pool.wake, clock=utc_now)
         self.monitoring = Monitoring(settings.metrics.listen, DaemonState.of(
             self.store, self.queue, self.server, self.pool, clock=utc_now,
             stuck_seconds=settings.metrics.stuck_seconds))
@@ -142,6 +145,8 @@ class Daemon:
         self.watcher.start()
         self.pool.start()
         self.mail_retrier.start()
+        if self.pulls is not None:
+            self.pulls.start()
         log.info("daemon_started", listen=f"{self.settings.sftp.listen.rsplit(':', 1)[0]}:"
                  f"{self.server.port}", store=self.store.dialect, workers=self.settings.workers,
                  state_dir=str(self.paths.root), recovered=recovered, released=released,
@@ -158,6 +163,8 @@ class Daemon:
 
     def _stop_workers(self) -> None:
         self.mail_retrier.stop()
+        if self.pulls is not None:
+            self.pulls.stop(DRAIN_SECONDS)
         self.watcher.stop()
         self.pool.stop(DRAIN_SECONDS)
 

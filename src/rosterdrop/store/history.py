@@ -28,7 +28,7 @@ RUN_STATUSES = (
     "unchanged",
     "discarded",
 )
-RUN_SOURCES = ("sftp", "watch", "cli", "resync")
+RUN_SOURCES = ("sftp", "watch", "cli", "resync", "oneroster-api")
 
 
 @dataclass
