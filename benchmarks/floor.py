@@ -4,13 +4,13 @@
 
 Inflates every ``.csv`` entry of the ZIP and parses it with
 ``polars.read_csv(..., infer_schema=False)`` (every column a string), nothing
-else, and prints one JSON object: ``seconds`` (that work only: the interpreter
-start and the polars import are outside the clock), ``rows`` (data rows over
-all files), ``files`` and ``rows_per_file``.
+else. ``measure`` returns ``seconds`` (that work only: the clock starts after
+the imports), ``rows`` (data rows over all files), ``files`` and
+``rows_per_file``.
 
-It runs in its own process (started by ``run.py``) so that it starts as cold
-as the command it is compared with and its memory does not add to the
-harness's.
+``inproc.py`` calls ``measure`` in the same process as the measurements it is
+compared with (performance.md: "in the same process and run"); as a script it
+prints the same as one JSON object.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import json
 import sys
 import time
 import zipfile
+from typing import Any
 
 import polars as pl
 
 
-def measure(path: str) -> dict[str, object]:
+def measure(path: str) -> dict[str, Any]:
     started = time.perf_counter()
     rows_per_file: dict[str, int] = {}
     with zipfile.ZipFile(path) as zf:

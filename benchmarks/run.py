@@ -1,36 +1,41 @@
 """rosterdrop benchmarks: one command, a table, a JSON file (spec: performance.md).
 
-    python benchmarks/run.py [--sizes S,M,L] [--json out.json] [--repeats 3] [--smoke]
+    python benchmarks/run.py [--sizes S,M,L] [--only P1,P2,...] [--json out.json]
+                             [--repeats 3] [--smoke]
 
 For each workload size the harness
 
 1. makes the upload with ``rosterdrop sample OUT --layout oneroster-1.1
-   --students N --seed 1`` into ``benchmarks/out/`` (cached by name; made
-   again when ``rosterdrop/sample.py`` changes or with ``--regenerate``);
-2. runs, ``--repeats`` times and interleaved so that both see the same
-   machine, the **floor** (``floor.py``: inflate + ``polars.read_csv`` of
-   every CSV, in a subprocess) and every registered **measurement** (P1:
-   ``rosterdrop validate ZIP --json``, in a subprocess);
-3. reports medians: a measurement's ratio is its median wall time over the
-   median floor, checked against its target; peak RSS comes from
-   ``os.wait4`` on the measured process itself.
+   --students N --seed 1`` into ``benchmarks/out/`` (cached; made again when
+   ``rosterdrop/sample.py`` changes or with ``--regenerate``), and for P3 its
+   1 %-changed variant (``variant.py``);
+2. starts one **worker process** (``inproc.py``) that measures, in the same
+   process and interleaved, the **floor** (``floor.measure``: inflate +
+   ``polars.read_csv`` of every CSV) and the in-process measurements: P1
+   ``check_upload``, P2–P4 ``Runner.sync`` on SQLite, P2/P3 on PostgreSQL;
+   one untimed warm-up of each, then ``--repeats`` rounds, a floor before
+   every measured call;
+3. runs the **CLI** measurements as subprocesses reaped with ``os.wait4`` (so
+   peak RSS is that process's own): ``rosterdrop validate --json`` (extra
+   columns of P1), ``rosterdrop -c CFG sync ZIP --tenant bench --json`` into a
+   fresh state folder (P5 on S/M/L, P6 on XL).
 
-Every target in performance.md is a ratio against the floor of the same run
-or a memory bound, so absolute seconds are information only. Measurements are
-entries of ``MEASUREMENTS``: later targets (P2 sync, P3 resync, …) are added
-there, each with its own untimed set-up in a fresh scratch folder.
+Then, once, the **daemon** measurements P7–P9 (``daemon_bench.py``).
 
-Exit status: 0 when every target that applies passed (a measurement whose
-command does not exist yet is reported as "unavailable" and does not fail the
-run), 1 when a target failed or a measurement broke, 2 for bad arguments.
+Ratios are medians over the floor's median of the same run; every target in
+performance.md is such a ratio or a memory bound, so absolute seconds are
+information only.
+
+Exit status: 0 when every binding target passed (a measurement that cannot
+run here, e.g. no PostgreSQL or no sshd, is "unavailable" and does not fail
+the run), 1 when a binding target failed or a measurement broke, 2 for bad
+arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -38,312 +43,246 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "out"
-FLOOR_SCRIPT = HERE / "floor.py"
+from common import (
+    DEFAULT_OUT,
+    HERE,
+    LAYOUT,
+    SEED,
+    SIZES,
+    ProcessRun,
+    Workload,
+    prepare_variant,
+    prepare_workload,
+    progress,
+    rosterdrop,
+    run_process,
+)
 
-LAYOUT = "oneroster-1.1"
-SEED = 1
-SIZES: dict[str, int] = {"S": 2_000, "M": 25_000, "L": 100_000, "XL": 1_000_000}
-"""Workload name -> students (performance.md "Workloads")."""
-
-TIMEOUT_SECONDS = 3_600
-
-
-# --- running one measured process ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProcessRun:
-    """One finished subprocess: wall time, CPU time and its own peak RSS."""
-
-    argv: list[str]
-    returncode: int
-    seconds: float
-    cpu_seconds: float
-    peak_rss_mib: float
-    stdout: str
-    stderr: str
-
-    def last_stderr_line(self) -> str:
-        lines = [line for line in self.stderr.splitlines() if line.strip()]
-        return lines[-1].strip() if lines else f"exit status {self.returncode}"
-
-
-def run_process(
-    argv: Sequence[str], *, cwd: Path | None = None, timeout: float = TIMEOUT_SECONDS
-) -> ProcessRun:
-    """Run ``argv`` and reap it with ``os.wait4``, whose rusage is that process's
-    own (``RUSAGE_CHILDREN`` would be a max over every child the harness ever had).
-    Output goes to temporary files, so a chatty command cannot block on a pipe."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd
-        )
-        killer = threading.Timer(timeout, proc.kill)
-        killer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return ProcessRun(
-            argv=list(argv),
-            returncode=proc.returncode,
-            seconds=seconds,
-            cpu_seconds=usage.ru_utime + usage.ru_stime,
-            peak_rss_mib=usage.ru_maxrss / 1024,  # Linux reports KiB
-            stdout=out.read().decode("utf-8", "replace"),
-            stderr=err.read().decode("utf-8", "replace"),
-        )
-
-
-def rosterdrop(*args: str) -> list[str]:
-    """The ``rosterdrop`` command of the interpreter running the harness."""
-    return [sys.executable, "-m", "rosterdrop", *args]
-
-
-# --- workloads --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    students: int
-    zip_path: Path
-    counts: dict[str, int]
-    generate_seconds: float | None  # None when taken from the cache
-
-
-def _sample_digest() -> str:
-    """Digest of the generator's source: a changed generator invalidates the cache."""
-    spec = importlib.util.find_spec("rosterdrop.sample")
-    if spec is None or spec.origin is None:
-        raise SystemExit("benchmarks: rosterdrop is not installed in this interpreter")
-    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()[:16]
-
-
-def prepare_workload(name: str, out_dir: Path, *, regenerate: bool) -> Workload:
-    students = SIZES[name]
-    zip_path = out_dir / f"{LAYOUT}-{name}-seed{SEED}.zip"
-    meta_path = zip_path.with_suffix(".json")
-    digest = _sample_digest()
-    with contextlib.suppress(OSError, ValueError):
-        meta = json.loads(meta_path.read_text())
-        if (
-            not regenerate
-            and zip_path.exists()
-            and meta.get("sample_digest") == digest
-            and meta.get("students") == students
-        ):
-            return Workload(name, students, zip_path, meta["counts"], None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _progress(f"{name}: generating {students:,} students -> {zip_path.name}")
-    run = run_process(
-        rosterdrop("sample", str(zip_path), "--layout", LAYOUT, "--students", str(students),
-                   "--seed", str(SEED))
-    )
-    if run.returncode != 0:
-        raise SystemExit(f"benchmarks: rosterdrop sample failed: {run.last_stderr_line()}")
-    counts = _read_counts(zip_path)
-    meta = {"students": students, "layout": LAYOUT, "seed": SEED, "sample_digest": digest,
-            "counts": counts, "generate_seconds": run.seconds,
-            "generate_peak_rss_mib": run.peak_rss_mib}
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    return Workload(name, students, zip_path, counts, run.seconds)
-
-
-def _read_counts(zip_path: Path) -> dict[str, int]:
-    """Data rows per CSV, counted from the ZIP (newlines outside quotes are rows
-    here: the sample never puts a line break inside a field)."""
-    import zipfile
-
-    counts = {}
-    with zipfile.ZipFile(zip_path) as zf:
-        for info in zf.infolist():
-            with zf.open(info) as stream:
-                lines = sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
-            counts[info.filename] = max(0, lines - 1)
-    return counts
+INPROC_SCRIPT = HERE / "inproc.py"
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+GIB = 1024.0
 
 
 # --- the registry of measurements ----------------------------------------------------------
-
-
-class Unavailable(Exception):
-    """The measured command does not exist (yet) in this checkout."""
-
-
-class Broken(Exception):
-    """The measured command ran but failed or produced unreadable output."""
 
 
 @dataclass(frozen=True)
 class Measurement:
     """One performance.md target.
 
-    ``prepare(workload, scratch)`` does the untimed set-up of one repetition in
-    a fresh, empty ``scratch`` folder (P3 would sync the upload once there) and
-    returns the command to time. ``interpret(run)`` checks the finished
-    process and returns details for the JSON; it raises ``Unavailable`` or
-    ``Broken``. Targets: wall time ≤ ``max_ratio`` × floor and peak RSS ≤
-    ``max_rss_mib``; they bind on the ``binding`` workloads and are shown in
-    parentheses, for information, on the others.
+    ``kind``: ``inproc`` (measured in the worker process against the floor),
+    ``cli`` (a ``rosterdrop`` subprocess: wall time and peak RSS) or ``daemon``
+    (P7–P9, once per run, not per size). Targets bind on the ``binding``
+    workloads and are shown in parentheses, for information, elsewhere; a
+    measurement runs on the ``sizes`` workloads only.
     """
 
     key: str
     title: str
-    prepare: Callable[[Workload, Path], list[str]]
-    interpret: Callable[[ProcessRun], dict[str, Any]]
+    kind: str
+    target: str
     max_ratio: float | None = None
     max_rss_mib: float | None = None
     binding: frozenset[str] = frozenset({"L"})
-    sizes: frozenset[str] = frozenset(SIZES)
+    sizes: frozenset[str] = frozenset({"S", "M", "L"})
 
 
-_MISSING_MARKERS = ("No such command", "ModuleNotFoundError", "ImportError")
-
-
-def _interpret_report(run: ProcessRun) -> dict[str, Any]:
-    """A ``validate --json`` / ``sync --json`` document (cli.md); exit 0 or 1."""
-    doc: Any = None
-    if run.returncode in (0, 1):
-        with contextlib.suppress(ValueError):
-            doc = json.loads(run.stdout)
-    if not isinstance(doc, dict):
-        # No document. A command (or a module it imports) that is not there yet
-        # is "unavailable"; anything else is a broken measurement.
-        if any(marker in run.stderr for marker in _MISSING_MARKERS):
-            raise Unavailable(run.last_stderr_line())
-        raise Broken(f"exit status {run.returncode}, no JSON document: "
-                     f"{run.last_stderr_line()}")
-    details = {key: doc.get(key) for key in ("layout", "status", "counts", "issue_counts")}
-    if doc.get("status") == "failed":
-        codes = ", ".join(sorted((doc.get("issue_counts") or {}).keys()))
-        details["note"] = f"the report has errors ({codes})"
-    return details
-
+_ALL = frozenset(SIZES)
+_NONE: frozenset[str] = frozenset()
 
 MEASUREMENTS: dict[str, Measurement] = {
     m.key: m
     for m in [
-        Measurement(
-            key="P1",
-            title="validate",
-            prepare=lambda w, scratch: rosterdrop("validate", str(w.zip_path), "--json"),
-            interpret=_interpret_report,
-            max_ratio=3.0,
-        ),
+        Measurement("P1", "validate (check_upload)", "inproc", "≤3×", max_ratio=3.0, sizes=_ALL),
+        Measurement("P2", "first sync, SQLite", "inproc", "≤12×", max_ratio=12.0),
+        Measurement("P3", "sync 1 % changed, SQLite", "inproc", "≤4×, changed rows only",
+                    max_ratio=4.0),
+        Measurement("P4", "sync byte-identical", "inproc", "≤0.5×", max_ratio=0.5),
+        Measurement("P5", "sync CLI peak RSS", "cli", "≤1 GiB", max_rss_mib=1 * GIB),
+        Measurement("P6", "sync XL CLI", "cli", "completes, ≤6 GiB", max_rss_mib=6 * GIB,
+                    binding=frozenset({"XL"}), sizes=frozenset({"XL"})),
+        Measurement("P2pg", "first sync, PostgreSQL", "inproc", "≤12×", max_ratio=12.0,
+                    binding=_NONE),
+        Measurement("P3pg", "sync 1 % changed, PostgreSQL", "inproc", "≤4×, changed rows only",
+                    max_ratio=4.0, binding=_NONE),
+        Measurement("P7", "SFTP 200 MiB vs OpenSSH", "daemon", "≥0.8× OpenSSH"),
+        Measurement("P8", "S upload close → email", "daemon", "median ≤2 s"),
+        Measurement("P9", "50 clients at once", "daemon", "50/50, once, ≤1 GiB"),
     ]
 }
+INPROC = [k for k, m in MEASUREMENTS.items() if m.kind == "inproc"]
+DAEMON = [k for k, m in MEASUREMENTS.items() if m.kind == "daemon"]
 
 
-# --- running the benchmark ----------------------------------------------------------------------
+# --- one workload: the worker process, then the CLI processes ------------------------------------
 
 
-@dataclass
-class Series:
-    """The repetitions of one measured command on one workload."""
-
-    runs: list[ProcessRun] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-    status: str = "ok"  # ok | unavailable | broken
-    reason: str | None = None
-
-    @property
-    def seconds(self) -> float:
-        return statistics.median(r.seconds for r in self.runs)
-
-    @property
-    def peak_rss_mib(self) -> float:
-        return max(r.peak_rss_mib for r in self.runs)
+def _ok_status(status: Any) -> bool:
+    return status in ("completed", "completed_with_warnings", "warnings", "ok")
 
 
-def _floor(zip_path: Path) -> tuple[ProcessRun, dict[str, Any]]:
-    run = run_process([sys.executable, str(FLOOR_SCRIPT), str(zip_path)])
-    if run.returncode != 0:
-        raise SystemExit(f"benchmarks: floor failed: {run.last_stderr_line()}")
-    result: dict[str, Any] = json.loads(run.stdout)
-    return run, result
+def _entry(m: Measurement, workload: str) -> dict[str, Any]:
+    return {"title": m.title, "status": "ok", "reason": None, "binding": workload in m.binding,
+            "target": m.target, "passed": None}
 
 
-def bench_workload(
-    workload: Workload, measurements: Sequence[Measurement], repeats: int
-) -> dict[str, Any]:
-    _progress(f"{workload.name}: warming up")
-    _floor(workload.zip_path)  # untimed: page cache, bytecode caches
-    floor_seconds: list[float] = []
-    floor_rss: list[float] = []
-    floor_wall: list[float] = []
-    rows = 0
-    series = {m.key: Series() for m in measurements}
-    for rep in range(1, repeats + 1):
-        run, floor = _floor(workload.zip_path)
-        floor_seconds.append(floor["seconds"])
-        floor_wall.append(run.seconds)
-        floor_rss.append(run.peak_rss_mib)
-        rows = floor["rows"]
-        _progress(f"{workload.name}: run {rep}/{repeats}: floor {floor['seconds']:.3f} s")
-        for m in measurements:
-            s = series[m.key]
-            if s.status != "ok":
-                continue
-            with tempfile.TemporaryDirectory(prefix=f"bench-{m.key}-") as scratch:
-                argv = m.prepare(workload, Path(scratch))
-                proc = run_process(argv, cwd=Path(scratch))
-            try:
-                s.details = m.interpret(proc)
-            except Unavailable as exc:
-                s.status, s.reason = "unavailable", str(exc)
-            except Broken as exc:
-                s.status, s.reason = "broken", str(exc)
-            else:
-                s.runs.append(proc)
-            shown = f"{proc.seconds:.3f} s" if s.status == "ok" else f"{s.status}: {s.reason}"
-            _progress(f"{workload.name}: run {rep}/{repeats}: {m.key} {m.title} {shown}")
+def _inproc_entry(m: Measurement, workload: Workload, runs: list[dict[str, Any]],
+                  floor: float, rows: int, expected: dict[str, int] | None) -> dict[str, Any]:
+    entry = _entry(m, workload.name)
+    seconds = statistics.median(r["seconds"] for r in runs)
+    ratio = seconds / floor
+    last = runs[-1]
+    checks = [ratio <= m.max_ratio] if m.max_ratio is not None else []
+    notes: list[str] = []
+    details: dict[str, Any] = {"status": last["status"]}
+    if m.key == "P1":
+        details.update(counts=last["counts"], issue_counts=last["issue_counts"])
+        if last["status"] == "failed":
+            notes.append(f"the report has errors ({', '.join(sorted(last['issue_counts']))})")
+    else:
+        wanted = (lambda s: s == "unchanged") if m.key == "P4" else _ok_status
+        checks.append(all(wanted(r["status"]) for r in runs))
+        details.update(timings=_median_steps(runs), changes=last["changes"],
+                       rows_written=[r["rows_written"] for r in runs],
+                       rows_by_table=last["rows_by_table"],
+                       run_applied_rows=[r["run_applied_rows"] for r in runs],
+                       db_changes=[r["db_changes"] for r in runs])
+    if m.key in ("P3", "P3pg") and expected is not None:
+        want = sum(expected.values())
+        written = [r["rows_written"] for r in runs]
+        exact = all(w == want for w in written)
+        checks.append(exact)
+        details["expected_rows"] = expected
+        notes.append(f"wrote {written[-1]:,} rows, expected {want:,} changed "
+                     f"({'equal' if exact else 'NOT equal'}); the upload has {rows:,} rows")
+    if m.key != "P1":
+        steps = details["timings"]
+        notes.append("steps " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+    entry.update(seconds=seconds, runs=[r["seconds"] for r in runs], ratio=ratio,
+                 seconds_per_million_rows=seconds / (rows / 1e6) if rows else None,
+                 passed=all(checks), details=details, notes=notes)
+    return entry
 
-    floor_median = statistics.median(floor_seconds)
+
+def _median_steps(runs: list[dict[str, Any]]) -> dict[str, float]:
+    names = list(dict.fromkeys(k for r in runs for k in r["timings"]))
+    steps = {n: statistics.median(r["timings"].get(n, 0.0) for r in runs) for n in names}
+    steps["other"] = statistics.median(r["outside_steps"] for r in runs)
+    return steps
+
+
+def _worker(workload: Workload, keys: list[str], repeats: int, variant: Path | None,
+            pg_url: str) -> tuple[dict[str, Any], ProcessRun]:
+    with tempfile.TemporaryDirectory(prefix="bench-inproc-") as folder:
+        job = {"zip": str(workload.zip_path), "variant": str(variant) if variant else None,
+               "measure": keys, "repeats": repeats, "pg_url": pg_url,
+               "scratch": str(Path(folder) / "scratch")}
+        job_path, result_path = Path(folder) / "job.json", Path(folder) / "result.json"
+        job_path.write_text(json.dumps(job))
+        # The worker's progress lines go straight to our stderr, as they happen.
+        run = _run_streaming([sys.executable, str(INPROC_SCRIPT), str(job_path), str(result_path)],
+                             cwd=Path(folder))
+        if run.returncode != 0 or not result_path.exists():
+            raise SystemExit(f"benchmarks: the in-process worker failed: {run.last_stderr_line()}")
+        return json.loads(result_path.read_text()), run
+
+
+def _run_streaming(argv: list[str], cwd: Path) -> ProcessRun:
+    """Like ``run_process``, but stderr is passed through (the worker's progress)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    return ProcessRun(argv, os.waitstatus_to_exitcode(status), time.perf_counter() - started,
+                      usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, "", "")
+
+
+def _config(folder: Path) -> Path:
+    """A config whose state folder (SQLite store, outbox) lives in ``folder``."""
+    path = folder / "rosterdrop.toml"
+    path.write_text(f"state_dir = {json.dumps(str(folder / 'state'))}\n"
+                    '[tenants.bench]\nname = "Benchmark District"\n'
+                    'report_to = ["it@bench.example"]\n')
+    return path
+
+
+def _cli_validate(workload: Workload) -> ProcessRun:
+    return run_process(rosterdrop("validate", str(workload.zip_path), "--json"))
+
+
+def _cli_sync(workload: Workload) -> ProcessRun:
+    with tempfile.TemporaryDirectory(prefix="bench-sync-") as folder:
+        config = _config(Path(folder))
+        return run_process(rosterdrop("-c", str(config), "sync", str(workload.zip_path),
+                                      "--tenant", "bench", "--json"), cwd=Path(folder))
+
+
+def _document(run: ProcessRun) -> dict[str, Any] | None:
+    with contextlib.suppress(ValueError):
+        doc = json.loads(run.stdout)
+        return doc if isinstance(doc, dict) else None
+    return None
+
+
+def bench_workload(workload: Workload, keys: list[str], repeats: int, *, pg_url: str,
+                   regenerate: bool) -> dict[str, Any]:
+    inproc = [k for k in keys if MEASUREMENTS[k].kind == "inproc"]
+    if not pg_url:
+        inproc = [k for k in inproc if not k.endswith("pg")]
+    variant, expected = None, None
+    if any(k in inproc for k in ("P3", "P4", "P3pg")):
+        variant, expected = prepare_variant(workload, regenerate=regenerate)
+
+    progress(f"{workload.name}: in-process worker ({', '.join(inproc) or 'floor only'}), "
+             f"{repeats} round(s) after a warm-up")
+    worker, worker_run = _worker(workload, inproc, repeats, variant, pg_url)
+    floors: list[float] = worker["floor"]
+    floor = statistics.median(floors)
+    rows: int = worker["rows"]
     results: dict[str, Any] = {}
-    for m in measurements:
-        s = series[m.key]
-        entry: dict[str, Any] = {
-            "title": m.title,
-            "status": s.status,
-            "reason": s.reason,
-            "binding": workload.name in m.binding,
-            "target": {"max_ratio": m.max_ratio, "max_rss_mib": m.max_rss_mib},
-        }
-        if s.status == "ok":
-            ratio = s.seconds / floor_median
-            checks = []
-            if m.max_ratio is not None:
-                checks.append(ratio <= m.max_ratio)
-            if m.max_rss_mib is not None:
-                checks.append(s.peak_rss_mib <= m.max_rss_mib)
-            entry.update(
-                seconds=s.seconds,
-                runs=[r.seconds for r in s.runs],
-                cpu_seconds=[r.cpu_seconds for r in s.runs],
-                ratio=ratio,
-                peak_rss_mib=s.peak_rss_mib,
-                seconds_per_million_rows=s.seconds / (rows / 1e6) if rows else None,
-                passed=all(checks),
-                details=s.details,
-            )
-        results[m.key] = entry
+    for key in keys:
+        m = MEASUREMENTS[key]
+        if m.kind != "inproc":
+            continue
+        if key not in inproc or key in worker["errors"]:
+            entry = _entry(m, workload.name)
+            entry.update(status="unavailable", reason=worker["errors"].get(
+                key, "no PostgreSQL URL (--pg)"))
+            results[key] = entry
+            continue
+        results[key] = _inproc_entry(m, workload, worker["runs"][key], floor, rows, expected)
+
+    # CLI processes: P1's extra columns, P5 (S/M/L) and P6 (XL), interleaved per round.
+    cli: dict[str, list[ProcessRun]] = {}
+    wanted: list[tuple[str, Callable[[Workload], ProcessRun]]] = []
+    if "P1" in keys:
+        wanted.append(("P1", _cli_validate))
+    if "P5" in keys or "P6" in keys:
+        wanted.append(("sync", _cli_sync))
+    rounds = 1 if workload.name == "XL" else repeats
+    for rnd in range(1, rounds + 1):
+        for name, call in wanted:
+            run = call(workload)
+            cli.setdefault(name, []).append(run)
+            progress(f"{workload.name}: CLI round {rnd}/{rounds}: {name} {run.seconds:.2f} s, "
+                     f"{run.peak_rss_mib:.0f} MiB, exit {run.returncode}")
+    if "P1" in results and "P1" in cli:
+        runs = cli["P1"]
+        results["P1"].update(cli_seconds=statistics.median(r.seconds for r in runs),
+                             cli_runs=[r.seconds for r in runs],
+                             peak_rss_mib=max(r.peak_rss_mib for r in runs))
+    for key in ("P5", "P6"):
+        if key in keys:
+            results[key] = _cli_entry(MEASUREMENTS[key], workload, cli.get("sync", []), floor, rows)
+
     return {
         "name": workload.name,
         "students": workload.students,
@@ -352,73 +291,192 @@ def bench_workload(
         "rows": rows,
         "rows_per_file": workload.counts,
         "generate_seconds": workload.generate_seconds,
+        "variant": str(variant) if variant else None,
         "floor": {
-            "seconds": floor_median,
-            "runs": floor_seconds,
-            "process_wall_seconds": floor_wall,
-            "peak_rss_mib": max(floor_rss),
-            "seconds_per_million_rows": floor_median / (rows / 1e6) if rows else None,
+            "seconds": floor,
+            "runs": floors,
+            "seconds_per_million_rows": floor / (rows / 1e6) if rows else None,
+            "worker_peak_rss_mib": worker_run.peak_rss_mib,
         },
         "measurements": results,
     }
 
 
+def _cli_entry(m: Measurement, workload: Workload, runs: list[ProcessRun], floor: float,
+               rows: int) -> dict[str, Any]:
+    entry = _entry(m, workload.name)
+    if workload.name not in m.sizes:
+        entry.update(status="skipped", reason=f"runs on {','.join(sorted(m.sizes))} only")
+        return entry
+    docs = [_document(r) for r in runs]
+    bad = [r for r, d in zip(runs, docs, strict=True) if d is None]
+    if bad:
+        entry.update(status="broken", reason=f"exit status {bad[0].returncode}, no JSON: "
+                                              f"{bad[0].last_stderr_line()}")
+        return entry
+    statuses = [str(d.get("status")) for d in docs if d]
+    rss = max(r.peak_rss_mib for r in runs)
+    seconds = statistics.median(r.seconds for r in runs)
+    checks = [all(_ok_status(s) for s in statuses)]
+    if m.max_rss_mib is not None:
+        checks.append(rss <= m.max_rss_mib)
+    entry.update(seconds=seconds, runs=[r.seconds for r in runs], ratio=seconds / floor,
+                 cli_seconds=seconds, peak_rss_mib=rss,
+                 cpu_seconds=[r.cpu_seconds for r in runs],
+                 seconds_per_million_rows=seconds / (rows / 1e6) if rows else None,
+                 passed=all(checks), details={"statuses": statuses},
+                 notes=[f"status {', '.join(sorted(set(statuses)))}; wall time includes "
+                        f"interpreter start and imports"])
+    return entry
+
+
+# --- the daemon measurements ------------------------------------------------------------------------
+
+
+def bench_daemon(keys: list[str], *, smoke: bool, repeats: int, out_dir: Path,
+                 regenerate: bool) -> dict[str, Any]:
+    import daemon_bench
+
+    results: dict[str, Any] = {}
+    mib = 16 if smoke else 200
+    p8_uploads = 2 if smoke else 5
+    clients = 10 if smoke else 50
+    seeds = [prepare_workload("S", out_dir, regenerate=regenerate, seed=seed).zip_path
+             for seed in range(2, 3 + p8_uploads)]
+
+    def attempt(key: str, call: Callable[[Path], dict[str, Any]]) -> dict[str, Any] | None:
+        m = MEASUREMENTS[key]
+        entry = _entry(m, "daemon")
+        entry["binding"] = not smoke
+        results[key] = entry
+        progress(f"{key}: {m.title}")
+        try:
+            with daemon_bench.scratch(f"bench-{key}-") as folder:
+                return call(folder)
+        except daemon_bench.DaemonUnavailable as exc:
+            entry.update(status="unavailable", reason=str(exc))
+        except Exception as exc:
+            traceback.print_exc()
+            entry.update(status="broken", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return None
+
+    if "P7" in keys:
+        rounds = 1 if smoke else max(repeats, 5)
+        found = attempt("P7", lambda f: daemon_bench.p7_upload(f, mib=mib, repeats=rounds))
+        if found is not None:
+            modes = found["modes"]
+            worst = min(modes, key=lambda mode: modes[mode]["ratio"])
+            results["P7"].update(
+                workload=f"{mib} MiB", ratio=modes[worst]["ratio"],
+                seconds=modes[worst]["rosterdrop_median"], baseline=modes[worst]["openssh_median"],
+                passed=all(v["ratio"] >= 0.8 for v in modes.values()),
+                peak_rss_mib=found["daemon_memory_mib"].get("VmHWM"), details=found,
+                notes=[f"{mode}: rosterdrop {v['rosterdrop_mib_s']:.0f} MiB/s, OpenSSH "
+                       f"{v['openssh_mib_s']:.0f} MiB/s (transfer), ratio {v['ratio']:.2f}; whole "
+                       f"sessions {v['rosterdrop_median']:.2f} s vs {v['openssh_median']:.2f} s "
+                       f"(ratio {v['ratio_whole_session']:.2f})" for mode, v in modes.items()]
+                + [f"ciphers: {found['ciphers']}; empty session (connect+auth+pwd): "
+                   + ", ".join(f"{k} {v:.2f} s" for k, v in found["session_seconds"]["median"].items())],
+            )
+    if "P8" in keys:
+        found = attempt("P8", lambda f: daemon_bench.p8_latency(f, seeds[0], seeds[1:]))
+        if found is not None:
+            steps = [u["steps"] for u in found["uploads"] if u["steps"]]
+            breakdown = {k: statistics.median(s[k] for s in steps) for k in steps[0]} if steps else {}
+            results["P8"].update(
+                workload=f"S ×{len(found['uploads'])}", seconds=found["median"],
+                runs=[u["seconds"] for u in found["uploads"]], passed=found["median"] <= 2.0,
+                peak_rss_mib=found["daemon_memory_mib"].get("VmHWM"), details=found,
+                notes=["median steps " + ", ".join(f"{k} {v:.3f} s" for k, v in breakdown.items())
+                       + "; statuses " + ", ".join(sorted({str(u["status"]) for u in found["uploads"]}))],
+            )
+    if "P9" in keys:
+        found = attempt("P9", lambda f: daemon_bench.p9_concurrent(
+            f, seeds, clients=clients, tenants=5))
+        if found is not None:
+            rss = found["daemon_memory_mib"].get("VmHWM", 0.0)
+            results["P9"].update(
+                workload=f"S ×{clients}", seconds=found["processed_seconds"],
+                passed=found["accepted"] == clients and found["processed_once"] and rss <= GIB,
+                peak_rss_mib=rss, details=found,
+                notes=[f"accepted {found['accepted']}/{clients}; run_finished {found['run_finished']}, "
+                       f"emails {found['emails']}, processed once: {found['processed_once']}; "
+                       f"uploads {found['upload_seconds']:.1f} s, last run "
+                       f"{found['processed_seconds']:.1f} s; statuses {found['statuses']}"],
+            )
+    return results
+
+
 # --- output -----------------------------------------------------------------------------------------
 
 
-COLUMNS = ("workload", "rows", "floor s", "measure", "s", "ratio", "target", "peak RSS MiB",
-           "result", "s/M rows")
+COLUMNS = ("workload", "rows", "floor s", "measure", "s", "ratio", "target", "result", "s/M rows",
+           "peak RSS MiB", "CLI s")
 
 
-def table(workloads: Sequence[dict[str, Any]]) -> str:
+def _result(m: dict[str, Any]) -> str:
+    if m["status"] != "ok":
+        return str(m["status"])
+    text = "pass" if m["passed"] else "FAIL"
+    return text if m["binding"] else f"({text.lower()})"
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def table(workloads: Sequence[dict[str, Any]], daemon: dict[str, Any]) -> str:
     body: list[tuple[str, ...]] = []
     notes: list[str] = []
     for w in workloads:
         for key, m in w["measurements"].items():
-            binding = m["binding"]
-            target = " ".join(
-                part for part in (
-                    f"≤{m['target']['max_ratio']:g}×" if m["target"]["max_ratio"] else "",
-                    f"≤{m['target']['max_rss_mib']:g} MiB" if m["target"]["max_rss_mib"] else "",
-                ) if part
-            )
-            if not binding:
-                target = f"({target})"
-            if m["status"] == "ok":
-                result = "pass" if m["passed"] else "FAIL"
-                cells = (f"{m['seconds']:.3f}", f"{m['ratio']:.2f}", target,
-                         f"{m['peak_rss_mib']:.0f}", result if binding else f"({result.lower()})",
-                         f"{m['seconds_per_million_rows']:.2f}")
-                if note := m["details"].get("note"):
-                    notes.append(f"{w['name']} {key}: {note}")
-            else:
-                cells = ("-", "-", target, "-", m["status"], "-")
-                notes.append(f"{w['name']} {key}: {m['status']}: {m['reason']}")
+            target = m["target"] if m["binding"] else f"({m['target']})"
             body.append((w["name"], f"{w['rows']:,}", f"{w['floor']['seconds']:.3f}",
-                         f"{key} {m['title']}", *cells))
+                         f"{key} {m['title']}", _num(m.get("seconds"), ".3f"),
+                         _num(m.get("ratio"), ".2f"), target, _result(m),
+                         _num(m.get("seconds_per_million_rows"), ".2f"),
+                         _num(m.get("peak_rss_mib"), ".0f"), _num(m.get("cli_seconds"), ".2f")))
+            notes += [f"{w['name']} {key}: {n}" for n in m.get("notes", [])]
+            if m["status"] != "ok":
+                notes.append(f"{w['name']} {key}: {m['status']}: {m['reason']}")
         if not w["measurements"]:
             body.append((w["name"], f"{w['rows']:,}", f"{w['floor']['seconds']:.3f}",
-                         "-", "-", "-", "-", "-", "-", "-"))
+                         *("-",) * (len(COLUMNS) - 3)))
+    for key, m in daemon.items():
+        target = m["target"] if m["binding"] else f"({m['target']})"
+        body.append((m.get("workload", "daemon"), "-", _num(m.get("baseline"), ".3f"),
+                     f"{key} {m['title']}", _num(m.get("seconds"), ".3f"),
+                     _num(m.get("ratio"), ".2f"), target, _result(m), "-",
+                     _num(m.get("peak_rss_mib"), ".0f"), "-"))
+        notes += [f"{key}: {n}" for n in m.get("notes", [])]
+        if m["status"] != "ok":
+            notes.append(f"{key}: {m['status']}: {m['reason']}")
     widths = [max(len(row[i]) for row in (COLUMNS, *body)) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in (COLUMNS, *body)]
     lines.insert(1, "  ".join("-" * width for width in widths))
     lines += [f"note: {note}" for note in notes]
-    lines.append("floor = inflate + polars.read_csv of every CSV (median); ratio = median / floor;"
-                 " (…) = target not binding for this size")
+    lines.append(
+        "floor = inflate + polars.read_csv of every CSV, median, in the worker process that "
+        "times P1–P4; s = median in-process seconds (P5/P6: CLI process wall time); ratio = s / "
+        "floor (P7: OpenSSH transfer time / rosterdrop transfer time; its 'floor s' is OpenSSH's "
+        "median session); peak RSS = CLI process (P1, P5, P6) or daemon VmHWM (P7–P9); "
+        "CLI s = median wall time of the rosterdrop command; (…) = target not binding here"
+    )
     return "\n".join(lines)
 
 
-def _progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+def _git(*args: str) -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True,
+                              check=True).stdout.rstrip()
+    return None
 
 
 def _host() -> dict[str, Any]:
-    commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
-        ).stdout.strip()
+    commit = _git("rev-parse", "HEAD")
+    # The benchmark measures the working tree: say which source files differ from the commit.
+    changed = (_git("status", "--porcelain", "--", "../src") or "").splitlines()
 
     def version(package: str) -> str | None:
         try:
@@ -431,8 +489,10 @@ def _host() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "polars": version("polars"),
+        "asyncssh": version("asyncssh"),
         "rosterdrop": version("rosterdrop"),
         "commit": commit,
+        "src_changed": [line[3:] for line in changed],
     }
 
 
@@ -444,19 +504,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="benchmarks/run.py", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     parser.add_argument("--sizes", default="S,M,L",
-                        help=f"comma-separated workloads out of {','.join(SIZES)} (default S,M,L)")
+                        help=f"comma-separated workloads out of {','.join(SIZES)} (default S,M,L; "
+                             "P6 needs XL)")
     parser.add_argument("--only", default=",".join(MEASUREMENTS),
                         help=f"measurements to run (default: all of {','.join(MEASUREMENTS)})")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions; medians are reported")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT,
                         help="where generated uploads are cached (default benchmarks/out)")
+    parser.add_argument("--pg", default=os.environ.get("ROSTERDROP_BENCH_PG", PG_DEFAULT),
+                        metavar="URL", help="PostgreSQL for P2pg/P3pg (a schema is made per run; "
+                                            "'' skips them; default $ROSTERDROP_BENCH_PG or "
+                                            f"{PG_DEFAULT})")
     parser.add_argument("--regenerate", action="store_true", help="ignore cached uploads")
     parser.add_argument("--smoke", action="store_true",
-                        help="size S only: checks that the harness and commands run")
+                        help="size S, one round, small daemon runs: checks that everything runs")
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes = "S"
+        args.repeats = 1
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     args.only = [k.strip() for k in args.only.split(",") if k.strip()]
     if unknown := [s for s in args.sizes if s not in SIZES]:
@@ -473,10 +539,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC)
     results = []
     for name in args.sizes:
+        keys = [k for k in args.only if MEASUREMENTS[k].kind != "daemon"
+                and name in MEASUREMENTS[k].sizes]
+        if not keys:
+            continue
         workload = prepare_workload(name, args.out_dir, regenerate=args.regenerate)
-        chosen = [MEASUREMENTS[k] for k in args.only if name in MEASUREMENTS[k].sizes]
-        results.append(bench_workload(workload, chosen, args.repeats))
-    print(table(results))
+        results.append(bench_workload(workload, keys, args.repeats, pg_url=args.pg,
+                                      regenerate=args.regenerate))
+    daemon_keys = [k for k in args.only if k in DAEMON]
+    daemon = bench_daemon(daemon_keys, smoke=args.smoke, repeats=args.repeats,
+                          out_dir=args.out_dir, regenerate=args.regenerate) if daemon_keys else {}
+    print(table(results, daemon))
     document = {
         "started": started.isoformat(timespec="seconds"),
         "seconds": (datetime.now(UTC) - started).total_seconds(),
@@ -484,15 +557,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "layout": LAYOUT,
         "seed": SEED,
         "repeats": args.repeats,
+        "smoke": args.smoke,
         "workloads": results,
+        "daemon": daemon,
     }
     if args.json:
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        _progress(f"wrote {args.json}")
-    failed = any(
-        m["status"] == "broken" or (m["status"] == "ok" and m["binding"] and not m["passed"])
-        for w in results for m in w["measurements"].values()
-    )
+        args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        progress(f"wrote {args.json}")
+    everything = [m for w in results for m in w["measurements"].values()] + list(daemon.values())
+    failed = any(m["status"] == "broken" or (m["status"] == "ok" and m["binding"] and not m["passed"])
+                 for m in everything)
     return 1 if failed else 0
 
 
