@@ -198,10 +198,11 @@ def check_listen(name: str, listen: str, ours: Callable[[str, int], bool]) -> Ch
                     return Check(name, OK, f"{listen}: a running rosterdrop serves it")
                 return Check(name, FAIL, f"{listen} is used by another program",
                              f"stop it, or choose another port ({name})")
-            if exc.errno == errno.EACCES:
-                return Check(name, FAIL, f"{listen}: permission denied",
-                             "ports below 1024 need CAP_NET_BIND_SERVICE: run under the "
-                             "systemd unit in deploy/ (AmbientCapabilities), or use a port "
+            if exc.errno == errno.EACCES and port < 1024:
+                # The systemd unit grants the capability to the service, not to doctor.
+                return Check(name, WARN, f"{listen}: this user may not bind ports below 1024",
+                             "rosterdrop serve needs CAP_NET_BIND_SERVICE: the systemd unit in "
+                             "deploy/ grants it (AmbientCapabilities); elsewhere use a port "
                              "of 1024 or above")
             return Check(name, FAIL, f"{listen}: {exc.strerror or exc}",
                          "use an address of this machine (0.0.0.0 for all)")
