@@ -154,13 +154,14 @@ def _oneroster_version(
                        file="manifest.csv", line=1)
             return None, {}, None
         header = [h.strip() for h in table.header]
-        if header[:2] != ["propertyName", "value"]:
+        if "propertyName" not in header or "value" not in header:
             issues.add(Code.MANIFEST_INVALID, "manifest.csv line 1: the header must be "
                        "'propertyName,value'; export the manifest again.",
                        file="manifest.csv", line=1, value=",".join(table.header))
             return None, {}, None
-        frame = table.frame
-        props, values = frame.columns[0], frame.columns[1]
+        frame = table.frame  # columns are matched by name, in any order
+        props = frame.columns[header.index("propertyName")]
+        values = frame.columns[header.index("value")]
         rows = [
             ((p or "").strip(), (v or "").strip(), line)
             for p, v, line in frame.select(props, values, "_line").iter_rows()

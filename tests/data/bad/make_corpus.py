@@ -767,6 +767,13 @@ def _() -> bytes:
         "propertyName,value", "property,value")))
 
 
+@case("manifest_columns_swapped", (), "manifest header 'value,propertyName': matched by name")
+def _() -> bytes:
+    rows = uploads.manifest("1.1").splitlines()
+    return zipped(oneroster(manifest="".join(",".join(reversed(r.split(","))) + "\n"
+                                             for r in rows)))
+
+
 @case("manifest_empty", E("MANIFEST_INVALID"), "manifest.csv of 0 bytes")
 def _() -> bytes:
     return zipped(oneroster(manifest=""))
