@@ -107,7 +107,7 @@ def test_public_samples_pull_like_their_exports(tmp_path: Path) -> None:
         "endDate": "", "orgSourcedId": "ORG_1", "userProfileSourcedId": ""}
     assert check(bundle)["counts"] == {"locations": 1, "students": 1, "staff": 0, "courses": 1,
                                        "classes": 1, "rosters": 1}
-    manifest = dict(r.values() for r in rows(bundle, "manifest.csv"))  # type: ignore[misc]
+    manifest = {r["propertyName"]: r["value"] for r in rows(bundle, "manifest.csv")}
     assert manifest["oneroster.version"] == "1.2" and manifest["file.roles"] == "bulk"
     assert manifest["file.demographics"] == "absent"
 

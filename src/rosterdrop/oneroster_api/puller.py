@@ -316,7 +316,13 @@ class PullService:
 
     def _pull(self, tenant: str, source: OneRosterSource, label: str) -> Outcome:
         name = pull_file_name(self.clock())
-        out = self.states.work_dir(tenant) / name
+        work = self.states.work_dir(tenant)
+        for leftover in work.iterdir():  # of a pull killed midway (we hold the lock)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        out = work / name
         try:
             pulled = fetch_bundle(tenant, source, self.secrets[tenant], out,
                                   transport=self.transport, cancel=self.cancel)
