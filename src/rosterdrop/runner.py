@@ -331,14 +331,17 @@ class Runner:
         """Send the reports whose delivery failed (or was cut short) and whose retry is due."""
         now = self.clock()
         stale = now - timedelta(minutes=10)
-        query = select(MAILS.c.run_id).where(
-            ((MAILS.c.status == "failed") & (MAILS.c.next_attempt_at <= now))
-            | ((MAILS.c.status == "pending") & (MAILS.c.updated_at <= stale))
-        )
+        is_due = (((MAILS.c.status == "failed") & (MAILS.c.next_attempt_at <= now))
+                  | ((MAILS.c.status == "pending") & (MAILS.c.updated_at <= stale)))
         with self.store.engine.connect() as conn:
-            due = list(conn.execute(query).scalars())
+            due = list(conn.execute(select(MAILS.c.run_id).where(is_due)).scalars())
         for run_id in due:
-            self.ensure_mailed(get_run(self.store, run_id))
+            # Several processes may share the store: the one whose update matches takes it.
+            with self.store.write() as conn:
+                taken = conn.execute(update(MAILS).where((MAILS.c.run_id == run_id) & is_due)
+                                     .values(status="pending", updated_at=now)).rowcount
+            if taken:
+                self.ensure_mailed(get_run(self.store, run_id))
         return len(due)
 
     def _in_outbox(self, run_id: str) -> bool:
