@@ -44,7 +44,8 @@ def free_port() -> int:
 
 
 def run_config(upload: Path, *, processes: int, workers: int, tenants: int,
-               pg: str) -> dict[str, Any]:
+               pg: str, pin: bool = False) -> dict[str, Any]:
+    """``pin``: process *p* runs on core *p* only, as if each had a machine of one core."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(pg)
     with admin.begin() as conn:
@@ -69,8 +70,10 @@ def run_config(upload: Path, *, processes: int, workers: int, tenants: int,
             config.write_text("\n".join(lines) + "\n")
             log = root / f"p{p}.log"
             with log.open("wb") as out:
-                proc = subprocess.Popen([sys.executable, "-m", "rosterdrop", "-c", str(config),
-                                         "serve"], stdout=out, stderr=subprocess.STDOUT)
+                command = [sys.executable, "-m", "rosterdrop", "-c", str(config), "serve"]
+                if pin:
+                    command = ["taskset", "-c", str(p % (os.cpu_count() or 1)), *command]
+                proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
             procs.append((proc, log))
         for proc, log in procs:
             wait_for(log, "daemon_started", 1, 60, proc)
@@ -88,6 +91,7 @@ def run_config(upload: Path, *, processes: int, workers: int, tenants: int,
         per_process = [len(events(log, "run_finished")) for _, log in procs]
         statuses = sorted({e["status"] for e in finished})
         return {"processes": processes, "workers_per_process": workers, "uploads": tenants,
+                "one_core_each": pin,
                 "seconds": round(seconds, 1), "uploads_per_minute": round(tenants / seconds * 60, 2),
                 "runs_per_process": per_process, "statuses": statuses}
     finally:
@@ -144,25 +148,28 @@ def main() -> None:
     parser.add_argument("--students", type=int, default=25000)
     parser.add_argument("--tenants", type=int, default=6)
     parser.add_argument("--pg", default=PG)
+    parser.add_argument("--pin", action="store_true",
+                        help="one core per process (emulates one machine per process)")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     upload = OUT / f"scaleout-{args.students}.zip"
     if not upload.exists():
         write_sample(upload, layout="oneroster-1.1", students=args.students, seed=1)
     results = []
-    for processes, workers in ((1, 2), (2, 2), (2, 1)):
+    for processes, workers in ((1, 2), (2, 2)) if args.pin else ((1, 2), (2, 2), (2, 1)):
         result = run_config(upload, processes=processes, workers=workers,
-                            tenants=args.tenants, pg=args.pg)
+                            tenants=args.tenants, pg=args.pg, pin=args.pin)
         results.append(result)
-        print(f"{processes} process(es) × {workers} worker(s): {args.tenants} uploads of "
+        pinned = " (one core each)" if args.pin else ""
+        print(f"{processes} process(es) × {workers} worker(s){pinned}: {args.tenants} uploads of "
               f"{args.students:,} students in {result['seconds']:6.1f} s "
               f"({result['uploads_per_minute']:.2f}/min; runs per process "
               f"{result['runs_per_process']}; {', '.join(result['statuses'])})", flush=True)
     base = results[0]["seconds"]
     for result in results:
         result["speedup_vs_one_process"] = round(base / result["seconds"], 2)
-    (OUT / "scaleout.json").write_text(json.dumps({"cores": os.cpu_count(), "results": results},
-                                                  indent=2))
+    out = OUT / ("scaleout-pinned.json" if args.pin else "scaleout.json")
+    out.write_text(json.dumps({"cores": os.cpu_count(), "results": results}, indent=2))
     print(json.dumps(results, indent=2))
 
 
