@@ -248,6 +248,8 @@ class OneRosterServer:
     send_total: bool = True
     send_link: bool = True
     token_lifetime: int = 3600
+    link_root: str | None = None
+    """Where next-page links point (default: this server)."""
     requests: list[Seen] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     tokens: dict[str, float] = field(default_factory=dict)
@@ -416,8 +418,8 @@ class _Handler(BaseHTTPRequestHandler):
         if api.send_link:
             links = []
             if offset + limit < len(records):
-                links.append(f'<{api.root}{path}?limit={limit}&offset={offset + limit}>; '
-                             f'rel="next"')
+                links.append(f'<{api.link_root or api.root}{path}?limit={limit}&'
+                             f'offset={offset + limit}>; rel="next"')
             links.append(f'<{api.root}{path}?limit={limit}&offset=0>; rel="first"')
             headers["Link"] = ", ".join(links)
         self._send(200, {collection: page}, headers)

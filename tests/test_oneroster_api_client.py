@@ -204,6 +204,15 @@ def test_not_json_and_redirects_are_clear_errors(api: OneRosterServer) -> None:
     assert not any("elsewhere" in s.path for s in api.requests)
 
 
+def test_next_link_to_another_host_is_refused(api: OneRosterServer) -> None:
+    """A Link: rel="next" to another server is not followed (credentials stay home)."""
+    api.link_root = "http://collector.example:8080"
+    with client_of(api) as client, pytest.raises(
+            SourceError, match=r"next-page link points to another server \(collector.example\)"):
+        list(client.records("users"))
+    assert len([s for s in api.requests if s.method == "GET"]) == 1
+
+
 def test_only_reads_leave_the_client(api: OneRosterServer) -> None:
     """Any method but GET (and POST to the token URL) is refused before it is sent."""
     with client_of(api) as client:

@@ -77,6 +77,8 @@ FILE_OF: Final = {
 
 def text(value: Any) -> str:
     """A scalar as the CSV binding writes it; lists comma-joined, references by id."""
+    if value.__class__ is str:  # the common case, first
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
