@@ -241,6 +241,7 @@ def bench_workload(workload: Workload, keys: list[str], repeats: int, *, pg_url:
     if any(k in inproc for k in ("P3", "P4", "P3pg")):
         variant, expected = prepare_variant(workload, regenerate=regenerate)
 
+    load_before = os.getloadavg()
     progress(f"{workload.name}: in-process worker ({', '.join(inproc) or 'floor only'}), "
              f"{repeats} round(s) after a warm-up")
     worker, worker_run = _worker(workload, inproc, repeats, variant, pg_url)
@@ -292,6 +293,7 @@ def bench_workload(workload: Workload, keys: list[str], repeats: int, *, pg_url:
         "rows_per_file": workload.counts,
         "generate_seconds": workload.generate_seconds,
         "variant": str(variant) if variant else None,
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "floor": {
             "seconds": floor,
             "runs": floors,
@@ -455,6 +457,11 @@ def table(workloads: Sequence[dict[str, Any]], daemon: dict[str, Any]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in (COLUMNS, *body)]
     lines.insert(1, "  ".join("-" * width for width in widths))
+    busy = [f"{w['name']} {w['load_average']['before'][0]:.1f}" for w in workloads
+             if w["load_average"]["before"][0] > (os.cpu_count() or 1)]
+    if busy:
+        notes.append(f"the machine was busy (1-min load average above {os.cpu_count()} CPUs at the "
+                     f"start of: {', '.join(busy)}): ratios are noisier than usual")
     lines += [f"note: {note}" for note in notes]
     lines.append(
         "floor = inflate + polars.read_csv of every CSV, median, in the worker process that "

@@ -89,6 +89,7 @@ def test_api_tenant_in_a_running_daemon(tmp_path: Path,
             assert api.secret not in log_text and "sis-secret" not in log_text.replace(
                 str(secret), "")
             assert api.methods() == {"GET"}
+            assert not [e for e in daemon.events() if e.get("logger") in ("httpx", "httpcore")]
         finally:
             assert daemon.stop() == 0
 

@@ -19,7 +19,9 @@ from rosterdrop.config import LogSettings
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
 NOISY = {"asyncssh": logging.WARNING, "sqlalchemy": logging.WARNING,
-         "watchdog": logging.WARNING, "mail.log": logging.WARNING}
+         "watchdog": logging.WARNING, "mail.log": logging.WARNING,
+         # one line per request; rosterdrop.api logs one per collection instead
+         "httpx": logging.WARNING, "httpcore": logging.WARNING}
 
 
 def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> None:
