@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -30,6 +31,7 @@ from rosterdrop.codes import Code
 from rosterdrop.config import Settings, TenantSettings
 from rosterdrop.errors import MailError, NotFound, UsageError
 from rosterdrop.mail import build_report_email, send_mail
+from rosterdrop.model import Model
 from rosterdrop.paths import StatePaths
 from rosterdrop.report import check_document
 from rosterdrop.store.directory import apply_plan, load_snapshot, purge
@@ -219,7 +221,9 @@ class Runner:
                                    today=today, name=run.file_name)
         plan: Plan | None = None
         status = "failed"
+        modified: Future[Path] | None = None
         if checked.model is not None and not checked.issues.has_errors():
+            modified = self._write_modified_meanwhile(run, checked.model)
             with timer.step("snapshot"):
                 snapshot = load_snapshot(self.store, run.tenant, today)
             with timer.step("plan"):
@@ -240,7 +244,23 @@ class Runner:
                     status = self._completed(checked)
         applied = status in ("completed", "completed_with_warnings") and not dry_run
         document = self._document(run, checked, plan, status, dry_run)
-        return self._finish(run, tenant, document, checked, timer, applied=applied, now=now)
+        return self._finish(run, tenant, document, checked, timer, applied=applied, now=now,
+                            modified=modified)
+
+    def _write_modified_meanwhile(self, run: RunRecord, model: Model) -> Future[Path]:
+        """modified.zip is written on a second core while the store is planned and written
+        (polars and zlib work outside the GIL)."""
+        folder = self.paths.run_reports(run.tenant, run.run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / artifacts.MODIFIED_ZIP
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rosterdrop-artifacts")
+        def write() -> Path:
+            artifacts.write_modified(model, path)
+            return path
+
+        future = pool.submit(write)
+        pool.shutdown(wait=False)
+        return future
 
     @staticmethod
     def _completed(checked: Checked) -> str:
@@ -258,13 +278,18 @@ class Runner:
 
     def _finish(self, run: RunRecord, tenant: TenantSettings, document: dict[str, Any],
                 checked: Checked | None, timer: _Timer, *, applied: bool,
-                now: datetime) -> RunRecord:
+                now: datetime, modified: Future[Path] | None = None) -> RunRecord:
         folder = self.paths.run_reports(run.tenant, run.run_id)
         with timer.step("artifacts"):
             if checked is not None:
                 written = artifacts.write_artifacts(
-                    folder, document, checked.issues.frame(), checked.summary,
-                    checked.model if document["status"] != "failed" else None)
+                    folder, document, checked.issues.frame(), checked.summary, None)
+                if modified is not None:
+                    path = modified.result()
+                    if document["status"] == "failed":
+                        path.unlink(missing_ok=True)  # nothing of it was applied
+                    else:
+                        written[artifacts.MODIFIED_ZIP] = path
             else:
                 folder.mkdir(parents=True, exist_ok=True)
                 artifacts.write_json(document, folder / artifacts.REPORT_JSON)
