@@ -1,8 +1,10 @@
 """Host files behind SFTP handles, and careful unlink/rename on the host.
 
 ``Upload`` gathers a client's sequential WRITE requests and writes them with
-one ``pwritev`` per megabyte (no fsync): the event loop pays one syscall per
-~32 requests instead of one each, and memory stays bounded whatever the size.
+one ``pwritev`` per megabyte (no fsync), on a disk-writer thread: the event
+loop only decrypts and answers, while the disk work runs on the other core.
+At most ``MAX_IN_FLIGHT`` bytes per upload wait for the disk, so memory stays
+bounded whatever the size; a write error surfaces on the next request.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,21 @@ FLUSH_BYTES = 1024 * 1024
 """Sequential writes are gathered up to this size and written with one syscall."""
 FLUSH_CHUNKS = 256
 """… or this many requests (``pwritev`` takes at most IOV_MAX buffers)."""
+MAX_IN_FLIGHT = 8 * 1024 * 1024
+"""Bytes of one upload handed to the disk writer and not yet written."""
+
+_DISK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rosterdrop-disk")
+"""One thread for every upload: writes of one file stay in order, disks like it serial."""
+
+
+def _pwrite_all(fd: int, chunks: list[bytes], offset: int, pending: int) -> None:
+    written = os.pwritev(fd, chunks, offset)
+    if written < pending:  # short write: finish the rest one by one
+        rest = b"".join(chunks)[written:]
+        offset += written
+        while rest:
+            n = os.pwrite(fd, rest, offset)
+            rest, offset = rest[n:], offset + n
 
 
 class OpenUploads:
@@ -58,7 +76,8 @@ class Upload:
     """A /dropbox file open for writing; sequential writes are buffered."""
 
     __slots__ = (
-        "_chunks", "_pending", "_start", "fd", "host", "name", "refused", "size", "started",
+        "_chunks", "_in_flight", "_pending", "_start", "fd", "host", "name", "refused", "size",
+        "started",
     )
 
     def __init__(self, fd: int, host: Path, name: str, started: float) -> None:
@@ -71,6 +90,7 @@ class Upload:
         self._chunks: list[bytes] = []
         self._pending = 0
         self._start = 0
+        self._in_flight: deque[tuple[Future[None], int]] = deque()
 
     def write(self, offset: int, data: bytes) -> None:
         if self._pending and offset != self._start + self._pending:
@@ -84,19 +104,31 @@ class Upload:
             self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        chunks, offset, pending = self._chunks, self._start, self._pending
-        self._chunks, self._pending = [], 0
-        written = os.pwritev(self.fd, chunks, offset)
-        if written < pending:  # short write: finish the rest one by one
-            rest = b"".join(chunks)[written:]
-            offset += written
-            while rest:
-                n = os.pwrite(self.fd, rest, offset)
-                rest, offset = rest[n:], offset + n
+        """Hand what is gathered to the disk writer (raises an earlier write's error)."""
+        if self._pending:
+            chunks, offset, pending = self._chunks, self._start, self._pending
+            self._chunks, self._pending = [], 0
+            self._in_flight.append((_DISK.submit(_pwrite_all, self.fd, chunks, offset,
+                                                 pending), pending))
+        waiting = sum(n for _, n in self._in_flight)
+        while self._in_flight and (self._in_flight[0][0].done() or waiting > MAX_IN_FLIGHT):
+            future, n = self._in_flight.popleft()
+            waiting -= n
+            future.result()
+
+    def drain(self) -> None:
+        """Everything written to the file, or the first error raised."""
+        self.flush()
+        while self._in_flight:
+            future, _ = self._in_flight.popleft()
+            future.result()
 
     def close(self) -> None:
+        # The fd may not be closed (and its number reused) under a pending write.
+        for future, _ in self._in_flight:
+            with contextlib.suppress(OSError):
+                future.result()
+        self._in_flight.clear()
         with contextlib.suppress(OSError):
             os.close(self.fd)
         self.fd = -1

@@ -363,7 +363,7 @@ class DropboxFS(SFTPServer):
         if upload.refused:
             raise SFTPFailure(upload.refused)
         try:
-            upload.flush()
+            upload.drain()
         except OSError as exc:
             self._write_failed(upload, exc)
 
