@@ -310,7 +310,10 @@ def _diff(
             .join(new.select(key), on=key, how="anti")
         )
     if cascade is not None and cascade.height:
-        remove = pl.concat([remove, cascade.select(key)]).unique(maintain_order=True)
+        # A row the upload itself upserts (an enrolment moved to the person's new SIS
+        # id) is updated, not removed: both would delete it.
+        cascaded = cascade.select(key).join(new.select(key), on=key, how="anti")
+        remove = pl.concat([remove, cascaded]).unique(maintain_order=True)
     return TableChanges(create, update, remove, unchanged.height), unchanged
 
 
