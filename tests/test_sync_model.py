@@ -1,0 +1,881 @@
+"""Model-based test of the sync: random histories against a reference model of pipeline.md.
+
+A hypothesis state machine plays a SIS and an admin for one tenant: it adds,
+removes, renames, moves and re-numbers people (a new SIS id for the same
+person), moves and adds classes, changes instructors and rosters, and then
+sends what the SIS holds as an Apple School Manager bulk upload, or sends a
+OneRoster 1.1 delta (upserts and ``tobedeleted`` users, roster enrollments);
+it edits accounts locally (``set_person``), approves or discards runs the
+change guard held, and re-sends the last applied upload byte for byte. Each
+upload goes through ``Runner.sync`` on a real store (SQLite and PostgreSQL,
+with the snapshot cache on).
+
+Beside it runs a reference model written from the spec alone, in plain
+Python: which accounts exist, their SIS id and earlier ids, their values
+(SIS values, or the local edit's), active or inactive, the account name given
+at creation (``first.last``, ``.1`` … when taken, never changed), duplicate
+prevention, the guard, delta tombstones and their cascade, and the
+locations, courses, classes, instructors and rosters the store mirrors.
+After every step the store (``list_people(include_inactive=True)`` and
+``dump_tables``) must equal the model, and every run must end as the model
+predicts (completed, held, unchanged, failed).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from rosterdrop.config import Settings, parse_settings
+from rosterdrop.runner import Runner
+from rosterdrop.store.directory import dump_tables, list_people, set_person
+from rosterdrop.store.engine import Store, open_store
+from rosterdrop.store.tables import DIRECTORY_TABLES
+
+DOMAIN = "t.example"
+MIN_POPULATION = 4
+MAX_PERCENT = 20.0
+FIRST = ("Ann", "Bo", "Cy")
+LAST = ("Lee", "Kim")
+"""Few names, so account names collide and get .1, .2 …"""
+LOCATIONS = {"S1": "North High", "S2": "South Middle"}
+COURSES = {"C1": ("MATH9", "Algebra", "S1"), "C2": ("SCI6", "Science", "S2")}
+MATCH_ON = ("first_name", "last_name", "email_address")
+STAMP = (2026, 11, 20, 8, 0, 0)
+DELTA_STAMP = "2026-11-20T08:00:00.000Z"
+COMPARED = ("person_id", "previous_ids", "role", "person_number", "first_name", "middle_name",
+            "last_name", "grade_level", "email_address", "sis_username", "password_policy",
+            "location_ids", "account", "status", "source")
+"""The people columns compared with the model (all but ids and timestamps)."""
+
+# --- the SIS ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SisPerson:
+    """A person as the SIS exports them; ``lineage`` survives a change of SIS id."""
+
+    person_id: str
+    lineage: int
+    role: str  # student | staff
+    first_name: str
+    last_name: str
+    location: str
+
+    def values(self) -> dict[str, Any]:
+        """The synced fields, as the store holds them after a sync."""
+        return {
+            "role": self.role, "person_number": f"N{self.lineage}",
+            "first_name": self.first_name, "middle_name": None, "last_name": self.last_name,
+            "grade_level": "9" if self.role == "student" else None,
+            "email_address": f"e{self.lineage}@d.example", "sis_username": f"u{self.lineage}",
+            "password_policy": None, "location_ids": [self.location],
+        }
+
+
+@dataclass(frozen=True)
+class SisClass:
+    number: str
+    course_id: str
+    location_id: str
+    instructors: tuple[str, ...] = ()
+
+
+@dataclass
+class Tables:
+    """What the store mirrors besides people."""
+
+    classes: dict[str, SisClass] = field(default_factory=dict)
+    rosters: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """roster_id → (class_id, student_id)"""
+    instructors: set[tuple[str, str, int]] = field(default_factory=set)
+    """(class_id, person_id, position)"""
+    locations: dict[str, str] = field(default_factory=dict)
+    courses: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+
+    def copy(self) -> Tables:
+        return Tables(dict(self.classes), dict(self.rosters), set(self.instructors),
+                      dict(self.locations), dict(self.courses))
+
+
+def sis_tables(classes: dict[str, SisClass], rosters: dict[str, tuple[str, str]]) -> Tables:
+    instructors = {(class_id, person, position) for class_id, k in classes.items()
+                   for position, person in enumerate(k.instructors)}
+    return Tables(dict(classes), dict(rosters), instructors, dict(LOCATIONS), dict(COURSES))
+
+
+# --- uploads ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """An ASM upload: everything the SIS holds."""
+
+    people: tuple[SisPerson, ...]
+    """In file order: students, then staff (account names are given in this order)."""
+    tables: Tables
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A OneRoster delta: users and student enrollments it names; other files absent."""
+
+    upserts: tuple[SisPerson, ...]
+    tombstones: tuple[SisPerson, ...]
+    roster_upserts: tuple[tuple[str, str, str, str], ...] = ()
+    """(roster_id, class_id, student_id, school)"""
+    roster_tombstones: tuple[tuple[str, str, str, str], ...] = ()
+
+
+Upload = Bulk | Delta
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    """A ZIP with fixed timestamps: the same upload is the same bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(zipfile.ZipInfo(name, STAMP), content.encode())
+    return buffer.getvalue()
+
+
+def asm_bytes(upload: Bulk) -> bytes:
+    def person_row(p: SisPerson) -> str:
+        v = p.values()
+        if p.role == "student":
+            return (f"{p.person_id},{v['person_number']},{p.first_name},,{p.last_name},9,"
+                    f"{v['email_address']},{v['sis_username']},,{p.location}")
+        return (f"{p.person_id},{v['person_number']},{p.first_name},,{p.last_name},"
+                f"{v['email_address']},{v['sis_username']},{p.location}")
+
+    t = upload.tables
+    students = [person_row(p) for p in upload.people if p.role == "student"]
+    staff = [person_row(p) for p in upload.people if p.role == "staff"]
+    classes = []
+    for class_id, k in t.classes.items():
+        slots = [*k.instructors, "", "", ""][:3]
+        classes.append(f"{class_id},{k.number},{k.course_id},{','.join(slots)},{k.location_id}")
+    return _zip({
+        "locations.csv": "location_id,location_name\n"
+        + "".join(f"{i},{n}\n" for i, n in t.locations.items()),
+        "students.csv": "person_id,person_number,first_name,middle_name,last_name,grade_level,"
+        "email_address,sis_username,password_policy,location_id\n"
+        + "".join(f"{r}\n" for r in students),
+        "staff.csv": "person_id,person_number,first_name,middle_name,last_name,email_address,"
+        "sis_username,location_id\n" + "".join(f"{r}\n" for r in staff),
+        "courses.csv": "course_id,course_number,course_name,location_id\n"
+        + "".join(f"{i},{n},{t_},{loc}\n" for i, (n, t_, loc) in t.courses.items()),
+        "classes.csv": "class_id,class_number,course_id,instructor_id,instructor_id_2,"
+        "instructor_id_3,location_id\n" + "".join(f"{r}\n" for r in classes),
+        "rosters.csv": "roster_id,class_id,student_id\n"
+        + "".join(f"{r},{c},{s}\n" for r, (c, s) in t.rosters.items()),
+    })
+
+
+USERS_11 = ("sourcedId,status,dateLastModified,enabledUser,orgSourcedIds,role,username,"
+            "userIds,givenName,familyName,middleName,identifier,email,sms,phone,"
+            "agentSourcedIds,grades,password")
+
+
+def delta_bytes(upload: Delta) -> bytes:
+    def user(p: SisPerson, status: str) -> str:
+        v = p.values()
+        role = "student" if p.role == "student" else "teacher"
+        grades = "9" if p.role == "student" else ""
+        return (f"{p.person_id},{status},{DELTA_STAMP},true,{p.location},{role},"
+                f"{v['sis_username']},,{p.first_name},{p.last_name},,{v['person_number']},"
+                f"{v['email_address']},,,,{grades},\n")
+
+    def enrollment(row: tuple[str, str, str, str], status: str) -> str:
+        roster, class_id, student, school = row
+        return f"{roster},{status},{DELTA_STAMP},{class_id},{school},{student},student,false,,\n"
+
+    files = ["academicSessions", "classes", "courses", "enrollments", "orgs", "users"]
+    with_rosters = bool(upload.roster_upserts or upload.roster_tombstones)
+    modes = {name: "absent" for name in files}
+    modes["users"] = "delta"
+    if with_rosters:
+        modes["enrollments"] = "delta"
+    out = {
+        "manifest.csv": "propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\n"
+        + "".join(f"file.{name},{mode}\n" for name, mode in modes.items()),
+        "users.csv": USERS_11 + "\n"
+        + "".join(user(p, "active") for p in upload.upserts)
+        + "".join(user(p, "tobedeleted") for p in upload.tombstones),
+    }
+    if with_rosters:
+        out["enrollments.csv"] = (
+            "sourcedId,status,dateLastModified,classSourcedId,schoolSourcedId,userSourcedId,"
+            "role,primary,beginDate,endDate\n"
+            + "".join(enrollment(r, "active") for r in upload.roster_upserts)
+            + "".join(enrollment(r, "tobedeleted") for r in upload.roster_tombstones))
+    return _zip(out)
+
+
+def upload_bytes(upload: Upload) -> bytes:
+    return asm_bytes(upload) if isinstance(upload, Bulk) else delta_bytes(upload)
+
+
+# --- the reference model ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Account:
+    """One account of the tenant, as the spec says the store holds it."""
+
+    account: str
+    person_id: str
+    values: dict[str, Any]
+    status: str = "active"
+    source: str = "sis"
+    previous_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class Reference:
+    accounts: dict[str, Account] = field(default_factory=dict)
+    """account name → account (names are unique and never change)."""
+    tables: Tables = field(default_factory=Tables)
+
+    def copy(self) -> Reference:
+        return Reference(dict(self.accounts), self.tables.copy())
+
+    def active(self) -> int:
+        return sum(a.status == "active" for a in self.accounts.values())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying an upload to the model gives: None when the run must fail."""
+
+    after: Reference | None
+    deactivated: int = 0
+    removed_classes: int = 0
+
+
+def _clean(text: str) -> str:
+    return text.lower()  # the generated names are plain ASCII letters
+
+
+def _name_for(person: SisPerson, taken: set[str]) -> str:
+    """pipeline.md: first.last@domain, then .1, .2 … while taken."""
+    local = _clean(f"{person.first_name}.{person.last_name}")
+    name, number = f"{local}@{DOMAIN}", 0
+    while name in taken:
+        number += 1
+        name = f"{local}.{number}@{DOMAIN}"
+    return name
+
+
+def _key(values: dict[str, Any]) -> tuple[str, ...] | None:
+    """The duplicate-prevention key: trimmed, case-insensitive; None if a part is blank."""
+    parts = [str(values.get(name) or "").strip().lower() for name in MATCH_ON]
+    return None if not all(parts) else tuple(parts)
+
+
+def plan_people(ref: Reference, incoming: list[SisPerson], dead: set[str] | None,
+                ) -> tuple[dict[str, Account], int] | None:
+    """People after a sync (None: MATCH_AMBIGUOUS). ``dead``: delta tombstones; None: bulk."""
+    by_id = {a.person_id: name for name, a in ref.accounts.items()}
+    incoming_ids = {p.person_id for p in incoming}
+    claimed = {by_id[p.person_id] for p in incoming if p.person_id in by_id}
+    # Duplicate prevention for SIS ids the store does not know.
+    candidates: dict[str, list[str]] = {}
+    for person in incoming:
+        if person.person_id in by_id:
+            continue
+        key = _key(person.values())
+        candidates[person.person_id] = [
+            name for name, a in ref.accounts.items() if key is not None and _key(a.values) == key
+        ]
+    if any(len(found) > 1 for found in candidates.values()):
+        return None
+    claims: dict[str, int] = {}
+    for found in candidates.values():
+        for name in found:
+            claims[name] = claims.get(name, 0) + 1
+    if any(n + (name in claimed) > 1 for name, n in claims.items()):
+        return None
+
+    accounts = dict(ref.accounts)
+    taken = set(accounts)
+    seen: set[str] = set()
+    for person in incoming:
+        name = by_id.get(person.person_id) or next(iter(candidates[person.person_id]), None)
+        if name is None:
+            name = _name_for(person, taken)
+            taken.add(name)
+            accounts[name] = Account(name, person.person_id, person.values())
+        else:
+            old = accounts[name]
+            accounts[name] = replace(
+                old, person_id=person.person_id, status="active",
+                values=old.values if old.source == "local" else person.values(),
+                previous_ids=old.previous_ids + ((old.person_id,) if old.person_id
+                                                 != person.person_id else ()))
+        seen.add(name)
+    deactivated = 0
+    for name, account in list(accounts.items()):
+        gone = account.status == "active" and name not in seen and (
+            dead is None or (account.person_id in dead and account.person_id not in incoming_ids))
+        if gone:
+            accounts[name] = replace(account, status="inactive")
+            deactivated += 1
+    return accounts, deactivated
+
+
+def apply_upload(ref: Reference, upload: Upload) -> Outcome:
+    if isinstance(upload, Bulk):
+        planned = plan_people(ref, list(upload.people), None)
+        if planned is None:
+            return Outcome(None)
+        accounts, deactivated = planned
+        removed = len(set(ref.tables.classes) - set(upload.tables.classes))
+        return Outcome(Reference(accounts, upload.tables.copy()), deactivated, removed)
+
+    dead_all = {p.person_id for p in upload.tombstones}
+    planned = plan_people(ref, list(upload.upserts), dead_all)
+    if planned is None:
+        return Outcome(None)
+    accounts, deactivated = planned
+    dead = dead_all - {p.person_id for p in upload.upserts}
+    tables = ref.tables.copy()
+    # A tombstoned person takes the rows that name them along (the upload's own too).
+    upserts = [r for r in upload.roster_upserts if r[2] not in dead]
+    upserted = {r[0] for r in upserts}
+    for roster_id, (_, student) in list(tables.rosters.items()):
+        if student in dead:
+            del tables.rosters[roster_id]
+    tables.instructors = {row for row in tables.instructors if row[1] not in dead}
+    for roster_id, *_ in upload.roster_tombstones:
+        if roster_id not in upserted:
+            tables.rosters.pop(roster_id, None)
+    for roster_id, class_id, student, _ in upserts:
+        tables.rosters[roster_id] = (class_id, student)
+    return Outcome(Reference(accounts, tables), deactivated, 0)
+
+
+def held_by_guard(ref: Reference, outcome: Outcome) -> bool:
+    active = ref.active()
+    classes = len(ref.tables.classes)
+    people_over = active and 100.0 * outcome.deactivated / active > MAX_PERCENT
+    classes_over = classes and 100.0 * outcome.removed_classes / classes > MAX_PERCENT
+    return active >= MIN_POPULATION and bool(people_over or classes_over)
+
+
+# --- the store, read back --------------------------------------------------------------------
+
+
+def _rows(dump: dict[str, list[tuple[Any, ...]]], kind: str, tenant: str) -> list[dict[str, Any]]:
+    table = DIRECTORY_TABLES[kind]
+    names = [c.name for c in table.columns]
+    rows = [dict(zip(names, row, strict=True)) for row in dump[table.name]]
+    return [row for row in rows if row["tenant"] == tenant]
+
+
+def store_state(store: Store, tenant: str) -> tuple[dict[str, dict[str, Any]], Tables]:
+    """People by account name (every compared column) and the mirrored tables."""
+    dump = dump_tables(store)
+    people: dict[str, dict[str, Any]] = {}
+    for row in _rows(dump, "people", tenant):
+        values = {name: row[name] for name in COMPARED}
+        values["previous_ids"] = json.loads(values["previous_ids"] or "[]")
+        values["location_ids"] = json.loads(values["location_ids"] or "[]")
+        people[row["account"]] = values
+    tables = Tables(
+        classes={r["class_id"]: SisClass(r["class_number"], r["course_id"], r["location_id"])
+                 for r in _rows(dump, "classes", tenant)},
+        rosters={r["roster_id"]: (r["class_id"], r["student_id"])
+                 for r in _rows(dump, "rosters", tenant)},
+        instructors={(r["class_id"], r["person_id"], r["position"])
+                     for r in _rows(dump, "instructors", tenant)},
+        locations={r["location_id"]: r["location_name"] for r in _rows(dump, "locations", tenant)},
+        courses={r["course_id"]: (r["course_number"], r["course_name"], r["location_id"])
+                 for r in _rows(dump, "courses", tenant)},
+    )
+    for r in _rows(dump, "classes", tenant):
+        assert r["class_display_name"] is None and json.loads(r["term_ids"] or "[]") == []
+    return people, tables
+
+
+def expected_people(ref: Reference) -> dict[str, dict[str, Any]]:
+    return {
+        name: {"person_id": a.person_id, "previous_ids": list(a.previous_ids), **a.values,
+               "account": name, "status": a.status, "source": a.source}
+        for name, a in ref.accounts.items()
+    }
+
+
+def _differences(found: dict[Any, Any], expected: dict[Any, Any]) -> list[str]:
+    """Store vs model, key by key: what an assertion shows."""
+    return [f"{key}: store {found.get(key)!r} model {expected.get(key)!r}"
+            for key in sorted({*found, *expected}, key=str) if found.get(key) != expected.get(key)]
+
+
+# --- the machine -------------------------------------------------------------------------------
+
+
+class Clock:
+    """Ticks a second per reading; each example starts an hour after the last, so run ids
+    (time plus 16 random bits) of different examples never meet in one store."""
+
+    def __init__(self, hours: int) -> None:
+        self.now = datetime(2026, 11, 23, 2, 0, tzinfo=UTC) + timedelta(hours=hours)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+@dataclass
+class Context:
+    """What every example shares: one open store and a folder; a tenant per example."""
+
+    store: Store
+    folder: Path
+    tenants: Iterator[int] = field(default_factory=itertools.count)
+    runs: dict[str, int] = field(default_factory=dict)
+    """Runs per final status, over the whole test."""
+    rules: dict[str, int] = field(default_factory=dict)
+
+
+def tenant_settings(folder: Path, url: str, tenant: str) -> Settings:
+    return parse_settings({
+        "state_dir": str(folder),
+        "store": {"url": url},
+        "tenants": {tenant: {
+            "name": "Model District", "report_to": ["admin@t.example"],
+            "account_domain": DOMAIN,
+            "guard": {"max_deactivate_percent": MAX_PERCENT, "min_population": MIN_POPULATION},
+        }},
+    })
+
+
+def _pick(items: list[Any], index: int) -> Any:
+    return items[index % len(items)]
+
+
+INDEX = st.integers(min_value=0, max_value=1000)
+
+
+class SyncModel(RuleBasedStateMachine):
+    """One tenant's SIS, admin and store, checked against the reference after every step."""
+
+    def __init__(self, context: Context, url: str) -> None:
+        super().__init__()
+        self.context = context
+        number = next(context.tenants)
+        self.tenant = f"m{number}"
+        folder = context.folder / self.tenant
+        self.runner = Runner(tenant_settings(folder, url, self.tenant), context.store,
+                             clock=Clock(number), mailer=lambda message, settings: "memory")
+        self.folder = folder
+        self.ids = itertools.count(1)
+        self.people: dict[str, SisPerson] = {}
+        self.classes: dict[str, SisClass] = {
+            "K1": SisClass("1", "C1", "S1"), "K2": SisClass("2", "C2", "S2")}
+        self.rosters: dict[str, tuple[str, str]] = {}
+        self.ref = Reference()
+        self.held: dict[str, tuple[Upload, bytes]] = {}
+        """Runs the guard holds: run_id → (upload, its bytes)."""
+        self.last_applied: bytes | None = None
+        self.accounts_by_id: dict[int, str] = {}
+        """account_id → account name, as first seen: names never change."""
+        self.uploads = 0
+
+    def _count(self, rule_name: str) -> None:
+        self.context.rules[rule_name] = self.context.rules.get(rule_name, 0) + 1
+
+    @initialize(people=st.lists(st.tuples(
+        st.sampled_from(("student", "student", "staff")), st.sampled_from(FIRST),
+        st.sampled_from(LAST), st.sampled_from(tuple(LOCATIONS))), min_size=3, max_size=7),
+        rosters=st.lists(st.tuples(INDEX, INDEX), max_size=6))
+    def first_sync(self, people: list[tuple[str, str, str, str]],
+                   rosters: list[tuple[int, int]]) -> None:
+        """A district of a few people, classes and rosters, synced once."""
+        for role, first, last, location in people:
+            self.add_person(role, first, last, location)
+        staff = [p for p, person in self.people.items() if person.role == "staff"]
+        if staff:
+            self.classes["K1"] = replace(self.classes["K1"], instructors=(staff[0],))
+        for klass, student in rosters:
+            self.enrol(klass, student)
+        self.bulk_upload()
+
+    # --- the SIS changes (nothing is sent yet) ---
+
+    @rule(role=st.sampled_from(("student", "student", "staff")), first=st.sampled_from(FIRST),
+          last=st.sampled_from(LAST), location=st.sampled_from(tuple(LOCATIONS)))
+    def add_person(self, role: str, first: str, last: str, location: str) -> None:
+        n = next(self.ids)
+        person_id = f"{'P' if role == 'student' else 'T'}{n}"
+        self.people[person_id] = SisPerson(person_id, n, role, first, last, location)
+        self._count("add_person")
+
+    def _drop_person(self, person_id: str) -> None:
+        del self.people[person_id]
+        self.rosters = {r: v for r, v in self.rosters.items() if v[1] != person_id}
+        self.classes = {c: replace(k, instructors=tuple(i for i in k.instructors if i != person_id))
+                        for c, k in self.classes.items()}
+
+    @precondition(lambda self: self.people)
+    @rule(index=INDEX)
+    def remove_person(self, index: int) -> None:
+        self._drop_person(_pick(list(self.people), index))
+        self._count("remove_person")
+
+    @precondition(lambda self: self.people)
+    @rule(index=INDEX, first=st.sampled_from(FIRST), last=st.sampled_from(LAST))
+    def rename_person(self, index: int, first: str, last: str) -> None:
+        person_id = _pick(list(self.people), index)
+        self.people[person_id] = replace(self.people[person_id], first_name=first, last_name=last)
+        self._count("rename_person")
+
+    @precondition(lambda self: self.people)
+    @rule(index=INDEX, location=st.sampled_from(tuple(LOCATIONS)))
+    def move_person(self, index: int, location: str) -> None:
+        person_id = _pick(list(self.people), index)
+        self.people[person_id] = replace(self.people[person_id], location=location)
+        self._count("move_person")
+
+    def _reid(self, person_id: str) -> SisPerson:
+        """The SIS gives the same person a new id; their rosters and classes follow."""
+        old = self.people.pop(person_id)
+        n = next(self.ids)
+        new = replace(old, person_id=f"{person_id[0]}{n}")
+        self.people[new.person_id] = new
+        self.rosters = {r: (c, new.person_id if s == person_id else s)
+                        for r, (c, s) in self.rosters.items()}
+        self.classes = {c: replace(k, instructors=tuple(
+            new.person_id if i == person_id else i for i in k.instructors))
+            for c, k in self.classes.items()}
+        return new
+
+    @precondition(lambda self: self.people)
+    @rule(index=INDEX)
+    def new_sis_id(self, index: int) -> None:
+        self._reid(_pick(list(self.people), index))
+        self._count("new_sis_id")
+
+    @precondition(lambda self: self.ref.accounts)
+    @rule(index=INDEX)
+    def add_lookalike(self, index: int) -> None:
+        """A new SIS record with the name and email of a stored account (a re-enrolment, or
+        a duplicate): duplicate prevention takes the account over, or finds it ambiguous."""
+        account = self.ref.accounts[_pick(sorted(self.ref.accounts), index)]
+        values = account.values
+        n = next(self.ids)
+        lineage = int(str(values["email_address"])[1:].split("@")[0])
+        role = str(values["role"])
+        person = SisPerson(f"{'P' if role == 'student' else 'T'}{n}", lineage, role,
+                           str(values["first_name"]), str(values["last_name"]),
+                           _pick(list(LOCATIONS), index))
+        self.people[person.person_id] = person
+        self._count("add_lookalike")
+
+    @rule(index=INDEX, location=st.sampled_from(tuple(LOCATIONS)),
+          course=st.sampled_from(tuple(COURSES)))
+    def move_class(self, index: int, location: str, course: str) -> None:
+        class_id = _pick(list(self.classes), index)
+        self.classes[class_id] = replace(self.classes[class_id], location_id=location,
+                                         course_id=course)
+        self._count("move_class")
+
+    @precondition(lambda self: len(self.classes) < 4)
+    @rule(course=st.sampled_from(tuple(COURSES)))
+    def add_class(self, course: str) -> None:
+        n = next(self.ids)
+        self.classes[f"K{n}"] = SisClass(str(n), course, COURSES[course][2])
+        self._count("add_class")
+
+    @precondition(lambda self: len(self.classes) > 1)
+    @rule(index=INDEX)
+    def remove_class(self, index: int) -> None:
+        class_id = _pick(list(self.classes), index)
+        del self.classes[class_id]
+        self.rosters = {r: v for r, v in self.rosters.items() if v[0] != class_id}
+        self._count("remove_class")
+
+    @rule(index=INDEX, picks=st.lists(INDEX, max_size=3))
+    def set_instructors(self, index: int, picks: list[int]) -> None:
+        staff = [p for p, person in self.people.items() if person.role == "staff"]
+        chosen = list(dict.fromkeys(_pick(staff, i) for i in picks)) if staff else []
+        class_id = _pick(list(self.classes), index)
+        self.classes[class_id] = replace(self.classes[class_id], instructors=tuple(chosen))
+        self._count("set_instructors")
+
+    @rule(klass=INDEX, student=INDEX)
+    def enrol(self, klass: int, student: int) -> None:
+        students = [p for p, person in self.people.items() if person.role == "student"]
+        if not students:
+            return
+        self.rosters[f"R{next(self.ids)}"] = (_pick(list(self.classes), klass),
+                                              _pick(students, student))
+        self._count("enrol")
+
+    @precondition(lambda self: self.rosters)
+    @rule(index=INDEX)
+    def unenrol(self, index: int) -> None:
+        del self.rosters[_pick(list(self.rosters), index)]
+        self._count("unenrol")
+
+    # --- uploads and the admin ---
+
+    def _bulk(self) -> Bulk:
+        ordered = sorted(self.people.values(), key=lambda p: p.role != "student")
+        return Bulk(tuple(ordered), sis_tables(self.classes, self.rosters))
+
+    def _sync(self, upload: Upload, data: bytes) -> None:
+        """Send ``data`` and hold the run's outcome against the model's prediction."""
+        self.uploads += 1
+        path = self.folder / f"upload-{self.uploads}.zip"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        run = self.runner.sync(self.tenant, path, source="cli")
+        self.context.runs[run.status] = self.context.runs.get(run.status, 0) + 1
+        errors = [e["message"] for e in run.document.get("errors", [])]
+        if data == self.last_applied:
+            assert run.status == "unchanged", errors
+            return
+        self.held.clear()  # a newer upload discards held runs, whatever becomes of it
+        outcome = apply_upload(self.ref, upload)
+        if outcome.after is None:
+            assert run.status == "failed", errors
+            assert {e["code"] for e in run.document["errors"]} == {"MATCH_AMBIGUOUS"}, errors
+        elif held_by_guard(self.ref, outcome):
+            assert run.status == "held", errors
+            assert {e["code"] for e in run.document["errors"]} == {"CHANGE_THRESHOLD"}, errors
+            self.held[run.run_id] = (upload, data)
+        else:
+            assert run.status in ("completed", "completed_with_warnings"), errors
+            self.ref = outcome.after
+            self.last_applied = data
+
+    @rule()
+    def bulk_upload(self) -> None:
+        upload = self._bulk()
+        self._sync(upload, upload_bytes(upload))
+        self._count("bulk_upload")
+
+    @rule(actions=st.lists(st.tuples(
+        st.sampled_from(("new", "update", "delete", "new_id", "enrol", "unenrol")),
+        INDEX, st.sampled_from(FIRST), st.sampled_from(LAST)), min_size=1, max_size=4))
+    def delta_upload(self, actions: list[tuple[str, int, str, str]]) -> None:
+        """The SIS changes a few things and sends just those as a OneRoster delta."""
+        upserts: dict[str, SisPerson] = {}
+        tombstones: dict[str, SisPerson] = {}
+        roster_up: dict[str, tuple[str, str, str, str]] = {}
+        roster_down: dict[str, tuple[str, str, str, str]] = {}
+
+        def school(class_id: str) -> str:
+            return self.classes[class_id].location_id if class_id in self.classes else "S1"
+
+        for kind, index, first, last in actions:
+            ids = list(self.people)
+            if kind == "new" or not ids:
+                n = next(self.ids)
+                role = "staff" if index % 3 == 0 else "student"
+                person = SisPerson(f"{'P' if role == 'student' else 'T'}{n}", n, role, first,
+                                   last, _pick(list(LOCATIONS), index))
+                self.people[person.person_id] = person
+                upserts[person.person_id] = person
+            elif kind == "update":
+                person_id = _pick(ids, index)
+                self.people[person_id] = replace(self.people[person_id], last_name=last)
+                upserts[person_id] = self.people[person_id]
+            elif kind == "delete":
+                person_id = _pick(ids, index)
+                tombstones[person_id] = self.people[person_id]
+                upserts.pop(person_id, None)
+                self._drop_person(person_id)
+            elif kind == "new_id":
+                old = _pick(ids, index)
+                tombstones[old] = self.people[old]
+                upserts.pop(old, None)
+                new = self._reid(old)
+                upserts[new.person_id] = new
+                for roster_id, (class_id, student) in self.rosters.items():
+                    if student == new.person_id:  # the SIS sends the moved enrolments
+                        roster_up[roster_id] = (roster_id, class_id, student, school(class_id))
+            elif kind == "enrol":
+                students = [p for p in ids if self.people[p].role == "student"]
+                if not students:
+                    continue
+                roster_id = f"R{next(self.ids)}"
+                class_id = _pick(list(self.classes), index)
+                self.rosters[roster_id] = (class_id, _pick(students, index))
+                roster_up[roster_id] = (roster_id, class_id, self.rosters[roster_id][1],
+                                        school(class_id))
+            elif kind == "unenrol" and self.rosters:
+                roster_id = _pick(list(self.rosters), index)
+                class_id, student = self.rosters.pop(roster_id)
+                roster_up.pop(roster_id, None)
+                roster_down[roster_id] = (roster_id, class_id, student, school(class_id))
+        # Only what still exists is upserted (a person may be gone again).
+        live = {p: person for p, person in upserts.items() if p in self.people}
+        rosters_up = tuple(r for r in roster_up.values() if r[0] in self.rosters)
+        upload = Delta(tuple(live.values()), tuple(tombstones.values()), rosters_up,
+                       tuple(roster_down.values()))
+        self._sync(upload, upload_bytes(upload))
+        self._count("delta_upload")
+
+    @precondition(lambda self: self.last_applied is not None)
+    @rule()
+    def send_last_applied_again(self) -> None:
+        """The same bytes as the last applied upload: recorded unchanged, nothing written."""
+        assert self.last_applied is not None
+        self._sync(Delta((), ()), self.last_applied)
+        self._count("send_last_applied_again")
+
+    @precondition(lambda self: self.held)
+    @rule()
+    def approve(self) -> None:
+        run_id, (upload, data) = next(iter(self.held.items()))
+        run = self.runner.approve(run_id)
+        del self.held[run_id]
+        errors = [e["message"] for e in run.document.get("errors", [])]
+        outcome = apply_upload(self.ref, upload)  # planned again against the store as it is
+        if outcome.after is None:
+            assert run.status == "failed", errors
+        else:
+            assert run.status in ("completed", "completed_with_warnings"), errors
+            self.ref = outcome.after
+            self.last_applied = data
+        self._count("approve")
+
+    @precondition(lambda self: self.held)
+    @rule()
+    def discard(self) -> None:
+        run_id = next(iter(self.held))
+        assert self.runner.discard(run_id).status == "discarded"
+        del self.held[run_id]
+        self._count("discard")
+
+    @precondition(lambda self: self.ref.accounts)
+    @rule(index=INDEX, change=st.sampled_from((
+        ("last_name", "Local"), ("last_name", "Lee"), ("first_name", "Ann"),
+        ("grade_level", "10"), ("location_ids", ["S2"]))))
+    def edit_locally(self, index: int, change: tuple[str, Any]) -> None:
+        """An admin edits an account: it keeps these values whatever the SIS sends later."""
+        name = _pick(sorted(self.ref.accounts), index)
+        account = self.ref.accounts[name]
+        column, value = change
+        shown = set_person(self.context.store, self.tenant, account.person_id, {column: value},
+                           now=datetime(2026, 11, 23, 3, 0, tzinfo=UTC))
+        assert shown["account"] == name and shown["source"] == "local"
+        self.ref.accounts[name] = replace(account, source="local",
+                                          values={**account.values, column: value})
+        self._count("edit_locally")
+
+    # --- the check ---
+
+    @invariant()
+    def store_equals_model(self) -> None:
+        """The store holds exactly what the spec says, and account names stay put."""
+        people, tables = store_state(self.context.store, self.tenant)
+        expected = expected_people(self.ref)
+        assert people == expected, _differences(people, expected)
+        classes = {c: replace(k, instructors=()) for c, k in self.ref.tables.classes.items()}
+        assert tables.classes == classes, _differences(tables.classes, classes)
+        assert tables.instructors == self.ref.tables.instructors, (
+            tables.instructors ^ self.ref.tables.instructors)
+        assert tables.rosters == self.ref.tables.rosters, _differences(
+            tables.rosters, self.ref.tables.rosters)
+        assert tables.locations == self.ref.tables.locations
+        assert tables.courses == self.ref.tables.courses
+
+        listed = list_people(self.context.store, self.tenant, include_inactive=True)
+        assert len(listed) == len(people)
+        for row in listed:
+            stored = people[row["account"]]
+            assert {k: stored[k] for k in row} == row
+        names = [row["account"] for row in listed]
+        assert len(set(names)) == len(names)
+        dump = dump_tables(self.context.store)
+        for row in _rows(dump, "people", self.tenant):
+            first = self.accounts_by_id.setdefault(row["account_id"], row["account"])
+            assert first == row["account"], "an account name changed"
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def context(backend_url: str, tmp_path: Path) -> Iterator[tuple[Context, str]]:
+    """One store for the whole test (a tenant per example), with the snapshot cache on."""
+    (tmp_path / "state").mkdir(exist_ok=True)
+    with open_store(backend_url, cache_dir=tmp_path / "cache") as store:
+        yield Context(store, tmp_path / "tenants"), backend_url
+
+
+def test_sync_matches_reference_model(context: tuple[Context, str],
+                                      request: pytest.FixtureRequest) -> None:
+    """Random histories of bulk and delta uploads, local edits, guard holds with approve and
+    discard, and identical re-uploads leave the store exactly as the reference model of
+    pipeline.md says, on SQLite and PostgreSQL; every run ends as the model predicts."""
+    ctx, url = context
+    factory: Callable[[], SyncModel] = lambda: SyncModel(ctx, url)  # noqa: E731
+    # No shrinking: a stateful failure shrinks for minutes, past the test timeout; the
+    # failing history (at most 25 steps) is printed as it was found.
+    run_state_machine_as_test(factory, settings=settings(
+        max_examples=20, stateful_step_count=25, deadline=None, database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"\nsync model ({url.split(':')[0]}): runs {ctx.runs}; rules {ctx.rules}")
+
+
+def test_delta_new_sis_id_keeps_the_moved_enrolments(backend_url: str, tmp_path: Path) -> None:
+    """A delta that gives a student a new SIS id (the old one tobedeleted, the person and
+    their enrolments sent again under the new id) updates the roster row to the new id;
+    the tombstone's cascade does not delete it (it did: the row was updated and removed)."""
+    (tmp_path / "state").mkdir(exist_ok=True)
+    with open_store(backend_url, cache_dir=tmp_path / "cache") as store:
+        runner = Runner(tenant_settings(tmp_path / "t", backend_url, "t"), store,
+                        clock=Clock(0), mailer=lambda message, settings: "memory")
+        before = SisPerson("P1", 1, "student", "Ann", "Lee", "S1")
+        after = replace(before, person_id="P2")
+        uploads: list[Upload] = [
+            Bulk((before,), sis_tables({"K1": SisClass("1", "C1", "S1")}, {"R1": ("K1", "P1")})),
+            Delta((after,), (before,), (("R1", "K1", "P2", "S1"),)),
+        ]
+        for number, upload in enumerate(uploads):
+            path = tmp_path / f"{number}.zip"
+            path.write_bytes(upload_bytes(upload))
+            run = runner.sync("t", path, source="cli")
+            assert run.status == "completed", run.document["errors"]
+        assert run.document["changes"]["removed"]["rosters"] == 0
+        assert run.document["changes"]["updated"]["rosters"] == 1
+        people, tables = store_state(store, "t")
+        assert tables.rosters == {"R1": ("K1", "P2")}
+        assert [(p["person_id"], p["previous_ids"], p["status"]) for p in people.values()] == [
+            ("P2", ["P1"], "active")]
+        again = tmp_path / "again.zip"  # planned from the snapshot cache this time
+        again.write_bytes(upload_bytes(Bulk((after,), sis_tables(
+            {"K1": SisClass("1", "C1", "S1")}, {"R1": ("K1", "P2")}))))
+        run = runner.sync("t", again, source="cli")
+        changes = run.document["changes"]
+        assert run.status == "completed"
+        assert not any(changes[change][kind] for change in ("created", "updated", "deactivated",
+                                                            "removed") for kind in changes[change])
+        assert store_state(store, "t")[1].rosters == {"R1": ("K1", "P2")}
