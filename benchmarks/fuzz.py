@@ -5,7 +5,9 @@ programs) and the same per-case check: ``check_upload`` and ``rosterdrop
 validate --json`` in-process must agree on a JSON verdict with known codes,
 raise nothing, and stay within the time and traced-memory bounds. Failures
 do not stop the run: each is counted, and its upload written to ``--out`` so
-it can be replayed (``rosterdrop validate --json FILE``).
+it can be replayed (``rosterdrop validate --json FILE``). A case over the time
+bound is run once more before it counts as a failure, so a busy machine does
+not pass for a slow case.
 
     python benchmarks/fuzz.py --examples 20000
     python benchmarks/fuzz.py --examples 2000 --seed 7 --out /tmp/fuzz-failures
@@ -36,6 +38,7 @@ def run(examples: int, out: Path, random_seed: int) -> int:
     statuses: collections.Counter[str] = collections.Counter()
     codes: collections.Counter[str] = collections.Counter()
     failures: list[tuple[str, str]] = []
+    retimed: list[str] = []
     slowest: tuple[float, str] = (0.0, "")
     biggest: tuple[float, str] = (0.0, "")
     done = 0
@@ -53,7 +56,14 @@ def run(examples: int, out: Path, random_seed: int) -> int:
             raw = mutation.build()
             digest = hashlib.sha256(raw).hexdigest()[:16]
             try:
-                verdict: Verdict = check_both(raw, folder)
+                try:
+                    verdict: Verdict = check_both(raw, folder)
+                except AssertionError as exc:
+                    if " took " not in str(exc):
+                        raise
+                    # Over the time bound: once more, to tell a slow case from a busy machine.
+                    verdict = check_both(raw, folder)
+                    retimed.append(str(exc))
             except Exception as exc:  # a finding: keep going, keep the upload
                 out.mkdir(parents=True, exist_ok=True)
                 (out / f"{digest}.zip").write_bytes(raw)
@@ -82,6 +92,9 @@ def run(examples: int, out: Path, random_seed: int) -> int:
           + ", ".join(f"{k} {v:,}" for k, v in codes.most_common()))
     print(f"slowest case: {slowest[0] * 1000:.0f} ms (both paths)  {slowest[1][:300]}")
     print(f"largest traced peak: {biggest[0]:.1f} MiB  {biggest[1][:300]}")
+    if retimed:
+        print(f"over the time bound once, within it when run again (a busy machine): "
+              f"{len(retimed)}")
     if failures:
         print(f"FAILURES: {len(failures)} (uploads and tracebacks in {out})")
         for digest, what in failures[:20]:
