@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,15 +20,10 @@ def pg_schema_url(schema: str) -> str:
     return f"{PG_URL}{joiner}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty store on each backend: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/state/rosterdrop.db"
-        return
-    if not PG_URL:
-        pytest.skip("PostgreSQL tests need ROSTERDROP_TEST_PG=postgresql+psycopg://…")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def fresh_pg_schema(prefix: str = "t") -> Iterator[str]:
+    """A new PostgreSQL schema for one test, dropped afterwards; yields its URL."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)
     try:
         with admin.begin() as conn:
@@ -37,3 +33,15 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store on each backend: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/state/rosterdrop.db"
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need ROSTERDROP_TEST_PG=postgresql+psycopg://…")
+    with fresh_pg_schema() as url:
+        yield url

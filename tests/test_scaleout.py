@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PG_URL, pg_schema_url
+from conftest import PG_URL, fresh_pg_schema
 from daemon_harness import Daemon, wait_until
-from sqlalchemy import create_engine, text
 from test_sftp_support import paramiko_sftp, password_hash
 
 from rosterdrop.sample import write_sample
@@ -30,16 +28,8 @@ TENANTS = [f"t{n}" for n in range(5)]
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL schema both processes share."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        yield pg_schema_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
+    with fresh_pg_schema() as url:
+        yield url
 
 
 def pair(tmp_path: Path, url: str, *, lease_seconds: float = 120,
