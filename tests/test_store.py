@@ -359,7 +359,7 @@ def test_run_history(store: Store) -> None:
     """Runs are stored, updated, listed newest first per tenant, and found by id."""
     times = [DAY0 + timedelta(minutes=i) for i in range(3)]
     ids = [new_run_id(t) for t in times]
-    assert ids[0].startswith("20261123-113845-") and len(ids[0]) == 20
+    assert ids[0].startswith("20261123-113845-") and len(ids[0]) == 24
     for run_id, tenant, at in zip(ids, [TENANT, "other", TENANT], times, strict=True):
         create_run(store, RunRecord(run_id=run_id, tenant=tenant, source="sftp",
                                     file_name="district.zip", size=123, sha256=f"sha-{run_id}",

@@ -63,8 +63,9 @@ _TIMES = ("created_at", "finished_at", "applied_at")
 
 
 def new_run_id(now: datetime) -> str:
-    """A short id that sorts by time: ``20261123-113845-ab12`` (UTC)."""
-    return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    """A short id that sorts by time: ``20261123-113845-ab12cd34`` (UTC); 32 random bits
+    keep runs started in the same second apart."""
+    return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
 
 
 def _check(values: dict[str, Any]) -> dict[str, Any]:
