@@ -24,7 +24,7 @@ import polars as pl
 
 from rosterdrop.codes import Code
 from rosterdrop.issues import IssueLog
-from rosterdrop.sync.messages import joined, where
+from rosterdrop.sync.messages import joined, person_issues
 
 CASE_INSENSITIVE = frozenset({"first_name", "last_name", "middle_name", "email_address"})
 
@@ -132,39 +132,23 @@ def match_duplicates(
     )
     if several.height:
         issues.extend(
-            several.select(
-                file=pl.col("_file"),
-                line=pl.col("_line"),
-                column=pl.lit(None, pl.String),
-                value=pl.col("person_id"),
-                message=pl.concat_str(
-                    [
-                        where(),
-                        pl.lit("new person '") + pl.col("person_id") + pl.lit("' matches ")
-                        + pl.col("n").cast(pl.String)
-                        + pl.lit(f" existing accounts on {fields}: ") + pl.col("labels")
-                        + pl.lit(fix),
-                    ]
-                ),
+            person_issues(
+                several,
+                pl.lit("new person '") + pl.col("person_id") + pl.lit("' matches ")
+                + pl.col("n").cast(pl.String)
+                + pl.lit(f" existing accounts on {fields}: ") + pl.col("labels")
+                + pl.lit(fix),
             ),
             Code.MATCH_AMBIGUOUS,
         )
     if contested.height:
         issues.extend(
-            contested.select(
-                file=pl.col("_file"),
-                line=pl.col("_line"),
-                column=pl.lit(None, pl.String),
-                value=pl.col("person_id"),
-                message=pl.concat_str(
-                    [
-                        where(),
-                        pl.lit("new person '") + pl.col("person_id")
-                        + pl.lit("' matches the existing account ") + pl.col("_label")
-                        + pl.lit(f" on {fields}, and so does ") + pl.col("others")
-                        + pl.lit(fix),
-                    ]
-                ),
+            person_issues(
+                contested,
+                pl.lit("new person '") + pl.col("person_id")
+                + pl.lit("' matches the existing account ") + pl.col("_label")
+                + pl.lit(f" on {fields}, and so does ") + pl.col("others")
+                + pl.lit(fix),
             ),
             Code.MATCH_AMBIGUOUS,
         )

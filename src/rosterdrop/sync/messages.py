@@ -24,6 +24,18 @@ def where(file: str = "_file", line: str = "_line") -> pl.Expr:
     )
 
 
+def person_issues(frame: pl.DataFrame, *parts: pl.Expr) -> pl.DataFrame:
+    """Issue rows about people: where they stand, their person_id, and the message
+    ``parts`` after the ``"users.csv line 12: "`` prefix."""
+    return frame.select(
+        file=pl.col("_file"),
+        line=pl.col("_line"),
+        column=pl.lit(None, pl.String),
+        value=pl.col("person_id"),
+        message=pl.concat_str([where(), *parts]),
+    )
+
+
 def quoted(expr: pl.Expr) -> pl.Expr:
     """``'value'``, or ``(blank)`` for null."""
     return (

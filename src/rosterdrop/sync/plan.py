@@ -44,7 +44,7 @@ from rosterdrop.issues import IssueLog
 from rosterdrop.model import Model
 from rosterdrop.sync.accounts import assign_accounts
 from rosterdrop.sync.duplicates import match_duplicates
-from rosterdrop.sync.messages import quoted, where
+from rosterdrop.sync.messages import person_issues, quoted
 from rosterdrop.sync.snapshot import (
     ACTIVE,
     INACTIVE,
@@ -464,23 +464,15 @@ def _warn_local(both: pl.DataFrame, differs: list[pl.Expr], log: IssueLog) -> No
         for name, d in zip(PERSON_FIELDS, differs, strict=True)
     ]
     log.extend(
-        ignored.select(
-            file=pl.col("_file"),
-            line=pl.col("_line"),
-            column=pl.lit(None, pl.String),
-            value=pl.col("person_id"),
-            message=pl.concat_str(
-                [
-                    where(),
-                    pl.lit("account ") + pl.col("account__old") + pl.lit(" (person '")
-                    + pl.col("person_id")
-                    + pl.lit("') was edited locally, so these SIS values were not applied: "),
-                    pl.concat_str(listed, separator=", ", ignore_nulls=True),
-                    pl.lit(
-                        "; edit the account again with `rosterdrop people set` "
-                        "if they should apply."
-                    ),
-                ]
+        person_issues(
+            ignored,
+            pl.lit("account ") + pl.col("account__old") + pl.lit(" (person '")
+            + pl.col("person_id")
+            + pl.lit("') was edited locally, so these SIS values were not applied: "),
+            pl.concat_str(listed, separator=", ", ignore_nulls=True),
+            pl.lit(
+                "; edit the account again with `rosterdrop people set` "
+                "if they should apply."
             ),
         ),
         Code.ACCOUNT_LOCAL,
