@@ -5,6 +5,8 @@ each PostgreSQL test runs in a schema of its own, dropped afterwards."""
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from rosterdrop.config import TenantSettings
 from rosterdrop.errors import NotFound, StoreError, UsageError
@@ -406,16 +408,30 @@ def test_schema_upgrade_path(
         ran.append(1)
         conn.execute(text("ALTER TABLE runs ADD COLUMN note VARCHAR"))
 
-    monkeypatch.setattr(engine_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(tables.UPGRADES, 1, step)
+    current = tables.SCHEMA_VERSION
+    monkeypatch.setattr(engine_module, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(tables.UPGRADES, current, step)
     with open_store(store_url) as upgraded, upgraded.engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM schema_version")).scalar_one() == 2
+        version = conn.execute(text("SELECT version FROM schema_version")).scalar_one()
+        assert version == current + 1
         conn.execute(text("SELECT note FROM runs"))
     open_store(store_url).close()
     assert ran == [1]
-    monkeypatch.setattr(engine_module, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(engine_module, "SCHEMA_VERSION", current)
     with pytest.raises(StoreError, match="newer than this rosterdrop"):
         open_store(store_url)
+
+
+def test_a_version_1_store_gets_the_people_lifecycle_index(store_url: str) -> None:
+    """Upgrade step 1 → 2 adds ``ix_people_lifecycle`` to a store made by version 1."""
+    with open_store(store_url) as store, store.write() as conn:
+        conn.execute(text("DROP INDEX ix_people_lifecycle"))
+        conn.execute(text("UPDATE schema_version SET version = 1"))
+    with open_store(store_url) as store, store.engine.connect() as conn:
+        names = {index["name"] for index in inspect(conn).get_indexes("people")}
+        version = conn.execute(text("SELECT version FROM schema_version")).scalar_one()
+    assert "ix_people_lifecycle" in names
+    assert version == tables.SCHEMA_VERSION == 2
 
 
 def test_database_errors_become_store_errors(tmp_path: Path) -> None:
@@ -443,3 +459,28 @@ def test_sqlite_store_is_created_in_the_state_folder(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
     assert path.is_file()
+
+
+def _copy_without_wal(path: Path, into: Path) -> int:
+    """How many people the database *file* holds on its own (its WAL left behind)."""
+    shutil.copyfile(path, into)
+    with sqlite3.connect(into) as raw:
+        return int(raw.execute("SELECT count(*) FROM people").fetchone()[0])
+
+
+def test_sqlite_checkpoints_after_the_commit_not_inside_it(tmp_path: Path) -> None:
+    """Commits leave pages in the WAL (no automatic checkpoint); the background
+    checkpoint then copies them into the database file, and close() waits for it."""
+    path = tmp_path / "state" / "rosterdrop.db"
+    store = open_store(f"sqlite:///{path}")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+        assert store.checkpointer is not None
+        sync(store, school(students=30))
+        store.checkpointer.wait()
+        assert _copy_without_wal(path, tmp_path / "after-wait.db") == 30 + 1
+        sync(store, school(students=40))
+    finally:
+        store.close()
+    assert _copy_without_wal(path, tmp_path / "after-close.db") == 40 + 1

@@ -1,7 +1,8 @@
 """Opening the store: SQLite (a file in the state folder) or PostgreSQL.
 
 ``open_store(url)`` returns a :class:`Store`, the one handle the rest of the
-store works through. SQLite runs in WAL mode with ``synchronous=NORMAL``,
+store works through. SQLite runs in WAL mode with ``synchronous=NORMAL``
+(checkpoints on a background thread after each write, ``checkpoint.py``),
 foreign keys on and a busy timeout; write transactions start with ``BEGIN
 IMMEDIATE`` so two writers queue instead of failing half-way. PostgreSQL
 URLs (``postgresql://`` or ``postgresql+psycopg://``) use psycopg 3; reads of
@@ -28,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rosterdrop.errors import StoreError
+from rosterdrop.store.checkpoint import Checkpointer
 from rosterdrop.store.tables import (
     ALL_TABLES,
     SCHEMA_VERSION,
@@ -70,6 +72,9 @@ class Store:
         self.cache_dir = cache_dir
         self.dialect = engine.dialect.name
         self._store_id: str | None = None
+        self.checkpointer: Checkpointer | None = None
+        if self.is_sqlite and engine.url.database not in (None, "", ":memory:"):
+            self.checkpointer = Checkpointer(engine)
 
     @property
     def is_sqlite(self) -> bool:
@@ -95,6 +100,8 @@ class Store:
             conn = conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 yield conn
+        if self.checkpointer is not None:
+            self.checkpointer.request()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -109,6 +116,8 @@ class Store:
         """Hook: a bulk statement wrote ``rows`` rows to ``table``."""
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -131,6 +140,7 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
         cursor = dbapi_connection.cursor()
         for pragma in (
             "journal_mode=WAL",
+            "wal_autocheckpoint=0",  # checkpoint.py does it, after the commit
             "synchronous=NORMAL",
             "foreign_keys=ON",
             f"busy_timeout={SQLITE_BUSY_MS}",

@@ -39,15 +39,16 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     DateTime,
+    Index,
     Integer,
     Table,
     UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
-UPGRADES: dict[int, Callable[[Connection], None]] = {}
-"""``UPGRADES[n](connection)`` upgrades a version-*n* store to version *n + 1*."""
+SCHEMA_VERSION = 2
+"""1: the first schema. 2: ``ix_people_lifecycle`` (the purge's "anyone due?" query
+read every person of the tenant without it: 0.25 s per sync at L)."""
 
 metadata = SQLModel.metadata
 
@@ -78,6 +79,7 @@ class Person(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("tenant", "person_id", name="uq_people_person_id"),
         UniqueConstraint("tenant", "account", name="uq_people_account"),
+        Index("ix_people_lifecycle", "tenant", "status", "deactivated_at"),
     )
 
     account_id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
@@ -253,3 +255,12 @@ ALL_TABLES: tuple[Table, ...] = (
     MAILS,
 )
 """Every table of this schema, parents before children."""
+
+
+def _add_people_lifecycle_index(conn: Connection) -> None:
+    index = next(i for i in PEOPLE.indexes if i.name == "ix_people_lifecycle")
+    index.create(conn, checkfirst=True)
+
+
+UPGRADES: dict[int, Callable[[Connection], None]] = {1: _add_people_lifecycle_index}
+"""``UPGRADES[n](connection)`` upgrades a version-*n* store to version *n + 1*."""

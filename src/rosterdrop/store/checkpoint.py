@@ -1,0 +1,71 @@
+"""SQLite WAL checkpoints on a background thread, after the commit instead of inside it.
+
+SQLite's automatic checkpoint runs inside the COMMIT of whichever write makes
+the WAL cross 1000 pages, so that writer pays for copying every page back into
+the database file and for two fsyncs. A sync that changes 1 % of an L district
+touches ~6,000 scattered b-tree pages (a 25 MB WAL): its commit took 0.38 s,
+of which 0.32 s was the checkpoint. With ``wal_autocheckpoint=0`` the commit
+only appends to the WAL; this thread copies it back while the run goes on
+(artifacts, the report email), so the WAL still never outgrows one write.
+
+A PASSIVE checkpoint never waits for readers or writers; whatever it cannot
+copy yet is copied by the next one. Killing the process in between loses
+nothing: the WAL is the database until it has been copied.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import structlog
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+log = structlog.get_logger(__name__)
+
+
+class Checkpointer:
+    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` after writes, one at a time, coalesced."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._queued: Future[None] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def request(self) -> None:
+        """Ask for a checkpoint soon; requests made while one is queued share it."""
+        with self._lock:
+            queued = self._queued
+            if queued is not None and not queued.running() and not queued.done():
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="rosterdrop-checkpoint")
+            self._queued = self._pool.submit(self._checkpoint)
+
+    def wait(self) -> None:
+        """Block until every requested checkpoint has run."""
+        with self._lock:
+            queued = self._queued
+        if queued is not None:
+            queued.result()
+
+    def close(self) -> None:
+        """Finish the requested checkpoints and stop the thread."""
+        with self._lock:
+            pool, self._pool, self._queued = self._pool, None, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def _checkpoint(self) -> None:
+        try:
+            with self._engine.connect() as conn:
+                busy, wal_pages, copied = conn.exec_driver_sql(
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                ).one()
+        except SQLAlchemyError as exc:  # the next write asks again; nothing is lost
+            log.warning("wal_checkpoint_failed", error=str(exc).splitlines()[0][:300])
+            return
+        if busy or copied < wal_pages:
+            log.debug("wal_checkpoint_partial", wal_pages=wal_pages, copied=copied)
