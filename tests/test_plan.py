@@ -437,3 +437,35 @@ def test_planning_the_applied_model_again_changes_nothing(
         for kind in ("classes", "rosters", "instructors"):
             keys = snapshot.frame(kind).select(KEYS[kind])
             assert not keys.is_duplicated().any(), kind
+
+
+def test_key_hash_collisions_never_match_the_wrong_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables are diffed by joining 64-bit hashes of their keys. With every key hashing
+    alike (the worst collision possible) the plan must be exactly the same."""
+    before = synced(school(6))
+    changed = with_rows(school(6), "rosters", {"RC10": {"class_id": "C2"}})
+    changed = without(changed, "rosters", {"RC23"})
+    changed = changed.with_frames(rosters=pl.concat([
+        changed.rosters,
+        frame("rosters", [{"roster_id": "RNEW", "class_id": "C1", "student_id": "S5"},
+                          {"roster_id": "RC11", "class_id": "C2", "student_id": "S1"}]),
+    ]))  # RC11 twice: the first row counts
+
+    def tables(p: Plan) -> dict[str, list[pl.DataFrame]]:
+        return {
+            kind: [getattr(p.table(kind), part).sort(KEYS[kind])
+                   for part in ("create", "update", "remove")]
+            for kind in ("locations", "courses", "classes", "instructors", "rosters")
+        }
+
+    honest, _ = plan(before, changed)
+    monkeypatch.setattr(pl.DataFrame, "hash_rows",
+                        lambda self, *a, **k: pl.Series([0] * self.height, dtype=pl.UInt64))
+    colliding, _ = plan(before, changed)
+    assert honest.changes() == colliding.changes()
+    assert honest.changes()["updated"]["rosters"] == 1
+    assert honest.changes()["created"]["rosters"] == 1
+    assert honest.changes()["removed"]["rosters"] == 1
+    for kind, parts in tables(honest).items():
+        for mine, theirs in zip(parts, tables(colliding)[kind], strict=True):
+            assert mine.equals(theirs), kind
