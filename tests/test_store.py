@@ -484,3 +484,28 @@ def test_sqlite_checkpoints_after_the_commit_not_inside_it(tmp_path: Path) -> No
     finally:
         store.close()
     assert _copy_without_wal(path, tmp_path / "after-close.db") == 40 + 1
+
+
+def test_lane_runs_jobs_in_order_and_only_logs_failures() -> None:
+    """The cache lane: jobs run one after another in submission order; a failing job is
+    logged (it only costs speed) and wait() still returns."""
+    from structlog.testing import capture_logs
+
+    from rosterdrop.store.checkpoint import Lane
+
+    lane = Lane("test-lane")
+    done: list[int] = []
+
+    def failing() -> None:
+        raise OSError("disk full")
+
+    with capture_logs() as logs:
+        for n in range(5):
+            lane.submit(lambda n=n: done.append(n))  # type: ignore[misc]
+        lane.submit(failing)
+        lane.submit(lambda: done.append(5))
+        lane.wait()
+    lane.close()
+    assert done == [0, 1, 2, 3, 4, 5]
+    assert [e["event"] for e in logs] == ["background_job_failed"]
+    assert "disk full" in logs[0]["error"]

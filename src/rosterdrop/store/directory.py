@@ -220,6 +220,7 @@ def load_snapshot(
     del today
     if not use_cache:
         return _read_snapshot(store, tenant)
+    store.cache_lane.wait()
     folder = store.cache_path(tenant)
     if folder is not None:
         with translate("reading the revision"), store.engine.connect() as conn:
@@ -264,7 +265,7 @@ def _write_cache(store: Store, tenant: str, snapshot: Snapshot) -> None:
     try:
         temporary.mkdir(parents=True)
         for kind in TABLE_KINDS:
-            snapshot.frame(kind).write_ipc(temporary / f"{kind}.arrow", compression="lz4")
+            snapshot.frame(kind).write_ipc(temporary / f"{kind}.arrow", compression="uncompressed")
         os.replace(temporary, final)
         for old in folder.iterdir():
             if old != final:
@@ -280,6 +281,7 @@ def _refresh_cached_people(store: Store, tenant: str, before: int) -> None:
     folder = store.cache_path(tenant)
     if folder is None:
         return
+    store.cache_lane.wait()
     cached = _read_cache(folder / f"{store.store_id}-{before}", before)
     if cached is None:
         return
@@ -503,8 +505,11 @@ def apply_plan(store: Store, tenant: str, plan: Plan, now: datetime) -> dict[str
             writer.insert(tables[kind], _encode(changes.create), KEYS[kind])
     written = writer.counts
     if store.cache_path(tenant) is not None:
-        after = advance(plan, account_ids=account_ids, today=_utc(now).date())
-        _write_cache(store, tenant, _with_revision(after, revision))
+        def cache_the_result() -> None:
+            after = advance(plan, account_ids=account_ids, today=_utc(now).date())
+            _write_cache(store, tenant, _with_revision(after, revision))
+
+        store.cache_lane.submit(cache_the_result)
     return written
 
 

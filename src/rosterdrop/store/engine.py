@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rosterdrop.errors import StoreError
-from rosterdrop.store.checkpoint import Checkpointer
+from rosterdrop.store.checkpoint import Checkpointer, Lane
 from rosterdrop.store.tables import (
     ALL_TABLES,
     SCHEMA_VERSION,
@@ -72,6 +72,8 @@ class Store:
         self.cache_dir = cache_dir
         self.dialect = engine.dialect.name
         self._store_id: str | None = None
+        self.cache_lane = Lane("rosterdrop-cache")
+        """Snapshot caches are written here after a commit; readers ``wait()`` first."""
         self.checkpointer: Checkpointer | None = None
         if self.is_sqlite and engine.url.database not in (None, "", ":memory:"):
             self.checkpointer = Checkpointer(engine)
@@ -116,6 +118,7 @@ class Store:
         """Hook: a bulk statement wrote ``rows`` rows to ``table``."""
 
     def close(self) -> None:
+        self.cache_lane.close()
         if self.checkpointer is not None:
             self.checkpointer.close()
         self.engine.dispose()
