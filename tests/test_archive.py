@@ -510,3 +510,46 @@ def _mangled_zip(draw: st.DrawFn) -> bytes:
 def test_mangled_zips_never_raise(raw: bytes) -> None:
     """Real ZIPs with random bytes changed or cut off never raise from open or read."""
     _read_all(raw)
+
+
+# --- reading ahead ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [1, 256 << 20])
+def test_read_each_reads_in_order_and_reports_in_order(
+    budget: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_each gives each entry's bytes in the order asked, inflating ahead within its
+    budget (a budget smaller than any entry still reads them all, one at a time); a
+    damaged entry is None and its issue is logged when the caller reaches it."""
+    import rosterdrop.formats.archive as archive_module
+
+    monkeypatch.setattr(archive_module, "READ_AHEAD_BYTES", budget)
+    good = {f"f{n}.csv": (f"id\n{n}\n" * (n + 1) * 1000).encode() for n in range(4)}
+    members = [Member(name, zlib.compress(data)[2:-4], method=zipfile.ZIP_DEFLATED,
+                      size=len(data), crc=zlib.crc32(data)) for name, data in good.items()]
+    members.insert(2, Member("bad.csv", CSV, crc=zlib.crc32(CSV) ^ 1))
+    archive, issues, log = _open(_raw_zip(members))
+    assert archive is not None and issues == []
+    order = ["f3.csv", "bad.csv", "f0.csv", "f2.csv", "f1.csv"]
+    seen: list[str] = []
+    with archive:
+        for name, data in archive.read_each(order):
+            seen.append(name)
+            assert data == good.get(name)
+            assert len(list(log)) == (1 if seen.index(name) >= 1 else 0)
+    assert seen == order
+    assert _summary(list(log)) == [("ZIP_UNREADABLE", "error", "bad.csv")]
+
+
+def test_read_each_abandoned_half_way_does_not_hang() -> None:
+    """A caller that stops early (an error in the first file) leaves no thread waiting."""
+    files = {f"f{n}.csv": CSV * 100 for n in range(5)}
+    archive, _, _ = _open(_zip(files))
+    assert archive is not None
+    with archive:
+        reader = archive.read_each(list(files))
+        assert next(reader) == ("f0.csv", CSV * 100)
+        started = time.perf_counter()
+        reader.close()
+        assert time.perf_counter() - started < 5

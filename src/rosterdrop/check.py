@@ -203,6 +203,18 @@ def _read_files(
     frames: dict[str, pl.DataFrame] = {}
     complete = True
     unknown_is_error = detected.layout == detect.ASM
+
+    def already_read(spec_name: str) -> Table | None:
+        entry = detected.files.get(spec_name)
+        return (preread or {}).get(spec_name) if entry == spec_name else None
+
+    to_read = [
+        entry for spec_name in detected.specs
+        if spec_name not in detected.unchanged
+        and (entry := detected.files.get(spec_name)) is not None
+        and already_read(spec_name) is None
+    ]
+    contents = archive.read_each(to_read)
     for spec_name, spec in detected.specs.items():
         entry = detected.files.get(spec_name)
         if spec_name in detected.unchanged:
@@ -213,9 +225,10 @@ def _read_files(
             complete = False
             continue
         say(f"reading {entry}")
-        table = (preread or {}).get(spec_name) if entry == spec_name else None
+        table = already_read(spec_name)
         if table is None:
-            table = _read(archive, entry, separators, issues)
+            _, raw = next(contents)
+            table = None if raw is None else read_table(raw, entry, issues, separators)
         if table is None:
             complete = False
             continue

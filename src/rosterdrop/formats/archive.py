@@ -17,8 +17,11 @@ from __future__ import annotations
 import io
 import stat
 import struct
+import threading
 import zipfile
 import zlib
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,9 +46,10 @@ _MAX_CENTRAL_ENTRY = _CENTRAL.size + 3 * 0xFFFF  # header + name + extra + comme
 
 _STORED = zipfile.ZIP_STORED
 _DEFLATED = zipfile.ZIP_DEFLATED
+READ_AHEAD_BYTES = 256 << 20
+"""How much inflated data ``read_each`` may hold that its caller has not taken yet."""
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
 
-_CHUNK = 1 << 20
 """Compressed bytes read, and inflated bytes produced, per step."""
 _RATIO_FLOOR = 1 << 20
 """Entries that inflate to at most this many bytes are not held to the ratio
@@ -96,14 +100,54 @@ class UploadArchive:
         the log and None is returned. Raises KeyError for a name that is not in
         ``entries``: that is a bug in the caller, not a problem of the upload.
         """
+        return self._reported(name, self._inflate_safely(name))
+
+    def read_each(self, names: Sequence[str]) -> Iterator[tuple[str, bytes | None]]:
+        """(name, ``read(name)``) for each name in order.
+
+        A second thread inflates the entries ahead of the caller, up to
+        ``READ_AHEAD_BYTES`` not yet taken: zlib runs without the GIL, so on two
+        cores inflating hides behind parsing (0.25 s of an L check).
+        """
+        held = 0
+        stopped = False
+        turn = threading.Condition()
+
+        def inflate(name: str) -> bytes | tuple[Code, str]:
+            nonlocal held
+            size = self.entries[name].size
+            with turn:
+                turn.wait_for(lambda: stopped or held == 0 or held + size <= READ_AHEAD_BYTES)
+                if stopped:
+                    return Code.ZIP_UNREADABLE, "not read"
+                held += size
+            return self._inflate_safely(name)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="rosterdrop-inflate") as pool:
+            ahead = [pool.submit(inflate, name) for name in names]
+            try:
+                for name, future in zip(names, ahead, strict=True):
+                    result = future.result()
+                    with turn:
+                        held -= self.entries[name].size
+                        turn.notify_all()
+                    yield name, self._reported(name, result)
+            finally:
+                with turn:
+                    stopped = True
+                    turn.notify_all()
+
+    def _inflate_safely(self, name: str) -> bytes | tuple[Code, str]:
         info = self._infos[name]
         try:
-            problem = self._inflate(info)
+            return self._inflate(info)
         except (OSError, EOFError, ValueError, zlib.error) as exc:
-            problem = Code.ZIP_UNREADABLE, f"The ZIP entry {name!r} could not be read ({exc})"
-        if isinstance(problem, bytes):
-            return problem
-        code, what = problem
+            return Code.ZIP_UNREADABLE, f"The ZIP entry {name!r} could not be read ({exc})"
+
+    def _reported(self, name: str, result: bytes | tuple[Code, str]) -> bytes | None:
+        if isinstance(result, bytes):
+            return result
+        code, what = result
         fix = (
             "export again and upload a plain ZIP of the CSV files"
             if code is Code.ZIP_UNSAFE
@@ -132,41 +176,29 @@ class UploadArchive:
         fp.seek(start)
 
         declared = info.file_size
-        out = io.BytesIO()
-        crc = 0
-        produced = 0
-        left = info.compress_size
-        inflater = zlib.decompressobj(-15) if info.compress_type == _DEFLATED else None
-        while left > 0:
-            chunk = fp.read(min(_CHUNK, left))
-            if not chunk:
-                return Code.ZIP_UNREADABLE, f"{entry} is cut off"
-            left -= len(chunk)
-            while chunk:
-                if inflater is None:
-                    piece, chunk = chunk, b""
-                else:
-                    # Never ask for more than one byte past the declared size:
-                    # a lying entry is caught after at most _CHUNK more bytes.
-                    piece = inflater.decompress(chunk, min(_CHUNK, declared - produced + 1))
-                    chunk = inflater.unconsumed_tail
-                produced += len(piece)
-                if produced > declared:
-                    return Code.ZIP_UNSAFE, (
-                        f"{entry} inflates to more than the {declared:,} bytes it "
-                        "declares, which is how a ZIP bomb looks"
-                    )
-                out.write(piece)
-                crc = zlib.crc32(piece, crc)
-                if inflater is not None and inflater.eof:
-                    break
-            if inflater is not None and inflater.eof:
-                break
-        if (inflater is not None and not inflater.eof) or produced != declared:
+        compressed = fp.read(info.compress_size)
+        if len(compressed) < info.compress_size:
+            return Code.ZIP_UNREADABLE, f"{entry} is cut off"
+        if info.compress_type == _DEFLATED:
+            # One call, its output capped one byte past the declared size: a lying
+            # entry (a ZIP bomb) stops there, and zlib works without the GIL meanwhile.
+            inflater = zlib.decompressobj(-15)
+            data = inflater.decompress(compressed, declared + 1)
+            del compressed
+            if len(data) > declared:
+                return Code.ZIP_UNSAFE, (
+                    f"{entry} inflates to more than the {declared:,} bytes it "
+                    "declares, which is how a ZIP bomb looks"
+                )
+            if not inflater.eof:
+                return Code.ZIP_UNREADABLE, f"{entry} is damaged (it is incomplete)"
+        else:
+            data = compressed
+        if len(data) != declared:
             return Code.ZIP_UNREADABLE, f"{entry} is damaged (it is incomplete)"
-        if crc != info.CRC:
+        if zlib.crc32(data) != info.CRC:
             return Code.ZIP_UNREADABLE, f"{entry} is damaged (its checksum does not match)"
-        return out.getvalue()
+        return data
 
     def close(self) -> None:
         self._fp.close()
