@@ -25,7 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, cast
+
+from isal import isal_zlib
 
 from rosterdrop.codes import Code
 from rosterdrop.config import LimitSettings
@@ -47,6 +49,10 @@ _MAX_CENTRAL_ENTRY = _CENTRAL.size + 3 * 0xFFFF  # header + name + extra + comme
 _STORED = zipfile.ZIP_STORED
 _DEFLATED = zipfile.ZIP_DEFLATED
 READ_AHEAD_BYTES = 256 << 20
+_INFLATE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, EOFError, ValueError, zlib.error,
+    cast("type[BaseException]", isal_zlib.IsalError),  # its stub types it as an instance
+)
 """How much inflated data ``read_each`` may hold that its caller has not taken yet."""
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
 
@@ -141,7 +147,7 @@ class UploadArchive:
         info = self._infos[name]
         try:
             return self._inflate(info)
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
+        except _INFLATE_ERRORS as exc:
             return Code.ZIP_UNREADABLE, f"The ZIP entry {name!r} could not be read ({exc})"
 
     def _reported(self, name: str, result: bytes | tuple[Code, str]) -> bytes | None:
@@ -181,8 +187,9 @@ class UploadArchive:
             return Code.ZIP_UNREADABLE, f"{entry} is cut off"
         if info.compress_type == _DEFLATED:
             # One call, its output capped one byte past the declared size: a lying
-            # entry (a ZIP bomb) stops there, and zlib works without the GIL meanwhile.
-            inflater = zlib.decompressobj(-15)
+            # entry (a ZIP bomb) stops there. ISA-L inflates twice as fast as zlib,
+            # and without the GIL.
+            inflater = isal_zlib.decompressobj(-15)
             data = inflater.decompress(compressed, declared + 1)
             del compressed
             if len(data) > declared:
@@ -196,7 +203,7 @@ class UploadArchive:
             data = compressed
         if len(data) != declared:
             return Code.ZIP_UNREADABLE, f"{entry} is damaged (it is incomplete)"
-        if zlib.crc32(data) != info.CRC:
+        if isal_zlib.crc32(data) != info.CRC:
             return Code.ZIP_UNREADABLE, f"{entry} is damaged (its checksum does not match)"
         return data
 
