@@ -171,3 +171,31 @@ def test_verify_password_never_raises(hashed: str, plain: str) -> None:
     assume_prefixes = ("$argon2", "$scrypt$")
     result = verify_password(hashed, plain)
     assert result is False or hashed.startswith(assume_prefixes)
+
+
+def test_sftp_packets_are_formatted_for_the_log_only_at_debug_level_3(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handler skips asyncssh's per-packet log formatting unless asyncssh would
+    log packets (debug level 3); at that level every packet still reaches the log."""
+    import asyncssh
+    from asyncssh.logging import SSHLogger
+    from asyncssh.sftp import SFTPServerHandler
+
+    from rosterdrop.sftp.session import _DropboxHandler
+
+    logged: list[tuple[str, int]] = []
+    monkeypatch.setattr(SFTPServerHandler, "log_received_packet",
+                        lambda self, t, i, p, note="": logged.append(("in", t)))
+    monkeypatch.setattr(SFTPServerHandler, "log_sent_packet",
+                        lambda self, t, i, p, note="": logged.append(("out", t)))
+    handler = object.__new__(_DropboxHandler)
+    before = SSHLogger._debug_level
+    try:
+        for level in (1, 2, 3):
+            asyncssh.set_debug_level(level)
+            handler.log_received_packet(6, level, b"write")
+            handler.log_sent_packet(101, level, b"status")
+    finally:
+        asyncssh.set_debug_level(before)
+    assert logged == [("in", 6), ("out", 101)]
