@@ -58,3 +58,18 @@ def test_mutated_valid_uploads_never_raise(layout: str, rnd: random.Random, edit
     assert checked.status in ("ok", "warnings", "failed")
     if checked.status == "failed":
         assert checked.issues.has_errors()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=12), max_size=30))
+def test_id_check_by_bad_character_equals_the_whole_pattern(values: list[str]) -> None:
+    """IDs are checked by searching for one bad character (or an empty value); that
+    flags exactly the values the anchored ID pattern rejects."""
+    import polars as pl
+
+    from rosterdrop.validate import ID_PATTERN, NOT_ID_CHAR
+
+    series = pl.Series(values, dtype=pl.String)
+    whole = (~series.str.contains(ID_PATTERN)).to_list()
+    by_char = (series.str.contains(NOT_ID_CHAR) | (series.str.len_bytes() == 0)).to_list()
+    assert by_char == whole

@@ -175,15 +175,13 @@ def oneroster_model(frames: Frames, version: str, delta_files: set[str],
 
 def _oneroster_people(frames: Frames, version: str, issues: IssueLog) -> pl.DataFrame:
     users = frames["users.csv"]
-    if version == "1.1":
-        roles = users.select(
-            pl.col("sourcedId"),
+    if version == "1.1":  # the role and orgs are columns of users.csv itself
+        users = users.with_columns(
             _col(users, "role").alias("_role"),
             _split_list(_col(users, "orgSourcedIds")).alias("location_ids"),
         )
     else:
-        roles = _roles_12(frames["roles.csv"])
-    users = users.join(roles, on="sourcedId", how="left")
+        users = users.join(_roles_12(frames["roles.csv"]), on="sourcedId", how="left")
     kind = (
         pl.when(pl.col("_role") == STUDENT_ROLE).then(pl.lit("student"))
         .when(pl.col("_role").is_in(sorted(STAFF_ROLES))).then(pl.lit("staff"))

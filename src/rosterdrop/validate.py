@@ -18,6 +18,8 @@ from rosterdrop.formats.table import Table
 from rosterdrop.issues import IssueLog
 
 ID_PATTERN = r"^[A-Za-z0-9_.@/-]+$"
+NOT_ID_CHAR = r"[^A-Za-z0-9_.@/-]"
+"""Searching for one bad character is faster than matching ``ID_PATTERN`` whole."""
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$"
 PASSWORD_POLICIES = ("4", "6", "8")
@@ -227,7 +229,7 @@ def _invalid(
 ) -> tuple[pl.Expr | None, str, pl.Expr | None, dict[str, str]]:
     """(invalid mask, explanation, case-only mask, lower → canonical) for one field."""
     if rule.kind is Kind.ID:
-        return (~value.str.contains(ID_PATTERN),
+        return (value.str.contains(NOT_ID_CHAR) | (value.str.len_bytes() == 0),
                 "contains characters an ID may not have (use letters, digits and - _ . @ /)",
                 None, {})
     if rule.kind is Kind.ID_LIST:
