@@ -412,7 +412,7 @@ def models(draw: st.DrawFn) -> Model:
                  instructors=instructors)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(models(), min_size=1, max_size=3), st.booleans())
 def test_planning_the_applied_model_again_changes_nothing(
     sequence: list[Model], prevent: bool
