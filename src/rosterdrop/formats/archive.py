@@ -31,32 +31,33 @@ from isal import isal_zlib
 
 from rosterdrop.codes import Code
 from rosterdrop.config import LimitSettings
+from rosterdrop.formats.zip_records import (
+    CENTRAL_HEADER,
+    CENTRAL_SIG,
+    END_RECORD,
+    END_SIG,
+    LOCAL_HEADER,
+    LOCAL_SIG,
+)
 from rosterdrop.issues import IssueLog
 
-_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
-_EOCD_SIG = b"PK\x05\x06"
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")
 _EOCD64_LOCATOR_SIG = b"PK\x06\x07"
 _EOCD64 = struct.Struct("<4sQ2H2L4Q")
 _EOCD64_SIG = b"PK\x06\x06"
-_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # one central directory header
-_CENTRAL_SIG = b"PK\x01\x02"
-_LOCAL = struct.Struct("<4s5HL2L2H")  # one local file header
-_LOCAL_SIG = b"PK\x03\x04"
 _MAX_COMMENT = 0xFFFF
-_MAX_CENTRAL_ENTRY = _CENTRAL.size + 3 * 0xFFFF  # header + name + extra + comment
+_MAX_CENTRAL_ENTRY = CENTRAL_HEADER.size + 3 * 0xFFFF  # header + name + extra + comment
 
 _STORED = zipfile.ZIP_STORED
 _DEFLATED = zipfile.ZIP_DEFLATED
 READ_AHEAD_BYTES = 256 << 20
+"""How much inflated data ``read_each`` may hold that its caller has not taken yet."""
 _INFLATE_ERRORS: tuple[type[BaseException], ...] = (
     OSError, EOFError, ValueError, zlib.error,
     cast("type[BaseException]", isal_zlib.IsalError),  # its stub types it as an instance
 )
-"""How much inflated data ``read_each`` may hold that its caller has not taken yet."""
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "XZ", 98: "PPMd"}
 
-"""Compressed bytes read, and inflated bytes produced, per step."""
 _RATIO_FLOOR = 1 << 20
 """Entries that inflate to at most this many bytes are not held to the ratio
 limit: a small, very repetitive CSV can compress far better than 200:1 and is
@@ -112,7 +113,7 @@ class UploadArchive:
         """(name, ``read(name)``) for each name in order.
 
         A second thread inflates the entries ahead of the caller, up to
-        ``READ_AHEAD_BYTES`` not yet taken: zlib runs without the GIL, so on two
+        ``READ_AHEAD_BYTES`` not yet taken: ISA-L runs without the GIL, so on two
         cores inflating hides behind parsing (0.25 s of an L check).
         """
         held = 0
@@ -166,17 +167,17 @@ class UploadArchive:
         entry = f"The ZIP entry {info.filename!r}"
         fp = self._fp
         fp.seek(info.header_offset)
-        header = fp.read(_LOCAL.size)
-        if len(header) < _LOCAL.size:
+        header = fp.read(LOCAL_HEADER.size)
+        if len(header) < LOCAL_HEADER.size:
             return Code.ZIP_UNREADABLE, f"{entry} is cut off"
-        sig, _, flags, _, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
-        if sig != _LOCAL_SIG:
+        sig, _, flags, _, _, _, _, _, _, name_len, extra_len = LOCAL_HEADER.unpack(header)
+        if sig != LOCAL_SIG:
             return Code.ZIP_UNREADABLE, f"{entry} is damaged (bad local header)"
         if flags & 0x1:
             return Code.ZIP_UNSAFE, f"{entry} is encrypted"
         if fp.read(name_len) != _raw_name(info):
             return Code.ZIP_UNREADABLE, f"{entry} is damaged (its header names another file)"
-        start = info.header_offset + _LOCAL.size + name_len + extra_len
+        start = info.header_offset + LOCAL_HEADER.size + name_len + extra_len
         if start + info.compress_size > self._directory_start:
             return Code.ZIP_UNREADABLE, f"{entry} is cut off"
         fp.seek(start)
@@ -377,14 +378,14 @@ def _vet_directory(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> int
     directory starts, or None after reporting why the archive is refused.
     """
     size = fp.seek(0, io.SEEK_END)
-    tail_len = min(size, _EOCD.size + _MAX_COMMENT)
+    tail_len = min(size, END_RECORD.size + _MAX_COMMENT)
     fp.seek(size - tail_len)
     tail = fp.read(tail_len)
-    at = tail.rfind(_EOCD_SIG)
-    if at < 0 or at + _EOCD.size > len(tail):
+    at = tail.rfind(END_SIG)
+    if at < 0 or at + END_RECORD.size > len(tail):
         raise zipfile.BadZipFile("no end of central directory; the file is not a ZIP or is cut off")
     record = size - tail_len + at
-    _, disk, cd_disk, n_disk, count, cd_size, _, _ = _EOCD.unpack_from(tail, at)
+    _, disk, cd_disk, n_disk, count, cd_size, _, _ = END_RECORD.unpack_from(tail, at)
     if record >= _EOCD64_LOCATOR.size:
         fp.seek(record - _EOCD64_LOCATOR.size)
         locator = fp.read(_EOCD64_LOCATOR.size)
@@ -414,12 +415,12 @@ def _vet_directory(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> int
     offset = 0
     while offset < len(directory):
         if (
-            offset + _CENTRAL.size > len(directory)
-            or directory[offset : offset + 4] != _CENTRAL_SIG
+            offset + CENTRAL_HEADER.size > len(directory)
+            or directory[offset : offset + 4] != CENTRAL_SIG
         ):
             raise zipfile.BadZipFile("damaged central directory")
         name_len, extra_len, comment_len = struct.unpack_from("<3H", directory, offset + 28)
-        offset += _CENTRAL.size + name_len + extra_len + comment_len
+        offset += CENTRAL_HEADER.size + name_len + extra_len + comment_len
         seen += 1
         if seen > limits.max_entries:
             _too_many(f"more than {limits.max_entries:,}", limits, issues)
@@ -480,7 +481,7 @@ def _overlapping(
     refused: set[int] = set()
     ordered = sorted(infos, key=lambda info: info.header_offset)
     for index, info in enumerate(ordered):
-        end = info.header_offset + _LOCAL.size + len(_raw_name(info)) + info.compress_size
+        end = info.header_offset + LOCAL_HEADER.size + len(_raw_name(info)) + info.compress_size
         after = ordered[index + 1] if index + 1 < len(ordered) else None
         if after is not None and end > after.header_offset:
             refused.update((id(info), id(after)))

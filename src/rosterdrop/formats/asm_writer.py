@@ -7,7 +7,6 @@ what was applied after filter and patch. Deterministic bytes for equal input.
 from __future__ import annotations
 
 import io
-import struct
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +15,15 @@ import polars as pl
 from isal import isal_zlib
 
 from rosterdrop.formats.layouts import ASM_FILES
+from rosterdrop.formats.zip_records import (
+    CENTRAL_HEADER,
+    CENTRAL_SIG,
+    END_RECORD,
+    END_SIG,
+    LOCAL_HEADER,
+    LOCAL_SIG,
+    ZIP32_LIMIT,
+)
 from rosterdrop.model import Model
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -94,10 +102,7 @@ class _NeedsZip64(Exception):
     pass
 
 
-_ZIP32_LIMIT = 0xFFFFFFFF
-_LOCAL = struct.Struct("<4s5HL2L2H")
-_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")
-_END = struct.Struct("<4s4H2LH")
+_ZIP32_LIMIT = ZIP32_LIMIT
 _DOS_DATE = (FIXED_TIME[0] - 1980) << 9 | FIXED_TIME[1] << 5 | FIXED_TIME[2]
 _DEFLATE = 8
 
@@ -122,18 +127,18 @@ def _write_zip32(tables: dict[str, pl.DataFrame], stream: BinaryIO) -> None:
         crc = isal_zlib.crc32(data)
         del data  # one CSV in memory at a time
         sizes = (crc, len(payload), size, len(raw_name))
-        stream.write(_LOCAL.pack(b"PK\x03\x04", 20, 0, _DEFLATE, 0, _DOS_DATE, *sizes, 0))
+        stream.write(LOCAL_HEADER.pack(LOCAL_SIG, 20, 0, _DEFLATE, 0, _DOS_DATE, *sizes, 0))
         stream.write(raw_name)
         stream.write(payload)
-        directory += _CENTRAL.pack(b"PK\x01\x02", 20, 3, 20, 0, 0, _DEFLATE, 0, _DOS_DATE,
-                                   *sizes, 0, 0, 0, 0, 0o100644 << 16, offset)
+        directory += CENTRAL_HEADER.pack(CENTRAL_SIG, 20, 3, 20, 0, 0, _DEFLATE, 0, _DOS_DATE,
+                                         *sizes, 0, 0, 0, 0, 0o100644 << 16, offset)
         directory += raw_name
-        offset += _LOCAL.size + len(raw_name) + len(payload)
+        offset += LOCAL_HEADER.size + len(raw_name) + len(payload)
     if offset >= _ZIP32_LIMIT:
         raise _NeedsZip64
     stream.write(directory)
-    stream.write(_END.pack(b"PK\x05\x06", 0, 0, len(tables), len(tables), len(directory),
-                           offset, 0))
+    stream.write(END_RECORD.pack(END_SIG, 0, 0, len(tables), len(tables), len(directory),
+                                 offset, 0))
 
 
 def _write_zip64(tables: dict[str, pl.DataFrame], stream: BinaryIO) -> None:

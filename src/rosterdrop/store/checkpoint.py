@@ -26,52 +26,6 @@ from sqlalchemy.exc import SQLAlchemyError
 log = structlog.get_logger(__name__)
 
 
-class Checkpointer:
-    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` after writes, one at a time, coalesced."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._lock = threading.Lock()
-        self._queued: Future[None] | None = None
-        self._pool: ThreadPoolExecutor | None = None
-
-    def request(self) -> None:
-        """Ask for a checkpoint soon; requests made while one is queued share it."""
-        with self._lock:
-            queued = self._queued
-            if queued is not None and not queued.running() and not queued.done():
-                return
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="rosterdrop-checkpoint")
-            self._queued = self._pool.submit(self._checkpoint)
-
-    def wait(self) -> None:
-        """Block until every requested checkpoint has run."""
-        with self._lock:
-            queued = self._queued
-        if queued is not None:
-            queued.result()
-
-    def close(self) -> None:
-        """Finish the requested checkpoints and stop the thread."""
-        with self._lock:
-            pool, self._pool, self._queued = self._pool, None, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-
-    def _checkpoint(self) -> None:
-        try:
-            with self._engine.connect() as conn:
-                busy, wal_pages, copied = conn.exec_driver_sql(
-                    "PRAGMA wal_checkpoint(PASSIVE)"
-                ).one()
-        except SQLAlchemyError as exc:  # the next write asks again; nothing is lost
-            log.warning("wal_checkpoint_failed", error=str(exc).splitlines()[0][:300])
-            return
-        if busy or copied < wal_pages:
-            log.debug("wal_checkpoint_partial", wal_pages=wal_pages, copied=copied)
-
-
 class Lane:
     """Work done after a commit on one background thread, in order; ``wait()`` for it.
 
@@ -110,3 +64,43 @@ class Lane:
         except Exception as exc:  # background work only ever costs speed when it fails
             log.warning("background_job_failed", lane=self._name,
                         error=f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+class Checkpointer:
+    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` after writes, on its own lane, coalesced."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lane = Lane("rosterdrop-checkpoint")
+        self._lock = threading.Lock()
+        self._pending = False
+
+    def request(self) -> None:
+        """Ask for a checkpoint soon; requests made before it starts share it."""
+        with self._lock:
+            if self._pending:
+                return
+            self._pending = True
+        self._lane.submit(self._checkpoint)
+
+    def wait(self) -> None:
+        """Block until every requested checkpoint has run."""
+        self._lane.wait()
+
+    def close(self) -> None:
+        """Finish the requested checkpoints and stop the thread."""
+        self._lane.close()
+
+    def _checkpoint(self) -> None:
+        with self._lock:
+            self._pending = False
+        try:
+            with self._engine.connect() as conn:
+                busy, wal_pages, copied = conn.exec_driver_sql(
+                    "PRAGMA wal_checkpoint(PASSIVE)"
+                ).one()
+        except SQLAlchemyError as exc:  # the next write asks again; nothing is lost
+            log.warning("wal_checkpoint_failed", error=str(exc).splitlines()[0][:300])
+            return
+        if busy or copied < wal_pages:
+            log.debug("wal_checkpoint_partial", wal_pages=wal_pages, copied=copied)
