@@ -141,6 +141,24 @@ def test_first_sync_writes_every_row(store: Store) -> None:
     assert snapshot.revision == 1
 
 
+def test_large_first_sync_round_trips_every_row(store: Store) -> None:
+    """Enough rows for several multi-row INSERT statements plus a short last one
+    (SQLite), every row read back as written; account ids follow person_id order."""
+    students = 150  # 300 rosters: 2 statements of 128 and one of 44; 151 people: 49s and a 4
+    model = school(students)
+    written = sync(store, model)
+    assert written["rosters"] == 2 * students and written["people"] == students + 1
+    snapshot = load_snapshot(store, TENANT, use_cache=False)
+    assert_frame_equal(
+        snapshot.rosters.select("roster_id", "class_id", "student_id").sort("roster_id"),
+        model.rosters.select("roster_id", "class_id", "student_id").sort("roster_id"),
+    )
+    people = snapshot.people.sort("person_id")
+    assert people["person_id"].to_list() == sorted(model.people["person_id"].to_list())
+    assert people["account_id"].is_sorted() and people["account_id"].n_unique() == students + 1
+    assert_same_snapshot(store)
+
+
 def test_same_model_again_writes_nothing(store: Store) -> None:
     """Syncing the applied model again: all unchanged, 0 rows written, store identical."""
     sync(store, school())
