@@ -10,7 +10,8 @@ before the ``@``. Names are made once, at creation, and never change.
 
 Everything is column-wise except two small parts: the Unicode folding runs
 once per *distinct non-ASCII* value (stdlib ``unicodedata``), and the suffix
-search runs only over the people whose name collides.
+search runs row by row only when numbering each name's occurrences in order
+would hit a name already in use.
 """
 
 from __future__ import annotations
@@ -135,19 +136,45 @@ def resolve_collisions(locals_: pl.Series, domain: str, taken: pl.Series) -> pl.
     """``local@domain`` per row, with ``.1``, ``.2``, … where the name is taken.
 
     A name is taken when it is in ``taken`` or given to an earlier row; rows
-    are served in order. Only colliding rows go through the Python loop.
+    are served in order. Names that clash with nothing are kept as they are;
+    the clashing rows go through :func:`_serve_in_order`, unless numbering
+    each name's occurrences in order gives the same answer (the common case of
+    a first sync: many people share a name, none of the numbered names exists).
     """
     domain = domain.strip().lower()
     full = (locals_ + "@" + domain).rename("account")
     clash = full.is_duplicated() | full.is_in(taken.implode())
     if not clash.any():
         return full
-    used = set(taken.to_list())
-    used.update(full.filter(~clash).to_list())
+    numbered = _numbered_by_occurrence(locals_.filter(clash), domain)
+    reserved = pl.concat([taken, full.filter(~clash)])
+    if not (numbered.is_duplicated().any() or numbered.is_in(reserved.implode()).any()):
+        # Row k of a name got number k; each was free, so serving in order picks the same.
+        return full.scatter(clash.arg_true(), numbered)
+    return _serve_in_order(locals_, full, clash, domain, reserved)
+
+
+def _numbered_by_occurrence(locals_: pl.Series, domain: str) -> pl.Series:
+    """The k-th (from 0) row of each local name gets that name numbered k (0: as it is)."""
+    number = pl.int_range(pl.len()).over("local")
+    suffix = pl.lit(".") + number.cast(pl.String)
+    cut = pl.col("local").str.slice(0, pl.lit(MAX_LOCAL) - suffix.str.len_chars())
+    name = pl.when(number == 0).then(pl.col("local")).otherwise(
+        cut.str.strip_chars_end(".") + suffix
+    )
+    return locals_.rename("local").to_frame().select((name + "@" + domain).alias("account"))[
+        "account"
+    ]
+
+
+def _serve_in_order(locals_: pl.Series, full: pl.Series, clash: pl.Series, domain: str,
+                    reserved: pl.Series) -> pl.Series:
+    """Each clashing row, in order, takes the lowest free number of its name."""
+    used = set(reserved.to_list())
     next_number: dict[str, int] = {}
     result = full.to_list()
-    for index in clash.arg_true().to_list():
-        local = locals_[index]
+    indices = clash.arg_true()
+    for index, local in zip(indices.to_list(), locals_.gather(indices).to_list(), strict=True):
         number = next_number.get(local, 0)
         while True:
             name = f"{local if number == 0 else _suffixed(local, number)}@{domain}"
