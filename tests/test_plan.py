@@ -118,6 +118,17 @@ def test_first_sync_creates_everything() -> None:
     assert p.instructors.create.height == 2
 
 
+
+def test_a_person_twice_in_the_model_counts_once_first_row_first() -> None:
+    """The check reports ID_DUPLICATE; the plan (a pure function others may call)
+    still never creates two accounts for one person_id: the first row wins."""
+    twice = model(people=[person("S1", "Ann", "First"), person("S2", "Bo", "Other"),
+                          person("S1", "Ann", "Second")])
+    p, _ = plan(Snapshot.empty(), twice)
+    created = p.people.create.sort("person_id")
+    assert created["person_id"].to_list() == ["S1", "S2"]
+    assert created["last_name"].to_list() == ["First", "Other"]
+
 def test_same_model_again_changes_nothing() -> None:
     """Planning the model that was just applied writes no row and counts all unchanged."""
     m = school()

@@ -289,8 +289,7 @@ def _diff(
         first = pl.col(key[0]) if len(key) == 1 else pl.struct(key)
         new = new.filter(first.is_first_distinct())
         new_hash = new.select(key).hash_rows()
-    new_rows, old_rows = _pairs(new, new_hash, old, key)
-    matched_new, matched_old = new[new_rows], old[old_rows]
+    new_rows, old_rows, matched_new, matched_old = _pairs(new, new_hash, old, key)
     differs = pl.repeat(False, new_rows.len(), eager=True)
     for value in values:
         differs = differs | matched_new[value].ne_missing(matched_old[value])
@@ -318,8 +317,9 @@ def _diff(
 
 def _pairs(
     new: pl.DataFrame, new_hash: pl.Series, old: pl.DataFrame, key: list[str]
-) -> tuple[pl.Series, pl.Series]:
-    """Row numbers in ``new`` and ``old`` of the rows with equal keys, in ``new`` order.
+) -> tuple[pl.Series, pl.Series, pl.DataFrame, pl.DataFrame]:
+    """The rows of ``new`` and ``old`` with equal keys, in ``new`` order: their row
+    numbers on both sides, and the rows themselves.
 
     Keys are unique on both sides. The join is on a 64-bit hash of the key
     (2-3x faster than on the strings at L); pairs whose keys differ (a hash
@@ -336,12 +336,14 @@ def _pairs(
         maintain_order="left",
     )
     new_rows, old_rows = pairs["_new"], pairs["_old"]
+    matched_new, matched_old = new[new_rows], old[old_rows]
     same = pl.repeat(True, pairs.height, eager=True)
     for column in key:
-        same = same & (new[column].gather(new_rows) == old[column].gather(old_rows))
+        same = same & (matched_new[column] == matched_old[column])
     if not same.all():
         new_rows, old_rows = new_rows.filter(same), old_rows.filter(same)
-    return new_rows, old_rows
+        matched_new, matched_old = matched_new.filter(same), matched_old.filter(same)
+    return new_rows, old_rows, matched_new, matched_old
 
 
 def _marked(height: int, rows: pl.Series) -> pl.Series:
@@ -358,9 +360,9 @@ def _plan_people(
 ) -> tuple[PeopleChanges, pl.Series]:
     """The people part of the plan, and the person_ids tombstoned by a delta."""
     upserts, tombstones = _split(model, "people")
-    incoming = upserts.filter(pl.col("person_id").is_not_null()).unique(
-        subset="person_id", keep="first", maintain_order=True
-    )
+    incoming = upserts.filter(pl.col("person_id").is_not_null())
+    if incoming["person_id"].hash().n_unique() < incoming.height:  # distinct hashes: no repeat
+        incoming = incoming.unique(subset="person_id", keep="first", maintain_order=True)
     old = snapshot.people
 
     # 1. By SIS id.
