@@ -110,7 +110,8 @@ def _settings(state_dir: Path, url: str = "") -> Settings:
 def _runner(state_dir: Path, url: str = "") -> tuple[Runner, CountingStore]:
     settings = _settings(state_dir, url)
     state_dir.mkdir(parents=True, exist_ok=True)
-    store = CountingStore(open_store(settings.database_url))
+    # Opened as the CLI and the daemon open it: with the snapshot cache on either backend.
+    store = CountingStore(open_store(settings.database_url, cache_dir=state_dir / "cache"))
     return Runner(settings, store), store
 
 

@@ -79,9 +79,12 @@ def check_upload(
     today: date,
     name: str | None = None,
     progress: Progress | None = None,
+    sha256: str | None = None,
 ) -> Checked:
+    """Read, validate, filter and patch one upload. ``sha256``: the upload's digest,
+    when the caller has it already (the runner hashes every upload first)."""
     file_name = name or (source.name if isinstance(source, Path) else "upload.zip")
-    checked = Checked(file_name, sha256_of(source))
+    checked = Checked(file_name, sha256 or sha256_of(source))
     say = progress or (lambda _step: None)
     issues = checked.issues
 

@@ -218,7 +218,7 @@ class Runner:
 
         with timer.step("check"):
             checked = check_upload(upload, tenant=tenant, limits=self.settings.limits,
-                                   today=today, name=run.file_name)
+                                   today=today, name=run.file_name, sha256=sha)
         plan: Plan | None = None
         status = "failed"
         modified: Future[Path] | None = None
