@@ -201,6 +201,19 @@ def test_dangling_roster_patched() -> None:
     assert checked.model is not None and checked.model.rosters.height == 3
 
 
+def test_roster_row_with_two_dangling_references_is_reported_once_for_its_class() -> None:
+    """A row whose class and student are both missing is one issue, naming the class;
+    the rows around it are kept."""
+    files = asm_files()
+    files["rosters.csv"] += "R4,K9,P9\nR5,K2,P8\n"
+    checked = check(files)
+    found = issues_of(checked, "PATCHED_REFERENCE")
+    assert [(i["line"], i["column"], i["value"]) for i in found] == [
+        (5, "class_id", "K9"), (6, "student_id", "P8")]
+    assert checked.model is not None and checked.model.rosters.height == 3
+    assert checked.patched == {"rosters": 2} and checked.summary.height == 2
+
+
 def test_patching_off_makes_dangling_references_errors() -> None:
     """With patch.rosters off, the same row is a REFERENCE_MISSING error."""
     files = asm_files()

@@ -4,6 +4,7 @@ Patch Data for dangling instructors and roster rows (pipeline.md "Patch")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import polars as pl
 
@@ -127,27 +128,30 @@ def apply_patch(model: Model, settings: PatchSettings, family: str,
 
     def patch(kind: str, checks: list[tuple[pl.Expr, str, str, str]], enabled: bool) -> None:
         nonlocal model
+        if not checks:
+            return
         frame = model.frame(kind)
         # Tombstones in a delta remove rows; they need no live target.
-        frame = frame.with_columns(pl.lit(None, pl.String).alias("_field"),
-                                   pl.lit(None, pl.String).alias("_ref"),
-                                   pl.lit(None, pl.String).alias("_what"))
-        for bad, column, field, what in checks:
-            hit = bad & pl.col("active") & pl.col("_field").is_null()
-            label = pl.col(field) if field.startswith("_") else pl.lit(field)
-            frame = frame.with_columns(
-                pl.when(hit).then(label).otherwise(pl.col("_field")).alias("_field"),
-                pl.when(hit).then(pl.col(column)).otherwise(pl.col("_ref")).alias("_ref"),
-                pl.when(hit).then(pl.lit(what)).otherwise(pl.col("_what")).alias("_what"),
-            )
-        dropped = frame.filter(pl.col("_field").is_not_null()).join(
-            gone_reasons.rename({"id": "_ref", "reason": "_reason"}), on="_ref", how="left"
-        )
-        model = model.with_frames(
-            **{kind: frame.filter(pl.col("_field").is_null()).drop("_field", "_ref", "_what")}
-        )
-        if dropped.height == 0:
+        hits = [(bad & pl.col("active")).fill_null(False) for bad, _, _, _ in checks]
+        bad_rows = frame.select(pl.any_horizontal(hits)).to_series()
+        if not bad_rows.any():
             return
+        model = model.with_frames(**{kind: frame.filter(~bad_rows)})
+
+        def first_hit(values: list[pl.Expr]) -> pl.Expr:
+            """The value of the first check that failed (a class before a person)."""
+            chain: Any = pl.when(hits[0]).then(values[0])
+            for hit, value in zip(hits[1:], values[1:], strict=True):
+                chain = chain.when(hit).then(value)
+            return cast(pl.Expr, chain)
+
+        dropped = frame.filter(bad_rows).with_columns(
+            first_hit([pl.col(field) if field.startswith("_") else pl.lit(field)
+                       for _, _, field, _ in checks]).alias("_field"),
+            first_hit([pl.col(column) for _, column, _, _ in checks]).alias("_ref"),
+            first_hit([pl.lit(what) for _, _, _, what in checks]).alias("_what"),
+        ).join(gone_reasons.rename({"id": "_ref", "reason": "_reason"}), on="_ref", how="left",
+               maintain_order="left")
         why = (
             pl.when(pl.col("_reason").is_not_null())
             .then(pl.format("{} '{}' names a {} that was removed by a filter ({})",
