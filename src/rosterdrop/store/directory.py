@@ -3,8 +3,9 @@
 Bulk work bypasses the ORM: snapshots are read straight into polars (SQLite:
 ``fetchmany`` batches; PostgreSQL: ``COPY … TO STDOUT``) and plans are
 written with one statement per table and kind of change (SQLite:
-``executemany`` fed lazily from the frame; PostgreSQL: ``COPY`` into the
-table, or into a temporary table joined by one ``UPDATE``/``DELETE``).
+``executemany`` fed lazily from the frame, inserts many rows per statement;
+PostgreSQL: ``COPY`` into the table, or into a temporary table joined by one
+``UPDATE``/``DELETE``).
 
 Every write bumps the tenant's revision in ``tenant_state``. ``apply_plan``
 bumps it only from the revision the plan's snapshot was read at, so a plan
