@@ -46,10 +46,12 @@ def _spread(frame: pl.DataFrame, list_column: str, base: str, minimum: int) -> p
 
 
 def asm_tables(model: Model) -> dict[str, pl.DataFrame]:
+    """The six ASM files; records keep the upload's order (sorting the rosters by id
+    cost 40 ms at L and helped no reader)."""
     live = pl.col("active")
-    people = model.people.filter(live).sort("person_id")
+    people = model.people.filter(live)
     tables: dict[str, pl.DataFrame] = {
-        "locations.csv": model.locations.filter(live).sort("location_id")
+        "locations.csv": model.locations.filter(live)
         .select(ASM_FILES["locations.csv"].columns),
     }
     for file, role in (("students.csv", "student"), ("staff.csv", "staff")):
@@ -58,7 +60,7 @@ def asm_tables(model: Model) -> dict[str, pl.DataFrame]:
         extra = sorted((c for c in rows.columns if c.startswith("location_id_")),
                        key=lambda c: int(c.rsplit("_", 1)[1]))
         tables[file] = rows.select(*spec.columns, *extra)
-    tables["courses.csv"] = model.courses.filter(live).sort("course_id").select(
+    tables["courses.csv"] = model.courses.filter(live).select(
         ASM_FILES["courses.csv"].columns)
 
     instructors = (
@@ -67,8 +69,8 @@ def asm_tables(model: Model) -> dict[str, pl.DataFrame]:
         .agg(pl.col("person_id").head(MAX_INSTRUCTORS).alias("_instructors"))
     )
     classes = (
-        model.classes.filter(live).sort("class_id")
-        .join(instructors, on="class_id", how="left")
+        model.classes.filter(live)
+        .join(instructors, on="class_id", how="left", maintain_order="left")
         .with_columns(pl.col("_instructors").fill_null([]))
     )
     classes = _spread(classes, "_instructors", "instructor_id", 3)
@@ -76,8 +78,8 @@ def asm_tables(model: Model) -> dict[str, pl.DataFrame]:
              if c.startswith("instructor_id_") and int(c.rsplit("_", 1)[1]) > 3]
     tables["classes.csv"] = classes.select(
         *ASM_FILES["classes.csv"].columns, *extra, "class_display_name")
-    tables["rosters.csv"] = model.rosters.filter(live).sort("roster_id").select(
-        ASM_FILES["rosters.csv"].columns)
+    tables["rosters.csv"] = model.rosters.lazy().filter(live).select(
+        ASM_FILES["rosters.csv"].columns).collect()
     return tables
 
 
