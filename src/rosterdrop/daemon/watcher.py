@@ -1,10 +1,11 @@
 """The watcher: completed uploads in every tenant's drop folder, whoever wrote them.
 
-watchdog events say a file appeared or changed; the file is taken once it
-has been quiet for ``settle_seconds`` and no SFTP session has it open. A
-rescan at start and every ``rescan_seconds`` finds what events missed (the
-daemon was down, an event was dropped). Uploads the SFTP server reports as
-completed are taken at once, without waiting to settle.
+watchdog events say a file appeared (created, renamed into place, closed
+after writing); the file is taken once it has been quiet for
+``settle_seconds`` and no SFTP session has it open. A rescan at start and
+every ``rescan_seconds`` finds what events missed (the daemon was down, an
+event was dropped). Uploads the SFTP server reports as completed are taken
+at once, without waiting to settle.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from rosterdrop.daemon.intake import Intake, is_upload_name
@@ -24,6 +31,11 @@ from rosterdrop.daemon.intake import Intake, is_upload_name
 log = structlog.get_logger("rosterdrop.watcher")
 
 TICK_SECONDS = 0.2
+EVENTS = [FileCreatedEvent, FileMovedEvent, FileClosedEvent]
+"""A file appearing, renamed into place, or closed after writing. Writes in
+between are not asked for: each would wake three watchdog threads (one per
+megabyte of an SFTP upload, contending for the GIL with the SFTP event loop),
+and a candidate's size and mtime are polled every tick until it settles."""
 
 
 class _Events(FileSystemEventHandler):
@@ -68,7 +80,8 @@ class Watcher:
             folder = self.intake.paths.dropbox(tenant)
             folder.mkdir(parents=True, exist_ok=True)
             self._tenant_of[folder.resolve()] = tenant
-            self._observer.schedule(_Events(self._seen), str(folder), recursive=False)
+            self._observer.schedule(_Events(self._seen), str(folder), recursive=False,
+                                    event_filter=EVENTS)
         self._observer.start()
         self.rescan()
         self._thread.start()
