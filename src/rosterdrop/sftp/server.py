@@ -173,6 +173,7 @@ class DropboxServer:
                 agent_forwarding=False,
                 x11_forwarding=False,
                 allow_pty=False,
+                line_editor=False,  # SFTP only: no layer between the channel and the session
                 kbdint_auth=False,
                 host_based_auth=False,
             )

@@ -20,6 +20,17 @@ handler waits for more input (one event-loop turn later), in order.
 WRITE requests are parsed here too, leniently (see ``_process_write``), and
 packets are only formatted for the log when asyncssh would log them.
 
+And WRITE requests skip asyncssh's stream layer when they can: asyncssh
+hands channel data to an ``SSHReader`` and wakes the handler's task, which
+reads each request with two ``readexactly`` calls (a lock, slices, joins)
+before dispatching it. ``SftpSession.data_received`` splits the data into
+requests itself; a WRITE that arrives while the handler is idle (waiting for
+input, nothing buffered, every earlier request answered) is dispatched at
+once through the handler's own ``_process_packet``, which completes without
+suspending because ``_process_write`` never awaits. Everything else, and a
+WRITE behind a request still in progress, goes through asyncssh's stream as
+before, so requests are still handled one at a time, in order.
+
 Written against asyncssh 2.24 (``check_asyncssh`` refuses to start if these
 internals are gone); ``tests/test_sftp_abort.py`` pins the behaviour.
 """
@@ -36,7 +47,8 @@ from asyncssh.channel import SSHChannel
 from asyncssh.constants import FXP_CLOSE, FXP_WRITE
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import Byte, SSHPacket, UInt32
-from asyncssh.sftp import SFTPServerHandler
+from asyncssh.session import DataType
+from asyncssh.sftp import MAX_SFTP_PACKET_LEN, SFTPServerHandler
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
 from rosterdrop.errors import SftpError
@@ -52,6 +64,9 @@ def check_asyncssh() -> None:
         (SFTPServerHandler, "_packet_handlers"),
         (SFTPServerHandler, "_cleanup"),
         (SSHServerStreamSession, "_init_sftp_server"),
+        (SSHServerStreamSession, "_block_read"),  # sets _read_waiters, reads _recv_buf
+        (SFTPServerHandler, "_process_packet"),
+        (SFTPServerHandler, "recv_packets"),
         (SSHLogger, "_debug_level"),
     ]
     missing = [f"{cls.__name__}.{name}" for cls, name in needed if not hasattr(cls, name)]
@@ -92,6 +107,26 @@ class _DropboxHandler(SFTPServerHandler):
         super().__init__(server, reader, writer, sftp_version)
         self._replies: list[bytes] = []
         self._loop = asyncio.get_running_loop()
+        self.started = False
+        """The INIT exchange is over: requests may be dispatched directly."""
+
+    async def recv_packets(self) -> None:
+        self.started = True
+        await super().recv_packets()
+
+    def process_now(self, payload: bytes) -> None:
+        """Handle one request (type, id, body) as ``recv_packets`` would, synchronously."""
+        packet = SSHPacket(payload)
+        pkttype = packet.get_byte()
+        pktid = packet.get_uint32()
+        self.log_received_packet(pkttype, pktid, packet)
+        step = self._process_packet(pkttype, pktid, packet)
+        try:
+            step.send(None)
+        except StopIteration:
+            return
+        step.close()
+        raise RuntimeError(f"SFTP request type {pkttype} waited; it cannot be handled at once")
 
     def send_packet(self, pkttype: int, pktid: int | None, *args: bytes) -> None:
         writer = self._writer
@@ -149,6 +184,8 @@ class SftpSession(SSHServerStreamSession[bytes]):
         super().__init__(None, make_fs, SFTP_VERSION, False)
         self._on_task = on_task
         self._on_close: Callable[[], None] | None = on_close
+        self._handler: _DropboxHandler | None = None
+        self._unparsed = bytearray()
 
     def session_started(self) -> None:
         chan = self._chan
@@ -160,7 +197,41 @@ class SftpSession(SSHServerStreamSession[bytes]):
         stdout = SSHWriter[bytes](self, chan)
         fs = cast(DropboxFS, self._init_sftp_server())
         handler = _DropboxHandler(fs, stdin, stdout, SFTP_VERSION)
+        self._handler = handler
         self._on_task(self._conn.create_task(handler.run(), stdin.logger))
+
+    def data_received(self, data: bytes, datatype: DataType) -> None:
+        handler = self._handler
+        if handler is None or datatype is not None:
+            super().data_received(data, datatype)
+            return
+        unparsed = self._unparsed
+        unparsed += data
+        size = len(unparsed)
+        start = 0
+        while size - start >= 4:
+            length = int.from_bytes(unparsed[start:start + 4], "big")
+            if length > MAX_SFTP_PACKET_LEN:  # asyncssh's reader reports it and ends
+                self._handler = None
+                super().data_received(bytes(unparsed[start:]), datatype)
+                start = size
+                break
+            stop = start + 4 + length
+            if stop > size:
+                break
+            if length >= 5 and unparsed[start + 4] == FXP_WRITE and self._idle(handler):
+                handler.process_now(bytes(unparsed[start + 4:stop]))
+            else:
+                super().data_received(bytes(unparsed[start:stop]), datatype)
+            start = stop
+        del unparsed[:start]
+
+    def _idle(self, handler: _DropboxHandler) -> bool:
+        """The handler waits for input and has nothing buffered: every request it was
+        given has been answered."""
+        waiter = self._read_waiters[None]
+        return (handler.started and waiter is not None and not waiter.done()
+                and not self._recv_buf[None])
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
