@@ -151,3 +151,36 @@ def test_requests_split_across_reads_are_reassembled(
         [upload] = srv.wait_uploads(1)
     assert upload.data == data
     assert dispatched_at_once.count(FXP_WRITE) >= 1
+
+
+class _Connection:
+    """Stands in for asyncssh's connection: records what its parser is handed."""
+
+    def __init__(self, close_after: int | None = None) -> None:
+        self._transport: object | None = object()
+        self._inpbuf = b""
+        self.pieces: list[bytes] = []
+        self._close_after = close_after
+
+    def data_received(self, data: bytes, datatype: object = None) -> None:
+        self.pieces.append(bytes(data))
+        if self._close_after is not None and len(self.pieces) >= self._close_after:
+            self._transport = None  # what asyncssh's _force_close does
+
+
+def test_input_reaches_the_parser_in_pieces_in_order() -> None:
+    data = random_bytes(5 * session.PIECE_BYTES + 123)
+    conn = _Connection()
+    session.read_in_pieces(conn)  # type: ignore[arg-type]
+    conn.data_received(b"small")
+    conn.data_received(data)
+    assert conn.pieces[0] == b"small"
+    assert [len(p) for p in conn.pieces[1:]] == [session.PIECE_BYTES] * 5 + [123]
+    assert b"".join(conn.pieces[1:]) == data
+
+
+def test_no_piece_reaches_a_connection_an_earlier_piece_closed() -> None:
+    conn = _Connection(close_after=2)
+    session.read_in_pieces(conn)  # type: ignore[arg-type]
+    conn.data_received(random_bytes(4 * session.PIECE_BYTES))
+    assert len(conn.pieces) == 2

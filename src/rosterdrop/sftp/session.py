@@ -55,6 +55,8 @@ from rosterdrop.errors import SftpError
 from rosterdrop.sftp.filesystem import DropboxFS
 
 SFTP_VERSION = 3
+PIECE_BYTES = 64 * 1024
+"""The most input handed to asyncssh's packet parser at a time (see ``read_in_pieces``)."""
 
 
 def check_asyncssh() -> None:
@@ -75,6 +77,32 @@ def check_asyncssh() -> None:
             f"asyncssh {asyncssh.__version__} is not supported by rosterdrop's SFTP server "
             f"(missing {', '.join(missing) or 'the CLOSE handler'}); install asyncssh 2.24"
         )
+
+
+def read_in_pieces(conn: asyncssh.SSHServerConnection) -> None:
+    """Hand ``conn`` its input in pieces of at most ``PIECE_BYTES``.
+
+    asyncssh keeps unparsed input in a ``bytes`` object and slices the rest
+    off it twice per packet: with the 256 KiB reads asyncio makes, every
+    32 KiB packet copied up to 224 KiB (about 10 % of the event loop's time
+    in an upload). Fed in pieces, that buffer stays small. Left out if the
+    connection's internals are not as expected (the data then goes in whole).
+    """
+    if not (hasattr(conn, "_transport") and hasattr(conn, "_inpbuf")):
+        return
+    whole = conn.data_received
+
+    def data_received(data: bytes, datatype: DataType = None) -> None:
+        if len(data) <= PIECE_BYTES:
+            whole(data, datatype)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), PIECE_BYTES):
+            if conn._transport is None:  # closed by an earlier piece
+                return
+            whole(cast(bytes, view[start:start + PIECE_BYTES]), datatype)
+
+    setattr(conn, "data_received", data_received)  # noqa: B010 - the transport looks it up
 
 
 async def _process_client_close(handler: SFTPServerHandler, packet: SSHPacket) -> None:
