@@ -38,15 +38,17 @@ internals are gone); ``tests/test_sftp_abort.py`` pins the behaviour.
 from __future__ import annotations
 
 import asyncio
+import struct
+import sys
 from collections.abc import Callable
 from typing import cast
 
 import asyncssh
-from asyncssh import SFTPInvalidHandle, SFTPNoConnection
+from asyncssh import SFTPError, SFTPInvalidHandle, SFTPNoConnection
 from asyncssh.channel import SSHChannel
-from asyncssh.constants import FXP_CLOSE, FXP_WRITE
+from asyncssh.constants import FX_FAILURE, FX_OK, FXP_CLOSE, FXP_STATUS, FXP_WRITE
 from asyncssh.logging import SSHLogger
-from asyncssh.packet import Byte, SSHPacket, UInt32
+from asyncssh.packet import Byte, SSHPacket, String, UInt32
 from asyncssh.session import DataType
 from asyncssh.sftp import MAX_SFTP_PACKET_LEN, SFTPServerHandler
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
@@ -55,6 +57,10 @@ from rosterdrop.errors import SftpError
 from rosterdrop.sftp.filesystem import DropboxFS
 
 SFTP_VERSION = 3
+_TWO_UINT32 = struct.Struct(">II")
+_UINT64_UINT32 = struct.Struct(">QI")
+_OK = UInt32(FX_OK) + String("") + String("")
+"""The body of the STATUS answer to a write that succeeded (what asyncssh sends)."""
 PIECE_BYTES = 64 * 1024
 """The most input handed to asyncssh's packet parser at a time (see ``read_in_pieces``)."""
 
@@ -105,6 +111,11 @@ def read_in_pieces(conn: asyncssh.SSHServerConnection) -> None:
     setattr(conn, "data_received", data_received)  # noqa: B010 - the transport looks it up
 
 
+def _copy(buffer: bytearray, start: int, stop: int) -> bytes:
+    with memoryview(buffer) as view:  # one copy (a bytearray slice would make two)
+        return bytes(view[start:stop])
+
+
 async def _process_client_close(handler: SFTPServerHandler, packet: SSHPacket) -> None:
     server = cast(DropboxFS, handler._server)
     with server.client_close():
@@ -141,6 +152,35 @@ class _DropboxHandler(SFTPServerHandler):
     async def recv_packets(self) -> None:
         self.started = True
         await super().recv_packets()
+
+    def write_now(self, buffer: bytearray, start: int, stop: int) -> bool:
+        """Handle the WRITE request in ``buffer[start:stop]`` (after its type byte) if it
+        is well formed and names an open file; False leaves it to ``process_now``, whose
+        answers to malformed requests and unknown handles are asyncssh's own."""
+        if stop - start < 20 or SSHLogger._debug_level >= 3:  # id, handle, offset, length
+            return False
+        pktid, handle_length = _TWO_UINT32.unpack_from(buffer, start)
+        at = start + 8 + handle_length
+        if at + 12 > stop:
+            return False
+        file_obj = self._file_handles.get(bytes(buffer[start + 8:at]))
+        offset, data_length = _UINT64_UINT32.unpack_from(buffer, at)
+        at += 12
+        if file_obj is None or at + data_length > stop:
+            return False
+        with memoryview(buffer) as view:
+            data = bytes(view[at:at + data_length])
+        try:
+            cast(DropboxFS, self._server).write(file_obj, offset, data)
+        except SFTPError as exc:
+            reply = exc.encode(self._version)
+        except Exception as exc:  # as asyncssh answers an uncaught exception
+            self.logger.debug1("Sending failure: %s", exc, exc_info=sys.exc_info)
+            reply = UInt32(FX_FAILURE) + String(f"Uncaught exception: {exc}") + String("")
+        else:
+            reply = _OK
+        self.send_packet(FXP_STATUS, pktid, UInt32(pktid), reply)
+        return True
 
     def process_now(self, payload: bytes) -> None:
         """Handle one request (type, id, body) as ``recv_packets`` would, synchronously."""
@@ -241,16 +281,17 @@ class SftpSession(SSHServerStreamSession[bytes]):
             length = int.from_bytes(unparsed[start:start + 4], "big")
             if length > MAX_SFTP_PACKET_LEN:  # asyncssh's reader reports it and ends
                 self._handler = None
-                super().data_received(bytes(unparsed[start:]), datatype)
+                super().data_received(_copy(unparsed, start, size), datatype)
                 start = size
                 break
             stop = start + 4 + length
             if stop > size:
                 break
             if length >= 5 and unparsed[start + 4] == FXP_WRITE and self._idle(handler):
-                handler.process_now(bytes(unparsed[start + 4:stop]))
+                if not handler.write_now(unparsed, start + 5, stop):
+                    handler.process_now(_copy(unparsed, start + 4, stop))
             else:
-                super().data_received(bytes(unparsed[start:stop]), datatype)
+                super().data_received(_copy(unparsed, start, stop), datatype)
             start = stop
         del unparsed[:start]
 
