@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -496,3 +497,23 @@ def test_value_hints(raw: bytes, padded: bool, quoted_empty: bool) -> None:
     table = read_table(raw, "x.csv", IssueLog())
     assert table is not None
     assert (table.padded, table.quoted_empty) == (padded, quoted_empty)
+
+
+def _hints_by_hand(data: bytes) -> tuple[bool, bool]:
+    blanks, edges = b" \t", b',"\r\n'
+    pairs = itertools.pairwise(data)
+    padded = data[:1] in (b" ", b"\t") or any(
+        (a in blanks and b in edges) or (a in edges and b in blanks) for a, b in pairs)
+    return padded, b'""' in data
+
+
+@given(st.binary(max_size=200).map(lambda b: bytes(b" a\t,\"\r\n"[x % 7] for x in b)),
+       st.sampled_from([3, 16, 1 << 20]))
+def test_value_hints_match_a_byte_by_byte_reading(data: bytes, chunk: int) -> None:
+    """Also across scan chunk edges, and with the byte searches that skip the scan."""
+    saved = table._SCAN_CHUNK
+    table._SCAN_CHUNK = chunk
+    try:
+        assert table._value_hints(data, ord(",")) == _hints_by_hand(data)
+    finally:
+        table._SCAN_CHUNK = saved
