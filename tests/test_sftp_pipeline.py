@@ -163,6 +163,27 @@ def test_requests_split_across_reads_are_reassembled(
     assert dispatched_at_once.count("write") >= 1
 
 
+def test_an_oversized_request_ends_the_session_not_the_server(tmp_path: Path) -> None:
+    """A request length beyond asyncssh's limit goes to asyncssh's reader, which ends
+    the session; the next session works."""
+    ended: list[bytes] = []
+
+    async def oversized(channel: _Channel) -> None:
+        channel.writer.write(struct.pack(">I", 1 << 30) + b"\x06" + b"\x00" * 64)
+        ended.append(await asyncio.wait_for(channel.reader.read(), 10))
+
+    async def works(channel: _Channel) -> None:
+        channel.writer.write(_packet(FXP_OPEN, _string(b"after.zip")
+                                     + struct.pack(">II", OPEN_FOR_UPLOAD, 0), 1))
+        kind, _, _ = await channel.reply()
+        ended.append(bytes([kind]))
+
+    with running_server(tmp_path) as srv:
+        asyncio.run(_session(srv.port, oversized))
+        asyncio.run(_session(srv.port, works))
+    assert ended == [b"", bytes([FXP_HANDLE])]
+
+
 class _Connection:
     """Stands in for asyncssh's connection: records what its parser is handed."""
 
