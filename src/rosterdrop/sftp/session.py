@@ -25,9 +25,11 @@ hands channel data to an ``SSHReader`` and wakes the handler's task, which
 reads each request with two ``readexactly`` calls (a lock, slices, joins)
 before dispatching it. ``SftpSession.data_received`` splits the data into
 requests itself; a WRITE that arrives while the handler is idle (waiting for
-input, nothing buffered, every earlier request answered) is dispatched at
-once through the handler's own ``_process_packet``, which completes without
-suspending because ``_process_write`` never awaits. Everything else, and a
+input, nothing buffered, every earlier request answered) is handled at once:
+parsed and written here when it is well formed and names an open file
+(``write_now``), otherwise through the handler's own ``_process_packet``,
+which completes without suspending because ``_process_write`` never awaits
+(so malformed requests get asyncssh's own answers). Everything else, and a
 WRITE behind a request still in progress, goes through asyncssh's stream as
 before, so requests are still handled one at a time, in order.
 
