@@ -199,3 +199,32 @@ def test_sftp_packets_are_formatted_for_the_log_only_at_debug_level_3(
     finally:
         asyncssh.set_debug_level(before)
     assert logged == [("in", 6), ("out", 101)]
+
+
+def test_connection_and_channel_packets_are_logged_only_at_debug_level_3() -> None:
+    """The same for the SSH connection and channel objects, patched one by one."""
+    import asyncssh
+    from asyncssh.logging import SSHLogger
+
+    from rosterdrop.sftp.session import log_packets_only_when_asked
+
+    logged: list[tuple[str, int, str]] = []
+
+    class Handler:
+        def log_received_packet(self, t: int, i: int, p: bytes, note: str = "") -> None:
+            logged.append(("in", t, note))
+
+        def log_sent_packet(self, t: int, i: int, p: bytes, note: str = "") -> None:
+            logged.append(("out", t, note))
+
+    handler = Handler()
+    log_packets_only_when_asked(handler)
+    before = SSHLogger._debug_level
+    try:
+        for level in (1, 2, 3):
+            asyncssh.set_debug_level(level)
+            handler.log_received_packet(94, level, b"data", "skipped")
+            handler.log_sent_packet(93, level, b"window")
+    finally:
+        asyncssh.set_debug_level(before)
+    assert logged == [("in", 94, "skipped"), ("out", 93, "")]

@@ -41,7 +41,12 @@ from rosterdrop.sftp.accounts import Account, load_accounts
 from rosterdrop.sftp.bans import BanList
 from rosterdrop.sftp.filesystem import DropboxContext, DropboxFS, SessionInfo
 from rosterdrop.sftp.hostkey import load_or_create_host_key
-from rosterdrop.sftp.session import SftpSession, check_asyncssh, read_in_pieces
+from rosterdrop.sftp.session import (
+    SftpSession,
+    check_asyncssh,
+    log_packets_only_when_asked,
+    read_in_pieces,
+)
 
 log = structlog.get_logger("rosterdrop.sftp")
 
@@ -266,6 +271,7 @@ class _Connection(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         read_in_pieces(conn)
+        log_packets_only_when_asked(conn)
         peer = conn.get_extra_info("peername")
         self._peer = str(peer[0]) if peer else "unknown"
         self._log = log.bind(peer=self._peer)

@@ -43,7 +43,7 @@ import asyncio
 import struct
 import sys
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import asyncssh
 from asyncssh import SFTPError, SFTPInvalidHandle, SFTPNoConnection
@@ -116,6 +116,19 @@ def read_in_pieces(conn: asyncssh.SSHServerConnection) -> None:
 def _copy(buffer: bytearray, start: int, stop: int) -> bytes:
     with memoryview(buffer) as view:  # one copy (a bytearray slice would make two)
         return bytes(view[start:stop])
+
+
+def log_packets_only_when_asked(handler: object) -> None:
+    """asyncssh formats a log line for every SSH packet a connection or channel sends
+    or receives before its logger drops it below debug level 3 (see ``_DropboxHandler``)."""
+    for name in ("log_received_packet", "log_sent_packet"):
+        log = getattr(handler, name)
+
+        def maybe(*args: Any, _log: Callable[..., None] = log) -> None:
+            if SSHLogger._debug_level >= 3:
+                _log(*args)
+
+        setattr(handler, name, maybe)
 
 
 async def _process_client_close(handler: SFTPServerHandler, packet: SSHPacket) -> None:
@@ -263,6 +276,7 @@ class SftpSession(SSHServerStreamSession[bytes]):
         if chan.get_subsystem() != "sftp":  # shell/exec are refused before this
             chan.close()
             return
+        log_packets_only_when_asked(chan)
         stdin = SSHReader[bytes](self, chan)
         stdout = SSHWriter[bytes](self, chan)
         fs = cast(DropboxFS, self._init_sftp_server())
