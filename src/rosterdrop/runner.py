@@ -223,9 +223,9 @@ class Runner:
         status = "failed"
         modified: Future[Path] | None = None
         if checked.model is not None and not checked.issues.has_errors():
-            modified = self._write_modified_meanwhile(run, checked.model)
-            with timer.step("snapshot"):
+            with timer.step("snapshot"):  # before the writer starts: it reads faster alone
                 snapshot = load_snapshot(self.store, run.tenant, today)
+            modified = self._write_modified_meanwhile(run, checked.model)
             with timer.step("plan"):
                 plan = plan_sync(snapshot, checked.model, tenant, today, checked.issues)
             if not plan.failed:
