@@ -178,13 +178,12 @@ class _DropboxHandler(SFTPServerHandler):
         at = start + 8 + handle_length
         if at + 12 > stop:
             return False
-        file_obj = self._file_handles.get(bytes(buffer[start + 8:at]))
+        file_obj = self._file_handles.get(_copy(buffer, start + 8, at))
         offset, data_length = _UINT64_UINT32.unpack_from(buffer, at)
         at += 12
         if file_obj is None or at + data_length > stop:
             return False
-        with memoryview(buffer) as view:
-            data = bytes(view[at:at + data_length])
+        data = _copy(buffer, at, at + data_length)
         try:
             cast(DropboxFS, self._server).write(file_obj, offset, data)
         except SFTPError as exc:
