@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sqlite3
 import ssl
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -24,6 +26,7 @@ from rosterdrop.doctor import (
     OK,
     WARN,
     check_free_space,
+    check_host_key,
     check_listen,
     check_smtp,
     check_store,
@@ -31,6 +34,7 @@ from rosterdrop.doctor import (
     run_checks,
     sftp_is_ours,
 )
+from rosterdrop.sftp.hostkey import HOST_KEY_NAME, load_or_create_host_key
 from rosterdrop.store.engine import open_store
 from rosterdrop.store.tables import SCHEMA_VERSION
 
@@ -92,7 +96,7 @@ def test_good_setup_passes_with_starttls_and_auth(
     rows = json.loads(doctor(config, "--json").stdout)
     assert {r["name"]: r["status"] for r in rows} == {
         "config": OK, "state folder": OK, "free space": OK, "store": OK,
-        "sftp.listen": OK, "metrics.listen": OK, "smtp": OK}
+        "sftp.listen": OK, "host key": OK, "metrics.listen": OK, "smtp": OK}
 
 
 def test_bad_config_fails_with_the_key(tmp_path: Path) -> None:
@@ -179,3 +183,65 @@ def test_smtp_failures_say_what_to_fix(
 
     no_password = check_smtp(mail(smtp_port=plain.port, starttls=False, username="u"))
     assert no_password.status == FAIL and "ROSTERDROP_SMTP_PASSWORD" in no_password.detail
+
+
+def test_host_key_fingerprint_is_shown_as_clients_see_it(tmp_path: Path) -> None:
+    """With a host key in the state folder, doctor prints its type and SHA256
+    fingerprint (table and --json), the string asyncssh and OpenSSH give for it."""
+    config = write_config(tmp_path)
+    folder = tmp_path / "state" / "host_keys"
+    load_or_create_host_key(folder)
+    key_file = folder / HOST_KEY_NAME
+    expected = asyncssh.read_private_key(key_file).get_fingerprint()
+    assert expected.startswith("SHA256:")
+    before = key_file.read_bytes()
+
+    result = doctor(config)
+    row = next(line for line in result.stdout.splitlines() if line.startswith("host key"))
+    assert "ok" in row and f"ssh-ed25519 {expected}" in row, result.stdout
+    rows = {r["name"]: r for r in json.loads(doctor(config, "--json").stdout)}
+    assert rows["host key"]["status"] == OK
+    assert rows["host key"]["host_key_fingerprint"] == expected
+    assert rows["host key"]["key_type"] == "ssh-ed25519"
+    assert "host_key_fingerprint" not in rows["config"]
+    assert key_file.read_bytes() == before
+
+    if shutil.which("ssh-keygen"):  # what OpenSSH prints at the unknown-host prompt
+        listed = subprocess.run(["ssh-keygen", "-lf", f"{key_file}.pub"], check=True,
+                                capture_output=True, text=True).stdout
+        assert listed.split()[1] == expected and listed.rstrip().endswith("(ED25519)")
+
+
+def test_missing_host_key_is_not_created(tmp_path: Path) -> None:
+    """Before the first serve there is no key: doctor says serve makes it, passes,
+    and writes nothing (no key, no host_keys folder, no state folder)."""
+    config = write_config(tmp_path)
+    result = doctor(config)
+    assert result.returncode == 0, result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("host key"))
+    assert "no host key yet" in row and "first rosterdrop serve creates" in row
+    assert "doctor then shows its fingerprint" in row
+    rows = {r["name"]: r for r in json.loads(doctor(config, "--json").stdout)}
+    assert rows["host key"]["status"] == OK
+    assert rows["host key"]["host_key_fingerprint"] is None
+    assert rows["host key"]["key_type"] is None
+    assert not (tmp_path / "state").exists()
+
+    (tmp_path / "state").mkdir()  # a state folder without host_keys/ yet
+    assert check_host_key(parse_settings({"state_dir": str(tmp_path / "state")})).status == OK
+    assert list((tmp_path / "state").iterdir()) == []
+
+
+def test_unreadable_or_invalid_host_key_fails(tmp_path: Path) -> None:
+    """A host-key file that is not a key, or a folder in its place: FAIL with a fix."""
+    settings = parse_settings({"state_dir": str(tmp_path / "state")})
+    key_file = tmp_path / "state" / "host_keys" / HOST_KEY_NAME
+    key_file.parent.mkdir(parents=True)
+    key_file.write_text("not a key\n")
+    invalid = check_host_key(settings)
+    assert invalid.status == FAIL and "not a valid private key" in invalid.detail
+    assert "new fingerprint" in invalid.fix and invalid.host_key_fingerprint is None
+    key_file.unlink()
+    key_file.mkdir()
+    unreadable = check_host_key(settings)
+    assert unreadable.status == FAIL and "cannot read" in unreadable.detail

@@ -8,6 +8,8 @@ written, no mail sent) and says what to fix:
 - store: reachable, schema current (or created/upgraded at the next start);
 - SFTP and metrics listen addresses: bindable, or already served by a
   running rosterdrop;
+- SFTP host key: its type and SHA256 fingerprint (what clients show at their
+  first connection), read only; a missing key is left for ``serve`` to make;
 - SMTP: connect, EHLO, STARTTLS (certificate verified) and, with a username,
   AUTH; then QUIT. Without an SMTP host: the outbox folder.
 
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import asyncssh
 import click
 from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.engine import make_url
@@ -39,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from rosterdrop.config import Settings, find_config, load_settings, parse_listen
 from rosterdrop.errors import ConfigError
 from rosterdrop.paths import StatePaths
+from rosterdrop.sftp.hostkey import HOST_KEY_NAME
 from rosterdrop.store.tables import SCHEMA_VERSION, SCHEMA_VERSION_TABLE
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -54,6 +58,16 @@ class Check:
     status: str
     detail: str
     fix: str = ""
+
+
+@dataclass(frozen=True)
+class HostKeyCheck(Check):
+    """The host-key row also carries the key itself (``None`` until it exists)."""
+
+    host_key_fingerprint: str | None = None
+    """``SHA256:…``, as OpenSSH prints it at the unknown-host prompt."""
+    key_type: str | None = None
+    """The SSH algorithm name, e.g. ``ssh-ed25519``."""
 
 
 # --- the checks -----------------------------------------------------------------------
@@ -209,6 +223,28 @@ def check_listen(name: str, listen: str, ours: Callable[[str, int], bool]) -> Ch
     return Check(name, OK, f"{listen} is free")
 
 
+def check_host_key(settings: Settings) -> HostKeyCheck:
+    """The SFTP host key's fingerprint; a missing key is not created here."""
+    path = StatePaths.of(settings).host_keys / HOST_KEY_NAME
+    try:
+        key = asyncssh.read_private_key(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return HostKeyCheck("host key", OK, f"no host key yet: the first rosterdrop serve "
+                            f"creates {path}; doctor then shows its fingerprint")
+    except asyncssh.KeyImportError as exc:
+        return HostKeyCheck("host key", FAIL, f"{path} is not a valid private key: {exc}",
+                            "restore it from a backup (clients pinned its fingerprint), or "
+                            "move it away to get a new one at the next start and tell every "
+                            "tenant the new fingerprint")
+    except OSError as exc:
+        return HostKeyCheck("host key", FAIL, f"cannot read {path}: {exc.strerror or exc}",
+                            f"run doctor as the user that runs rosterdrop, or chown it "
+                            f"(e.g. chown rosterdrop: {path})")
+    fingerprint, key_type = key.get_fingerprint(), key.get_algorithm()
+    return HostKeyCheck("host key", OK, f"{key_type} {fingerprint} ({path})",
+                        host_key_fingerprint=fingerprint, key_type=key_type)
+
+
 def sftp_is_ours(host: str, port: int) -> bool:
     try:
         with socket.create_connection((_connectable(host), port), timeout=3) as conn:
@@ -307,6 +343,7 @@ def run_checks(explicit: str | None, *, min_free: int = MIN_FREE_BYTES) -> list[
                                    settings.sftp.max_upload_bytes))
     checks.append(check_store(settings))
     checks.append(check_listen("sftp.listen", settings.sftp.listen, sftp_is_ours))
+    checks.append(check_host_key(settings))
     if settings.metrics.listen:
         checks.append(check_listen("metrics.listen", settings.metrics.listen, metrics_is_ours))
     checks.append(check_smtp(settings))
