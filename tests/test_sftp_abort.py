@@ -43,7 +43,8 @@ def test_killed_openssh_client_mid_upload(tmp_path: Path) -> None:
             proc.stdin.flush()
             srv.logs.wait("upload_started", file="big.zip")
             assert srv.is_uploading(partial)
-            wait_until(lambda: partial.exists() and partial.stat().st_size > 0)
+            wait_until(lambda: any(p.stat().st_size > 0 for p in srv.in_progress()))
+            assert not partial.exists()  # written under an in-progress name until closed
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(WAIT_SECONDS)
@@ -51,7 +52,7 @@ def test_killed_openssh_client_mid_upload(tmp_path: Path) -> None:
                 proc.stdin.close()
         aborted = srv.logs.wait("upload_aborted", file="big.zip")
         assert 0 < aborted["bytes"] < 40_000_000
-        assert not partial.exists()
+        assert not partial.exists() and srv.in_progress() == []
         assert not srv.is_uploading(partial)
         assert srv.uploads == []
 
@@ -76,6 +77,7 @@ def test_dropped_connection_with_file_open(tmp_path: Path) -> None:
             channel.get_transport().sock.shutdown(socket.SHUT_RDWR)
         srv.logs.wait("upload_aborted", file="dropped.zip")
         assert not partial.exists() and not srv.is_uploading(partial)
+        assert srv.in_progress() == []
     assert srv.uploads == []
 
 

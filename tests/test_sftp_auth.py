@@ -130,14 +130,18 @@ def test_sessions_per_account(tmp_path: Path) -> None:
             first = paramiko.SFTPClient.from_transport(transport)
             second = paramiko.SFTPClient.from_transport(transport)
             assert first is not None and second is not None
-            with pytest.raises(paramiko.ChannelException) as refused:
-                paramiko.SFTPClient.from_transport(transport)
-            assert refused.value.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
-            srv.logs.wait("session_refused", username="acme")
+            refused_sftp = paramiko.SFTPClient.from_transport(transport)
+            assert refused_sftp is not None
+            with pytest.raises(PermissionError, match="too many sessions for acme"):
+                refused_sftp.listdir("/dropbox")
+            refused_sftp.close()
+            refused = srv.logs.wait("session_refused", username="acme")
+            assert refused["limit"] == 2 and refused["reason"] == "sessions_per_account"
             result = openssh_batch(srv.port, "acme", srv.keys["acme"], ["pwd"],
                                    "-o", "LogLevel=INFO", cwd=tmp_path)
             assert result.returncode != 0
-            assert "too many sessions for acme (at most 2 at a time)" in result.stderr
+            assert "too many sessions for acme: at most 2 at a time" in result.stderr
+            assert "sftp.sessions_per_account" in result.stderr
             with paramiko_sftp(srv.port, "acme-sis", key=srv.keys["acme-sis"]) as other:
                 other.listdir("/dropbox")
             first.close()
@@ -192,7 +196,7 @@ def test_rsa_keys_must_sign_with_sha2(tmp_path: Path) -> None:
                 known_hosts=None, signature_algs=[signature], preferred_auth="publickey",
                 config=None,
             ) as conn, conn.start_sftp_client() as sftp:
-                assert await sftp.getcwd() == "/dropbox"
+                assert await sftp.getcwd() == "/"
 
         asyncio.run(connect("rsa-sha2-256"))
         with pytest.raises(asyncssh.PermissionDenied):

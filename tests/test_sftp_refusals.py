@@ -109,7 +109,7 @@ def test_parent_references_are_refused(tmp_path: Path) -> None:
                     sftp.open(path, "wb")
             with pytest.raises(PermissionError, match=r"'\.\.' is not allowed"):
                 sftp.stat("../../../etc/passwd")
-            assert sftp.normalize("..") == "/"
+            assert sftp.normalize("dropbox/..") == "/"
             with pytest.raises(PermissionError, match="cannot leave your folder"):
                 sftp.normalize("/..")
         assert os.listdir(srv.dropbox()) == []

@@ -133,6 +133,14 @@ class Running:
     def dropbox(self, tenant: str = "acme") -> Path:
         return self.paths.dropbox(tenant)
 
+    def incoming(self, tenant: str = "acme") -> Path:
+        """Where this server writes the tenant's uploads in progress."""
+        return self.paths.incoming(tenant, self.paths.instance_file.read_text().strip())
+
+    def in_progress(self, tenant: str = "acme") -> list[Path]:
+        folder = self.incoming(tenant)
+        return sorted(folder.iterdir()) if folder.is_dir() else []
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(WAIT_SECONDS)
 

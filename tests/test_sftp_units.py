@@ -19,8 +19,12 @@ from rosterdrop.sftp.vpath import Area, VPath, is_temporary, is_uploadable, is_z
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        (b"", VPath(Area.DROPBOX)),
-        (b".", VPath(Area.DROPBOX)),
+        (b"", VPath(Area.ROOT)),
+        (b".", VPath(Area.ROOT)),
+        (b"dropbox", VPath(Area.DROPBOX)),
+        (b"dropbox/x.zip", VPath(Area.DROPBOX, ("x.zip",))),
+        (b"./dropbox/x.zip", VPath(Area.DROPBOX, ("x.zip",))),
+        (b"reports/run", VPath(Area.REPORTS, ("run",))),
         (b"x.zip", VPath(Area.DROPBOX, ("x.zip",))),
         (b"./x.zip", VPath(Area.DROPBOX, ("x.zip",))),
         (b"/", VPath(Area.ROOT)),
@@ -33,7 +37,7 @@ from rosterdrop.sftp.vpath import Area, VPath, is_temporary, is_uploadable, is_z
     ],
 )
 def test_resolve_maps_client_paths_into_the_tree(path: bytes, expected: VPath) -> None:
-    """Relative paths start in /dropbox; names directly under / are uploads;
+    """Relative paths start in the login folder ``/``; names directly under / are uploads;
     host paths like /etc/passwd become names that do not exist."""
     assert resolve(path) == expected
 
@@ -49,12 +53,12 @@ def test_resolve_refuses_parent_references(path: bytes) -> None:
 
 def test_realpath_may_go_up_to_the_root_only() -> None:
     """REALPATH lets clients navigate with ``..`` but never above ``/``."""
-    assert resolve(b"..", for_realpath=True) == VPath(Area.ROOT)
+    assert resolve(b"dropbox/..", for_realpath=True) == VPath(Area.ROOT)
     assert resolve(b"/reports/run/..", for_realpath=True).display == "/reports"
     with pytest.raises(SFTPPermissionDenied):
         resolve(b"/..", for_realpath=True)
     with pytest.raises(SFTPPermissionDenied):
-        resolve(b"../..", for_realpath=True)
+        resolve(b"..", for_realpath=True)
 
 
 @pytest.mark.parametrize("path", [b"\xff.zip", b"a\x00b.zip", b"a\nb.zip", b"x" * 256])
@@ -171,60 +175,3 @@ def test_verify_password_never_raises(hashed: str, plain: str) -> None:
     assume_prefixes = ("$argon2", "$scrypt$")
     result = verify_password(hashed, plain)
     assert result is False or hashed.startswith(assume_prefixes)
-
-
-def test_sftp_packets_are_formatted_for_the_log_only_at_debug_level_3(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The handler skips asyncssh's per-packet log formatting unless asyncssh would
-    log packets (debug level 3); at that level every packet still reaches the log."""
-    import asyncssh
-    from asyncssh.logging import SSHLogger
-    from asyncssh.sftp import SFTPServerHandler
-
-    from rosterdrop.sftp.session import _DropboxHandler
-
-    logged: list[tuple[str, int]] = []
-    monkeypatch.setattr(SFTPServerHandler, "log_received_packet",
-                        lambda self, t, i, p, note="": logged.append(("in", t)))
-    monkeypatch.setattr(SFTPServerHandler, "log_sent_packet",
-                        lambda self, t, i, p, note="": logged.append(("out", t)))
-    handler = object.__new__(_DropboxHandler)
-    before = SSHLogger._debug_level
-    try:
-        for level in (1, 2, 3):
-            asyncssh.set_debug_level(level)
-            handler.log_received_packet(6, level, b"write")
-            handler.log_sent_packet(101, level, b"status")
-    finally:
-        asyncssh.set_debug_level(before)
-    assert logged == [("in", 6), ("out", 101)]
-
-
-def test_connection_and_channel_packets_are_logged_only_at_debug_level_3() -> None:
-    """The same for the SSH connection and channel objects, patched one by one."""
-    import asyncssh
-    from asyncssh.logging import SSHLogger
-
-    from rosterdrop.sftp.session import log_packets_only_when_asked
-
-    logged: list[tuple[str, int, str]] = []
-
-    class Handler:
-        def log_received_packet(self, t: int, i: int, p: bytes, note: str = "") -> None:
-            logged.append(("in", t, note))
-
-        def log_sent_packet(self, t: int, i: int, p: bytes, note: str = "") -> None:
-            logged.append(("out", t, note))
-
-    handler = Handler()
-    log_packets_only_when_asked(handler)
-    before = SSHLogger._debug_level
-    try:
-        for level in (1, 2, 3):
-            asyncssh.set_debug_level(level)
-            handler.log_received_packet(94, level, b"data", "skipped")
-            handler.log_sent_packet(93, level, b"window")
-    finally:
-        asyncssh.set_debug_level(before)
-    assert logged == [("in", 94, "skipped"), ("out", 93, "")]

@@ -53,14 +53,14 @@ def test_paramiko_put_with_ed25519_key(tmp_path: Path) -> None:
 
 
 def test_openssh_sftp_put(tmp_path: Path) -> None:
-    """OpenSSH's ``sftp`` (default algorithms) starts in /dropbox and uploads."""
+    """OpenSSH's ``sftp`` (default algorithms) starts in the login folder ``/`` and uploads."""
     (tmp_path / "roster.zip").write_bytes(random_bytes(1_500_000))
     with running_server(tmp_path) as srv:
         result = openssh_batch(
             srv.port, "acme", srv.keys["acme"], ["pwd", "put roster.zip", "ls -l"], cwd=tmp_path
         )
         assert result.returncode == 0, result.stderr
-        assert "Remote working directory: /dropbox" in result.stdout
+        assert "Remote working directory: /\n" in result.stdout
         [upload] = srv.wait_uploads(1)
         assert upload.path == srv.dropbox() / "roster.zip"
         assert upload.data == (tmp_path / "roster.zip").read_bytes()

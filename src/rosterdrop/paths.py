@@ -53,6 +53,15 @@ class StatePaths:
     def dropbox(self, tenant: str) -> Path:
         return self.tenant(tenant) / "dropbox"
 
+    def incoming(self, tenant: str, instance: str) -> Path:
+        """Uploads in progress, one folder per process (``instance``): a process
+        that starts deletes only its own leftovers, never a live peer's."""
+        return self.tenant(tenant) / "incoming" / instance
+
+    @property
+    def instance_file(self) -> Path:
+        return self.root / "instance-id"
+
     def reports(self, tenant: str) -> Path:
         return self.tenant(tenant) / "reports"
 

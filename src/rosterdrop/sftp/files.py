@@ -3,8 +3,10 @@
 ``Upload`` gathers a client's sequential WRITE requests and writes them with
 one ``pwritev`` per megabyte (no fsync), on a disk-writer thread: the event
 loop only decrypts and answers, while the disk work runs on the other core.
-At most ``MAX_IN_FLIGHT`` bytes per upload wait for the disk, so memory stays
-bounded whatever the size; a write error surfaces on the next request.
+When more than ``MAX_IN_FLIGHT`` bytes of one upload wait for the disk, the
+WRITE answer waits (asyncssh awaits what ``SFTPServer.write`` returns), so
+memory stays bounded whatever the size; a write error surfaces on the next
+request. Nothing here blocks the event loop on the disk.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,26 +43,37 @@ def _pwrite_all(fd: int, chunks: list[bytes], offset: int, pending: int) -> None
 
 
 class OpenUploads:
-    """Host paths open for writing in any session (for the watcher)."""
+    """Uploads open for writing in any session, by their final host path.
+
+    The data is written under an in-progress name (``Upload.partial``); the
+    SFTP view and the watcher ask here for what is being uploaded under a name.
+    """
 
     def __init__(self) -> None:
-        self._paths: Counter[str] = Counter()
+        self._uploads: dict[str, Upload] = {}
 
     @staticmethod
     def key(path: Path) -> str:
         return os.path.abspath(path)
 
-    def add(self, path: Path) -> None:
-        self._paths[self.key(path)] += 1
+    def add(self, upload: Upload) -> None:
+        self._uploads[self.key(upload.host)] = upload
 
-    def discard(self, path: Path) -> None:
-        key = self.key(path)
-        self._paths[key] -= 1
-        if self._paths[key] <= 0:
-            del self._paths[key]
+    def discard(self, upload: Upload) -> None:
+        key = self.key(upload.host)
+        if self._uploads.get(key) is upload:
+            del self._uploads[key]
+
+    def get(self, path: Path) -> Upload | None:
+        return self._uploads.get(self.key(path))
 
     def __contains__(self, path: object) -> bool:
-        return isinstance(path, Path) and self._paths.get(self.key(path), 0) > 0
+        return isinstance(path, Path) and self.key(path) in self._uploads
+
+    def names(self, folder: Path) -> list[str]:
+        """Names being uploaded into ``folder``."""
+        prefix = self.key(folder) + os.sep
+        return [key[len(prefix):] for key in self._uploads if key.startswith(prefix)]
 
 
 class Download:
@@ -71,20 +84,29 @@ class Download:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """For asyncssh's ``ranges@asyncssh.com`` (sparse-file) answers."""
+        return os.lseek(self.fd, offset, whence)
+
 
 class Upload:
-    """A /dropbox file open for writing; sequential writes are buffered."""
+    """A /dropbox file open for writing: written to ``partial``, renamed to ``host``
+    when the client closes it. Sequential writes are gathered and written by the
+    disk thread; ``write`` hands back a future to await when too much is pending."""
 
     __slots__ = (
-        "_chunks", "_in_flight", "_pending", "_start", "fd", "host", "name", "refused", "size",
-        "started",
+        "_chunks", "_in_flight", "_pending", "_start", "exclusive", "fd", "host", "name",
+        "partial", "refused", "size", "started",
     )
 
-    def __init__(self, fd: int, host: Path, name: str, started: float) -> None:
+    def __init__(self, fd: int, partial: Path, host: Path, name: str, started: float,
+                 *, exclusive: bool) -> None:
         self.fd = fd
+        self.partial = partial
         self.host = host
         self.name = name
         self.started = started
+        self.exclusive = exclusive
         self.size = 0
         self.refused: str | None = None
         self._chunks: list[bytes] = []
@@ -92,36 +114,40 @@ class Upload:
         self._start = 0
         self._in_flight: deque[tuple[Future[None], int]] = deque()
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: bytes) -> Future[None] | None:
+        """Gather ``data``; a future when the caller should wait for the disk."""
         if self._pending and offset != self._start + self._pending:
-            self.flush()
+            self._submit()
         if not self._pending:
             self._start = offset
         self._chunks.append(data)
         self._pending += len(data)
         self.size = max(self.size, offset + len(data))
         if self._pending >= FLUSH_BYTES or len(self._chunks) >= FLUSH_CHUNKS:
-            self.flush()
+            self._submit()
+        return self._backlog()
 
-    def flush(self) -> None:
-        """Hand what is gathered to the disk writer (raises an earlier write's error)."""
+    def _submit(self) -> None:
         if self._pending:
             chunks, offset, pending = self._chunks, self._start, self._pending
             self._chunks, self._pending = [], 0
             self._in_flight.append((_DISK.submit(_pwrite_all, self.fd, chunks, offset,
                                                  pending), pending))
-        waiting = sum(n for _, n in self._in_flight)
-        while self._in_flight and (self._in_flight[0][0].done() or waiting > MAX_IN_FLIGHT):
-            future, n = self._in_flight.popleft()
-            waiting -= n
-            future.result()
 
-    def drain(self) -> None:
-        """Everything written to the file, or the first error raised."""
-        self.flush()
-        while self._in_flight:
-            future, _ = self._in_flight.popleft()
-            future.result()
+    def _backlog(self) -> Future[None] | None:
+        """Reap finished writes (raising the first error); the oldest pending write
+        when more than ``MAX_IN_FLIGHT`` bytes wait for the disk."""
+        while self._in_flight and self._in_flight[0][0].done():
+            self._in_flight.popleft()[0].result()
+        if sum(n for _, n in self._in_flight) > MAX_IN_FLIGHT:
+            return self._in_flight[0][0]
+        return None
+
+    def flush(self) -> Future[None] | None:
+        """Hand everything gathered to the disk thread; the last write's future."""
+        self._submit()
+        self._backlog()
+        return self._in_flight[-1][0] if self._in_flight else None
 
     def close(self) -> None:
         # The fd may not be closed (and its number reused) under a pending write.

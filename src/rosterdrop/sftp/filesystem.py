@@ -1,28 +1,38 @@
-"""One SFTP session's view of its tenant: ``DropboxFS`` (an asyncssh ``SFTPServer``).
+"""One SFTP or SCP session's view of its tenant: ``DropboxFS`` (an asyncssh ``SFTPServer``).
+
+asyncssh serves both protocols through this one object (``sftp_factory`` with
+``allow_scp``), so every rule below holds for ``scp`` and ``scp -O`` too.
 
 - Confinement: client paths are resolved by ``vpath.resolve`` into /dropbox
   (flat, uploads) and /reports (read-only); host paths are built only from
   those parts, symlinks are neither followed nor shown.
+- In progress: an upload is written under a random name in the tenant's
+  ``incoming/<instance>/`` folder, which no client and no watcher sees, and
+  renamed into the drop folder when it completes. Whatever a crash leaves
+  there is deleted at the next start (``DropboxServer.start``).
 - Completed upload: the client's own CLOSE of a ``*.zip`` it wrote, or a
   rename of a temporary name to ``*.zip``. asyncssh also calls ``close()``
-  for every file still open when a session dies; the session handler
-  (``session.py``) marks real CLOSE requests with ``client_close()``, so a
-  close without that mark is an aborted upload: deleted and never reported.
+  for every file still open when a session dies; ``asyncssh_seam`` tells the
+  two apart (the client is no longer sending), and such an upload is deleted
+  and never reported.
 - Linger: a completed upload is remembered (name → attributes) for
   ``linger_seconds`` within the session, so a client that stats or setstats
   it right after upload succeeds even when the daemon already moved it.
+- Nothing blocks the event loop on the disk: ``write``, ``fsync`` and
+  ``close`` return awaitables when they must wait for the disk thread.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
+import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from asyncssh import (
@@ -35,6 +45,7 @@ from asyncssh import (
     SFTPEOFError,
     SFTPFailure,
     SFTPFileAlreadyExists,
+    SFTPInvalidFilename,
     SFTPName,
     SFTPNoSuchFile,
     SFTPNotADirectory,
@@ -46,6 +57,7 @@ from asyncssh import (
 )
 
 from rosterdrop.paths import StatePaths
+from rosterdrop.sftp.asyncssh_seam import client_still_sending
 from rosterdrop.sftp.files import (
     Download,
     OpenUploads,
@@ -55,7 +67,15 @@ from rosterdrop.sftp.files import (
     rename_noreplace,
     unlink_if_same,
 )
-from rosterdrop.sftp.vpath import Area, VPath, is_temporary, is_uploadable, is_zip, resolve
+from rosterdrop.sftp.vpath import (
+    MAX_UPLOAD_NAME_BYTES,
+    Area,
+    VPath,
+    is_temporary,
+    is_uploadable,
+    is_zip,
+    resolve,
+)
 
 log = structlog.get_logger("rosterdrop.sftp")
 
@@ -74,11 +94,16 @@ class DropboxContext:
     """What every session shares: the state folder, limits and the callback."""
 
     paths: StatePaths
+    instance: str
+    """This process's name for its in-progress folders (``StatePaths.incoming``)."""
     on_upload: Callable[[str, Path], None]
     clock: Callable[[], float]
     max_upload_bytes: int
     linger_seconds: float
     uploading: OpenUploads = field(default_factory=OpenUploads)
+
+    def incoming(self, tenant: str) -> Path:
+        return self.paths.incoming(tenant, self.instance)
 
 
 @dataclass(frozen=True)
@@ -94,31 +119,22 @@ class DropboxFS(SFTPServer):
         chan: SSHServerChannel[bytes],
         context: DropboxContext,
         info: SessionInfo,
+        *,
+        on_exit: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(chan)
+        self._on_exit = on_exit
         self._ctx = context
         self._info = info
         self._dropbox = context.paths.dropbox(info.tenant)
         self._reports = context.paths.reports(info.tenant)
         self._log = log.bind(tenant=info.tenant, username=info.username, peer=info.peer)
-        self._client_closing = False
         self._open: set[Upload] = set()
         self._downloads = 0
         self._temporaries: dict[str, Stored] = {}
         self._linger: dict[str, tuple[SFTPAttrs, float]] = {}
         self._refused: dict[str, str] = {}
         """Uploads refused in this session: name → why (for a later stat)."""
-
-    # -- the hook session.py uses -------------------------------------------
-
-    @contextlib.contextmanager
-    def client_close(self) -> Iterator[None]:
-        """Mark the ``close()`` calls made while handling a client's CLOSE."""
-        self._client_closing = True
-        try:
-            yield
-        finally:
-            self._client_closing = False
 
     # -- names shown in listings --------------------------------------------
 
@@ -170,6 +186,15 @@ class DropboxFS(SFTPServer):
             return None
         return entry[0]
 
+    def _in_progress(self, name: str) -> SFTPAttrs | None:
+        """What a client sees of a file being uploaded (in any session)."""
+        upload = self._ctx.uploading.get(self._dropbox / name)
+        if upload is None or upload.fd < 0:
+            return None
+        attrs = _attrs(os.fstat(upload.fd), writable=True)
+        attrs.size = upload.size  # with what still waits for the disk
+        return attrs
+
     def _stat(self, vpath: VPath) -> SFTPAttrs:
         if vpath.area is Area.ROOT:
             return _attrs(os.stat(self._dropbox), writable=False)
@@ -186,7 +211,7 @@ class DropboxFS(SFTPServer):
         elif st is not None and stat.S_ISREG(st.st_mode):
             return _attrs(st, writable=True)
         elif st is None and vpath.dropbox_name is not None:
-            attrs = self._lingering(vpath.dropbox_name)
+            attrs = self._in_progress(vpath.dropbox_name) or self._lingering(vpath.dropbox_name)
             if attrs is not None:
                 return attrs
             refused = self._refused.get(vpath.dropbox_name)
@@ -215,12 +240,15 @@ class DropboxFS(SFTPServer):
     def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         self.setstat(path, attrs)
 
-    def fstat(self, file_obj: object) -> SFTPAttrs:
+    def fstat(self, file_obj: object) -> SFTPAttrs | Awaitable[SFTPAttrs]:
         if isinstance(file_obj, Upload):
-            self._flush(file_obj)
-            return _attrs(os.fstat(file_obj.fd), writable=True)
+            return self._fstat_upload(file_obj)
         assert isinstance(file_obj, Download)
         return _attrs(os.fstat(file_obj.fd), writable=False)
+
+    async def _fstat_upload(self, upload: Upload) -> SFTPAttrs:
+        await self._drain(upload)
+        return _attrs(os.fstat(upload.fd), writable=True)
 
     def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
         if not isinstance(file_obj, Upload):
@@ -255,10 +283,11 @@ class DropboxFS(SFTPServer):
             ]
         files = _scan(self._dropbox, dirs=False)
         present = {name for name, _ in files}
-        for name in list(self._linger):
-            attrs = self._lingering(name)
+        for name in [*self._ctx.uploading.names(self._dropbox), *self._linger]:
+            attrs = self._in_progress(name) or self._lingering(name)
             if attrs is not None and name not in present:
                 files.append((name, attrs))
+                present.add(name)
         return entries + files
 
     # -- reading (reports only) ---------------------------------------------
@@ -305,39 +334,54 @@ class DropboxFS(SFTPServer):
             self._log.warning("upload_refused", file=path.decode("utf-8", "replace"),
                               reason="outside_dropbox", message=exc.reason)
             raise
-        if not is_uploadable(name):
-            self._log.warning("upload_refused", file=name, reason="name")
-            raise SFTPPermissionDenied(f"cannot upload {name!r}: {NOT_UPLOADABLE}")
+        self._check_upload_name(name, "upload")
         if host in self._ctx.uploading:
             raise SFTPPermissionDenied(f"cannot upload {name}: it is already being uploaded")
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        if pflags & FXF_CREAT:
-            flags |= os.O_CREAT
-        if pflags & FXF_TRUNC:
-            flags |= os.O_TRUNC
-        if pflags & FXF_EXCL:
-            flags |= os.O_EXCL
+        existing = _regular_file(host)
+        if pflags & FXF_EXCL and (existing is not None or self._lingering(name) is not None):
+            raise SFTPFileAlreadyExists(f"{name} already exists")
+        if existing is None and not pflags & FXF_CREAT:
+            raise SFTPNoSuchFile(f"no such file: /dropbox/{name}")
+        folder = self._ctx.incoming(self._info.tenant)
+        partial = folder / uuid.uuid4().hex
         try:
-            fd = os.open(host, flags, FILE_MODE)
-        except FileExistsError:
-            raise SFTPFileAlreadyExists(f"{name} already exists") from None
-        except FileNotFoundError:
-            raise SFTPNoSuchFile(f"no such file: /dropbox/{name}") from None
+            folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EISDIR):
-                raise SFTPPermissionDenied(f"cannot upload to {name!r}: not a file") from None
-            raise
-        upload = Upload(fd, host, name, self._ctx.clock())
-        if pflags & FXF_APPEND or not pflags & FXF_TRUNC:
-            upload.size = os.fstat(fd).st_size
+            self._log.error("upload_refused", file=name, reason="write_error",
+                            error=exc.strerror or str(exc))
+            raise SFTPFailure(f"cannot upload {name}: the server could not store it "
+                              f"({exc.strerror or exc})") from None
+        upload = Upload(fd, partial, host, name, self._ctx.clock(),
+                        exclusive=bool(pflags & FXF_EXCL))
+        if existing is not None and not pflags & FXF_TRUNC:
+            # Resuming or appending: carry on from what the drop folder holds.
+            try:
+                upload.size = _copy_into(host, fd)
+            except OSError as exc:
+                upload.close()
+                partial.unlink(missing_ok=True)
+                raise SFTPFailure(f"cannot reopen {name}: {exc.strerror or exc}") from None
         self._open.add(upload)
-        self._ctx.uploading.add(host)
+        self._ctx.uploading.add(upload)
         self._linger.pop(name, None)
         self._refused.pop(name, None)
         self._log.info("upload_started", file=name)
         return upload
 
-    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+    def _check_upload_name(self, name: str, action: str) -> None:
+        if not is_uploadable(name):
+            self._log.warning("upload_refused", file=name, reason="name")
+            raise SFTPPermissionDenied(f"cannot {action} {name!r}: {NOT_UPLOADABLE}")
+        if len(name.encode("utf-8")) > MAX_UPLOAD_NAME_BYTES:
+            self._log.warning("upload_refused", file=name, reason="name_too_long",
+                              limit=MAX_UPLOAD_NAME_BYTES)
+            raise SFTPInvalidFilename(
+                f"cannot {action} a file with a name of {len(name.encode('utf-8'))} bytes: "
+                f"names may be at most {MAX_UPLOAD_NAME_BYTES} bytes")
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int | Awaitable[int]:
         if not isinstance(file_obj, Upload):
             raise SFTPPermissionDenied("/reports is read-only")
         upload = file_obj
@@ -349,25 +393,38 @@ class DropboxFS(SFTPServer):
                          reason="too_large", limit=limit)
             raise SFTPQuotaExceeded(upload.refused or "")
         try:
-            upload.write(offset, data)
+            backlog = upload.write(offset, data)
         except OSError as exc:
             self._write_failed(upload, exc)
-        return len(data)
+        if backlog is None:
+            return len(data)
+        return self._after(upload, backlog, len(data))
 
-    def fsync(self, file_obj: object) -> None:
-        if isinstance(file_obj, Upload) and not file_obj.refused:
-            self._flush(file_obj)
-            os.fsync(file_obj.fd)
+    async def _after(self, upload: Upload, write: Future[None], count: int) -> int:
+        """Answer a WRITE once the disk has caught up (bounded memory per upload)."""
+        try:
+            await asyncio.wrap_future(write)
+            upload.flush()
+        except OSError as exc:
+            self._write_failed(upload, exc)
+        return count
 
-    def _flush(self, upload: Upload) -> None:
+    async def _drain(self, upload: Upload) -> None:
+        """Everything the client wrote is in the file, or the upload is refused."""
         if upload.refused:
             raise SFTPFailure(upload.refused)
         try:
-            upload.drain()
+            while (last := upload.flush()) is not None:
+                await asyncio.wrap_future(last)
         except OSError as exc:
             self._write_failed(upload, exc)
 
-    def _write_failed(self, upload: Upload, exc: OSError) -> None:
+    async def fsync(self, file_obj: object) -> None:
+        if isinstance(file_obj, Upload) and not file_obj.refused:
+            await self._drain(file_obj)
+            await asyncio.get_running_loop().run_in_executor(None, os.fsync, file_obj.fd)
+
+    def _write_failed(self, upload: Upload, exc: OSError) -> NoReturn:
         message = f"upload failed: could not store the file ({exc.strerror or exc})"
         self._refuse(upload, message, reason="write_error", error=exc.strerror or str(exc))
         raise SFTPFailure(message)
@@ -383,44 +440,51 @@ class DropboxFS(SFTPServer):
 
     def _discard(self, upload: Upload) -> None:
         if upload.fd >= 0:
-            identity = file_identity(os.fstat(upload.fd))
             upload.close()
-            self._ctx.uploading.discard(upload.host)
-            unlink_if_same(upload.host, identity)
+            self._ctx.uploading.discard(upload)
+            upload.partial.unlink(missing_ok=True)
 
-    def close(self, file_obj: object) -> None:
+    def close(self, file_obj: object) -> Awaitable[None] | None:
         if isinstance(file_obj, Download):
             os.close(file_obj.fd)
             self._downloads -= 1
-            return
+            return None
         assert isinstance(file_obj, Upload)
         upload = file_obj
         self._open.discard(upload)
-        if not self._client_closing:
-            # asyncssh closes what the session left open: not the client's CLOSE.
+        if not client_still_sending(self.channel):
+            # asyncssh closes what a session left open when it ends: not the client's
+            # own CLOSE, so not a completed upload.
             if not upload.refused:
                 self._discard(upload)
                 self._log.warning(
                     "upload_aborted", file=upload.name, bytes=upload.size,
                     reason="session ended with the file open",
                 )
-            return
+            return None
         if upload.refused:
             raise SFTPFailure(upload.refused)
-        self._flush(upload)
+        return self._client_closed(upload)
+
+    async def _client_closed(self, upload: Upload) -> None:
+        await self._drain(upload)
         st = os.fstat(upload.fd)
         upload.close()
-        self._ctx.uploading.discard(upload.host)
         try:
-            still_there = file_identity(os.lstat(upload.host)) == file_identity(st)
-        except FileNotFoundError:
-            still_there = False
-        if not still_there:
-            self._log.warning(
-                "upload_aborted", file=upload.name, bytes=upload.size,
-                reason="file removed or replaced during upload",
-            )
-            return
+            if upload.exclusive:
+                rename_noreplace(upload.partial, upload.host, upload.name)
+            else:
+                os.replace(upload.partial, upload.host)
+        except SFTPFileAlreadyExists:
+            upload.partial.unlink(missing_ok=True)
+            self._ctx.uploading.discard(upload)
+            self._log.warning("upload_refused", file=upload.name, reason="exists")
+            raise
+        except OSError as exc:
+            upload.partial.unlink(missing_ok=True)
+            self._ctx.uploading.discard(upload)
+            self._write_failed(upload, exc)
+        self._ctx.uploading.discard(upload)
         if is_zip(upload.name):
             self._completed(upload.name, upload.host, st, upload.started)
         else:
@@ -468,9 +532,7 @@ class DropboxFS(SFTPServer):
     def _rename(self, oldpath: bytes, newpath: bytes, *, replace: bool) -> None:
         old, old_host = self._dropbox_file(oldpath, "rename")
         new, new_host = self._dropbox_file(newpath, "rename to")
-        if not is_uploadable(new):
-            self._log.warning("upload_refused", file=new, reason="name")
-            raise SFTPPermissionDenied(f"cannot rename to {new!r}: {NOT_UPLOADABLE}")
+        self._check_upload_name(new, "rename to")
         for host, name in ((old_host, old), (new_host, new)):
             if host in self._ctx.uploading:
                 raise SFTPPermissionDenied(f"cannot rename {name}: it is being uploaded")
@@ -518,7 +580,10 @@ class DropboxFS(SFTPServer):
         # Uploads still open were already closed (and aborted) by asyncssh's
         # cleanup; what is left is temporary files never renamed to .zip.
         for upload in list(self._open):
-            self.close(upload)
+            self._open.discard(upload)
+            self._discard(upload)
+            self._log.warning("upload_aborted", file=upload.name, bytes=upload.size,
+                              reason="session ended with the file open")
         for name, stored in self._temporaries.items():
             if unlink_if_same(self._dropbox / name, stored.identity):
                 self._log.warning(
@@ -526,6 +591,51 @@ class DropboxFS(SFTPServer):
                 )
         self._temporaries.clear()
         self._linger.clear()
+        self._on_exit()
+
+
+class RefusedSession(DropboxFS):
+    """A session over its account's limit: told why on standard error (OpenSSH's
+    ``sftp`` and ``scp`` print it), and every request it sends is refused with the
+    same message. The client ends it (asyncssh's channel cannot be closed while
+    the client may still send its EOF)."""
+
+    def __init__(self, chan: SSHServerChannel[bytes], context: DropboxContext,
+                 info: SessionInfo, message: str) -> None:
+        super().__init__(chan, context, info)
+        self._message = message
+        chan.write_stderr(f"rosterdrop: {message}\r\n".encode())
+
+    def _deny(self) -> NoReturn:
+        raise SFTPPermissionDenied(self._message)
+
+    def realpath(self, path: bytes) -> bytes:
+        self._deny()
+
+    def stat(self, path: bytes) -> SFTPAttrs:
+        self._deny()
+
+    def lstat(self, path: bytes) -> SFTPAttrs:
+        self._deny()
+
+    def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        self._deny()
+
+    def remove(self, path: bytes) -> None:
+        self._deny()
+
+    def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._deny()
+
+    def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._deny()
+
+    def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        self._deny()
+
+    async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
+        self._deny()
+        yield SFTPName(b"")  # never reached: makes this an async generator
 
 
 def _attrs(st: os.stat_result, *, writable: bool) -> SFTPAttrs:
@@ -537,6 +647,32 @@ def _attrs(st: os.stat_result, *, writable: bool) -> SFTPAttrs:
         mtime=int(st.st_mtime),
         nlink=1,
     )
+
+
+def _regular_file(host: Path) -> os.stat_result | None:
+    try:
+        st = os.lstat(host)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise SFTPPermissionDenied(f"cannot upload to {host.name!r}: not a file")
+    return st
+
+
+def _copy_into(source: Path, fd: int) -> int:
+    """Copy ``source`` into the empty file ``fd``; its size."""
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        size = os.fstat(src).st_size
+        copied = 0
+        while copied < size:
+            n = os.copy_file_range(src, fd, size - copied, copied, copied)
+            if n == 0:
+                break
+            copied += n
+        return copied
+    finally:
+        os.close(src)
 
 
 def _scan(folder: Path, *, dirs: bool) -> list[tuple[str, SFTPAttrs]]:

@@ -12,8 +12,10 @@ One ``_Connection`` (an asyncssh ``SSHServer``) per TCP connection:
   the address's ban; a rejected public key does not (clients offer every key
   they hold), but a connection that ends unauthenticated after rejected keys
   counts as one failed login for the ban;
-- each authenticated session channel runs ``DropboxFS`` (``session.py``),
-  at most ``sessions_per_account`` at a time per username.
+- each SFTP or SCP session runs ``DropboxFS``, through asyncssh's public
+  ``sftp_factory`` and ``allow_scp`` (no shell, no other command), at most
+  ``sessions_per_account`` at a time per username: one more is told why on
+  its standard error and closed.
 """
 
 from __future__ import annotations
@@ -27,26 +29,20 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import asyncssh
 import structlog
-from asyncssh.channel import SSHChannel
 
 from rosterdrop.config import Settings, parse_listen
 from rosterdrop.errors import SftpError
 from rosterdrop.passwords import hash_password, verify_password
 from rosterdrop.paths import StatePaths
+from rosterdrop.sftp import asyncssh_seam
 from rosterdrop.sftp.accounts import Account, load_accounts
 from rosterdrop.sftp.bans import BanList
-from rosterdrop.sftp.filesystem import DropboxContext, DropboxFS, SessionInfo
+from rosterdrop.sftp.files import OpenUploads
+from rosterdrop.sftp.filesystem import DropboxContext, DropboxFS, RefusedSession, SessionInfo
 from rosterdrop.sftp.hostkey import load_or_create_host_key
-from rosterdrop.sftp.session import (
-    SftpSession,
-    check_asyncssh,
-    log_packets_only_when_asked,
-    read_in_pieces,
-)
 
 log = structlog.get_logger("rosterdrop.sftp")
 
@@ -118,13 +114,9 @@ class DropboxServer:
         self._paths = paths
         self._clock = clock
         self._passwords = dict(passwords or {})
-        self._context = DropboxContext(
-            paths=paths,
-            on_upload=on_upload,
-            clock=clock,
-            max_upload_bytes=settings.sftp.max_upload_bytes,
-            linger_seconds=linger_seconds,
-        )
+        self._on_upload = on_upload
+        self._linger_seconds = linger_seconds
+        self._uploading = OpenUploads()
         self._shared: _Shared | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
 
@@ -132,17 +124,26 @@ class DropboxServer:
         """Bind ``sftp.listen`` (port 0 picks a free port); raise ``SftpError``."""
         if self._acceptor is not None:
             raise SftpError("the SFTP server is already running")
-        check_asyncssh()
+        asyncssh_seam.check()
         settings = self._settings.sftp
         host, port = parse_listen(settings.listen)
         key = load_or_create_host_key(self._paths.host_keys)
         accounts = load_accounts(self._settings, self._passwords)
-        self._create_folders()
+        context = DropboxContext(
+            paths=self._paths,
+            instance=_instance_id(self._paths),
+            on_upload=self._on_upload,
+            clock=self._clock,
+            max_upload_bytes=settings.max_upload_bytes,
+            linger_seconds=self._linger_seconds,
+            uploading=self._uploading,
+        )
+        self._create_folders(context)
         loop = asyncio.get_running_loop()
         dummy_hash = await loop.run_in_executor(None, _dummy_hash)
         shared = _Shared(
             settings=self._settings,
-            context=self._context,
+            context=context,
             accounts=accounts,
             bans=BanList(
                 settings.ban.failures,
@@ -162,6 +163,8 @@ class DropboxServer:
                 host or None,
                 port,
                 server_factory=lambda: _Connection(shared),
+                sftp_factory=functools.partial(_open_session, shared),
+                allow_scp=True,
                 server_host_keys=[key],
                 server_version="rosterdrop",
                 login_timeout=settings.login_timeout_seconds,
@@ -178,7 +181,7 @@ class DropboxServer:
                 agent_forwarding=False,
                 x11_forwarding=False,
                 allow_pty=False,
-                line_editor=False,  # SFTP only: no layer between the channel and the session
+                line_editor=False,
                 kbdint_auth=False,
                 host_based_auth=False,
             )
@@ -194,15 +197,17 @@ class DropboxServer:
             accounts=len(accounts),
         )
 
-    def _create_folders(self) -> None:
+    def _create_folders(self, context: DropboxContext) -> None:
         for tenant in self._settings.tenants:
-            for folder in (self._paths.dropbox(tenant), self._paths.reports(tenant)):
+            incoming = context.incoming(tenant)
+            for folder in (self._paths.dropbox(tenant), self._paths.reports(tenant), incoming):
                 try:
                     folder.mkdir(mode=0o750, parents=True, exist_ok=True)
                 except OSError as exc:
                     raise SftpError(
                         f"cannot create {folder}: {exc.strerror or exc}"
                     ) from exc
+            _remove_leftovers(tenant, incoming)
 
     @property
     def port(self) -> int:
@@ -217,7 +222,7 @@ class DropboxServer:
 
     def is_uploading(self, path: Path) -> bool:
         """True while an SFTP session has ``path`` open for writing."""
-        return path in self._context.uploading
+        return path in self._uploading
 
     async def close(self) -> None:
         """Stop listening, end every session (aborting open uploads), reap tasks."""
@@ -270,8 +275,6 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
-        read_in_pieces(conn)
-        log_packets_only_when_asked(conn)
         peer = conn.get_extra_info("peername")
         self._peer = str(peer[0]) if peer else "unknown"
         self._log = log.bind(peer=self._peer)
@@ -369,32 +372,65 @@ class _Connection(asyncssh.SSHServer):
             if not self._authenticated:
                 raise asyncssh.PermissionDenied("too many failed logins from your address")
 
-    # -- sessions -------------------------------------------------------------
+    def peer(self) -> str:
+        return self._peer
 
-    def session_requested(self) -> SftpSession:
-        assert self._conn is not None
-        username = str(self._conn.get_extra_info("username"))
-        account = self._shared.accounts[username]
-        limit = self._sftp.sessions_per_account
-        sessions = self._shared.sessions
-        if sessions[username] >= limit:
-            self._log.warning("session_refused", reason="sessions_per_account", limit=limit)
-            raise asyncssh.ChannelOpenError(
-                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                f"too many sessions for {username} (at most {limit} at a time)",
-            )
-        sessions[username] += 1
 
-        def ended() -> None:
-            sessions[username] -= 1
-            if sessions[username] <= 0:
-                del sessions[username]
-            self._log.debug("session_closed", sessions=sessions[username])
+def _open_session(shared: _Shared, chan: asyncssh.SSHServerChannel[bytes]) -> DropboxFS:
+    """asyncssh's ``sftp_factory``: one ``DropboxFS`` per SFTP or SCP session."""
+    conn = chan.get_connection()
+    owner = conn.get_owner()
+    assert isinstance(owner, _Connection)
+    username = str(conn.get_extra_info("username"))
+    account = shared.accounts[username]
+    limit = shared.settings.sftp.sessions_per_account
+    sessions = shared.sessions
+    info = SessionInfo(tenant=account.tenant, username=username, peer=owner.peer())
+    session_log = log.bind(tenant=account.tenant, username=username, peer=info.peer)
+    if sessions[username] >= limit:
+        message = (f"too many sessions for {username}: at most {limit} at a time, and "
+                   f"{sessions[username]} are open; try again when one has finished "
+                   "(an administrator can raise sftp.sessions_per_account)")
+        session_log.warning("session_refused", reason="sessions_per_account", limit=limit)
+        return RefusedSession(chan, shared.context, info, message)
+    sessions[username] += 1
 
-        info = SessionInfo(tenant=account.tenant, username=username, peer=self._peer)
+    def ended() -> None:
+        sessions[username] -= 1
+        if sessions[username] <= 0:
+            del sessions[username]
+        session_log.debug("session_closed", sessions=sessions[username])
 
-        def make_fs(chan: SSHChannel[bytes]) -> DropboxFS:
-            server_chan = cast(asyncssh.SSHServerChannel[bytes], chan)
-            return DropboxFS(server_chan, self._shared.context, info)
+    return DropboxFS(chan, shared.context, info, on_exit=ended)
 
-        return SftpSession(make_fs, self._shared.track, ended)
+
+def _instance_id(paths: StatePaths) -> str:
+    """A name for this state folder's process, kept across restarts."""
+    file = paths.instance_file
+    try:
+        return file.read_text().strip()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise SftpError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    instance = secrets.token_hex(6)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(instance + "\n")
+    except OSError as exc:
+        raise SftpError(f"cannot write {file}: {exc.strerror or exc}") from exc
+    return instance
+
+
+def _remove_leftovers(tenant: str, incoming: Path) -> None:
+    """Uploads this process had in progress when it last stopped never completed."""
+    for entry in incoming.iterdir():
+        try:
+            size = entry.lstat().st_size
+            entry.unlink()
+        except OSError as exc:
+            log.error("upload_leftover_not_removed", tenant=tenant, file=entry.name,
+                      error=exc.strerror or str(exc))
+            continue
+        log.warning("upload_aborted", tenant=tenant, file=entry.name, bytes=size,
+                    reason="the server stopped during the upload")

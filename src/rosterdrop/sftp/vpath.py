@@ -2,8 +2,9 @@
 
 ::
 
-    /                 the session's root: the two folders below, plus the
-                      drop-box files (uploads to ``/x.zip`` land in /dropbox)
+    /                 the login folder (as on Apple School Manager's own
+                      server): the two folders below, plus the drop-box
+                      files (uploads to ``/x.zip`` land in /dropbox)
     /dropbox          the tenant's drop folder, flat: files only
     /reports          the tenant's reports, read-only, any depth
 
@@ -19,10 +20,14 @@ from dataclasses import dataclass
 
 from asyncssh import SFTPInvalidFilename, SFTPPermissionDenied
 
-HOME = "/dropbox"
+HOME = "/"
+"""The login folder: relative paths start here (``put x.zip dropbox/x.zip``)."""
 DROPBOX = "dropbox"
 REPORTS = "reports"
 MAX_NAME_BYTES = 255
+MAX_UPLOAD_NAME_BYTES = 200
+"""Uploads keep their name through the spool (a 34-byte prefix) and the file
+system's 255-byte limit: longer names are refused when the file is opened."""
 TEMPORARY_SUFFIXES = (".filepart", ".part", ".partial", ".tmp")
 
 
@@ -59,14 +64,14 @@ class VPath:
 
 
 def resolve(path: bytes, *, for_realpath: bool = False) -> VPath:
-    """Resolve a client path (relative paths start in /dropbox).
+    """Resolve a client path (relative paths start in the login folder ``/``).
 
     ``..`` is refused, except in REALPATH requests, where clients use it to
     navigate (``cd ..``) and it may go up to ``/`` but never above it.
     """
     text = _decode(path)
     if not text.startswith("/"):
-        text = HOME + "/" + text
+        text = HOME + text
     names: list[str] = []
     for name in text.split("/"):
         if name in ("", "."):
