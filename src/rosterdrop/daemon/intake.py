@@ -25,6 +25,20 @@ log = structlog.get_logger("rosterdrop.intake")
 TEMPORARY_SUFFIXES = (".filepart", ".part", ".partial", ".tmp")
 SEPARATOR = "__"
 SHARED_SPOOL_GRACE_SECONDS = 30.0
+MAX_FILE_NAME_BYTES = 255
+SPOOL_PREFIX_BYTES = 32 + len(SEPARATOR)
+
+
+def spool_name(name: str) -> str:
+    """A unique spool file name that keeps as much of ``name`` as the file system
+    allows (uploads over SFTP are at most 200 bytes; a file copied in by other means
+    may be longer and keeps its start and its ``.zip``)."""
+    room = MAX_FILE_NAME_BYTES - SPOOL_PREFIX_BYTES
+    encoded = name.encode("utf-8")
+    if len(encoded) > room:
+        suffix = b".zip"
+        encoded = encoded[:room - len(suffix)].decode("utf-8", "ignore").encode() + suffix
+    return f"{uuid.uuid4().hex}{SEPARATOR}{encoded.decode('utf-8')}"
 
 
 def is_upload_name(name: str) -> bool:
@@ -63,6 +77,7 @@ class Intake:
         self.queue = queue
         self.tenants = tenants
         self.clock = clock
+        self._failed: set[tuple[str, str, int | None]] = set()
 
     def spool_dir(self, tenant: str) -> Path:
         return self.paths.spool / tenant
@@ -71,11 +86,18 @@ class Intake:
         """Move a completed upload into the spool and queue it; None if it vanished."""
         folder = self.spool_dir(tenant)
         folder.mkdir(parents=True, exist_ok=True)
-        spooled = folder / f"{uuid.uuid4().hex}{SEPARATOR}{path.name}"
+        spooled = folder / spool_name(path.name)
         try:
             os.replace(path, spooled)
         except FileNotFoundError:
             return None  # taken already (the SFTP callback and the watcher both saw it)
+        except OSError as exc:
+            key = (tenant, path.name, exc.errno)
+            if key not in self._failed:  # once, not on every rescan
+                self._failed.add(key)
+                log.error("intake_failed", tenant=tenant, file=path.name, source=source,
+                          error=exc.strerror or str(exc))
+            return None
         return self._enqueue(tenant, spooled, source)
 
     def _enqueue(self, tenant: str, spooled: Path, source: str) -> int:

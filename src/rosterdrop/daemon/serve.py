@@ -129,9 +129,22 @@ class Daemon:
             self.store, self.queue, self.server, self.pool, clock=utc_now,
             stuck_seconds=settings.metrics.stuck_seconds))
         self._stop: asyncio.Event | None = None
+        self._intake_tasks: set[asyncio.Future[None]] = set()
 
     def _uploaded(self, tenant: str, path: Path) -> None:
-        self.watcher.completed(tenant, path)
+        """The SFTP server's word that an upload is complete: queue it now (the
+        watcher stays for files copied in by other means)."""
+        loop = asyncio.get_running_loop()
+        task = loop.run_in_executor(None, self._take_upload, tenant, path)
+        self._intake_tasks.add(task)
+        task.add_done_callback(self._intake_tasks.discard)
+
+    def _take_upload(self, tenant: str, path: Path) -> None:
+        try:
+            if self.intake.take(tenant, path, "sftp") is not None:
+                self.pool.wake()
+        except Exception:  # the file stays in the drop folder: the watcher's rescan takes it
+            log.exception("intake_failed", tenant=tenant, file=path.name)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -157,6 +170,8 @@ class Daemon:
             log.info("daemon_stopping")
             self.monitoring.close()
             await self.server.close()
+            if self._intake_tasks:
+                await asyncio.wait(set(self._intake_tasks), timeout=DRAIN_SECONDS)
             await loop.run_in_executor(None, self._stop_workers)
             self.store.close()
             log.info("daemon_stopped")

@@ -4,13 +4,12 @@ watchdog events say a file appeared (created, renamed into place, closed
 after writing); the file is taken once it has been quiet for
 ``settle_seconds`` and no SFTP session has it open. A rescan at start and
 every ``rescan_seconds`` finds what events missed (the daemon was down, an
-event was dropped). Uploads the SFTP server reports as completed are taken
-at once, without waiting to settle.
+event was dropped). Uploads the SFTP server reports as completed do not come
+through here: the daemon queues them at once (``Daemon._uploaded``).
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -67,7 +66,6 @@ class Watcher:
         self.is_busy = is_busy
         self.on_queued = on_queued
         self._candidates: dict[Path, tuple[str, float, tuple[int, int] | None]] = {}
-        self._completed: queue.SimpleQueue[tuple[str, Path]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rosterdrop-watcher",
@@ -93,10 +91,6 @@ class Watcher:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
-    def completed(self, tenant: str, path: Path) -> None:
-        """Called by the SFTP server (on its event loop): take this upload now."""
-        self._completed.put((tenant, path))
-
     def rescan(self) -> None:
         for tenant, path in self.intake.pending_in_dropboxes():
             self._note(tenant, path)
@@ -114,7 +108,6 @@ class Watcher:
         next_rescan = time.monotonic() + self.rescan_every
         while not self._stop.wait(TICK_SECONDS):
             try:
-                self._take_completed()
                 self._take_settled()
                 if time.monotonic() >= next_rescan:
                     next_rescan = time.monotonic() + self.rescan_every
@@ -125,13 +118,6 @@ class Watcher:
     def _take(self, tenant: str, path: Path, source: str) -> None:
         if self.intake.take(tenant, path, source) is not None:
             self.on_queued()
-
-    def _take_completed(self) -> None:
-        while not self._completed.empty():
-            tenant, path = self._completed.get()
-            with self._lock:
-                self._candidates.pop(path, None)
-            self._take(tenant, path, "sftp")
 
     def _take_settled(self) -> None:
         now = time.monotonic()

@@ -36,6 +36,8 @@ from typing import Any, NoReturn
 
 import structlog
 from asyncssh import (
+    FILEXFER_TYPE_DIRECTORY,
+    FILEXFER_TYPE_REGULAR,
     FXF_APPEND,
     FXF_CREAT,
     FXF_EXCL,
@@ -592,6 +594,11 @@ class DropboxFS(SFTPServer):
         self._temporaries.clear()
         self._linger.clear()
         self._on_exit()
+        chan = self.channel
+        if chan.get_subsystem() == "sftp" and not chan.is_closing():
+            # As sshd does when sftp-server exits; scp in SFTP mode (OpenSSH 9's
+            # default) fails without an exit status. SCP sessions get theirs from asyncssh.
+            chan.exit(0)
 
 
 class RefusedSession(DropboxFS):
@@ -641,6 +648,8 @@ class RefusedSession(DropboxFS):
 def _attrs(st: os.stat_result, *, writable: bool) -> SFTPAttrs:
     mode = st.st_mode if writable else st.st_mode & ~0o222
     return SFTPAttrs(
+        # the type is what SCP's sink asks for (``scp x.zip host:dropbox/``)
+        type=FILEXFER_TYPE_DIRECTORY if stat.S_ISDIR(mode) else FILEXFER_TYPE_REGULAR,
         size=st.st_size,
         permissions=mode,
         atime=int(st.st_atime),
