@@ -257,9 +257,9 @@ def test_a_name_too_long_to_keep_is_refused_at_open(daemon: Daemon, tmp_path: Pa
     """A 240-byte name is refused when opened, with the limit in the message, instead
     of being accepted and then never processed."""
     name = "n" * 236 + ".zip"
-    with paramiko_sftp(daemon.port, TENANT, password=PASSWORD) as sftp:
-        with pytest.raises(OSError, match="at most 200 bytes"):
-            sftp.put(str(sample), "dropbox/" + name)
+    with (paramiko_sftp(daemon.port, TENANT, password=PASSWORD) as sftp,
+          pytest.raises(OSError, match="at most 200 bytes")):
+        sftp.put(str(sample), "dropbox/" + name)
     assert daemon.named("job_queued", file=name) == []
     assert daemon.named("upload_refused", reason="name_too_long")
     assert list(daemon.dropbox(TENANT).iterdir()) == []
