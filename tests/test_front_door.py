@@ -322,3 +322,46 @@ def test_errors_never_show_internals(daemon: Daemon) -> None:
                 attempt()
             text = str(refused.value)
             assert "Uncaught" not in text and "object has no attribute" not in text
+
+
+def test_daemon_killed_during_an_upload_queues_nothing_on_restart(
+        tmp_path: Path, key: tuple[Path, str]) -> None:
+    """SIGKILL while a client uploads: the partial file was only ever under an
+    in-progress name, so the restart deletes it (logged) and queues no run, sends
+    no email; the client's retry then makes exactly one run."""
+    running = Daemon(tmp_path, {TENANT: {"username": TENANT, "keys": [key[1]]}}).start()
+    big = tmp_path / "interrupted.zip"
+    write_sample(big, layout="oneroster-1.1", students=20, seed=5)
+    with big.open("ab") as grow:  # past the end of the ZIP: makes the upload take a while
+        grow.write(b"\0" * 30_000_000)
+    client = subprocess.Popen(
+        [*openssh("sftp", running, key[0], "-b", "-", "-l", "8000"), f"{TENANT}@127.0.0.1"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path, text=True,
+    )
+    try:
+        assert client.stdin is not None
+        client.stdin.write(f"put {big.name} dropbox/\n")
+        client.stdin.close()
+        running.wait_event("upload_started", file=big.name)
+        incoming = running.state / "tenants" / TENANT / "incoming"
+        wait_until(lambda: any(p.stat().st_size > 0 for p in incoming.rglob("*") if p.is_file()))
+        running.stop(signal.SIGKILL)
+    finally:
+        client.kill()
+        client.wait(TIMEOUT)
+    assert list(running.dropbox(TENANT).iterdir()) == []  # nothing a rescan could take
+    running.start()
+    try:
+        removed = running.wait_event("upload_aborted", reason="the server stopped during the upload")
+        assert removed[0]["tenant"] == TENANT and removed[0]["bytes"] > 0
+        assert [p for p in incoming.rglob("*") if p.is_file()] == []
+        big.write_bytes(big.read_bytes()[:-30_000_000])
+        result = sftp_batch(running, key[0], [f"put {big.name} dropbox/"], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        [queued] = running.wait_event("job_queued", file=big.name, timeout=TIMEOUT)
+        running.wait_event("job_finished", job_id=queued["job_id"], timeout=TIMEOUT)
+        assert len(running.named("job_queued")) == 1
+        assert len(running.outbox()) == 1
+    finally:
+        running.stop(signal.SIGKILL)
