@@ -114,9 +114,10 @@ MEASUREMENTS: dict[str, Measurement] = {
                     binding=_NONE),
         Measurement("P3pg", "sync 1 % changed, PostgreSQL", "inproc", "≤4×, changed rows only",
                     max_ratio=4.0, binding=_NONE),
-        Measurement("P7", "SFTP 200 MiB vs OpenSSH", "daemon", "≥0.8× OpenSSH"),
-        Measurement("P8", "S upload close → email", "daemon", "median ≤2 s"),
-        Measurement("P9", "50 clients at once", "daemon", "50/50, once, ≤1 GiB"),
+        Measurement("P7", "SFTP 200 MiB vs OpenSSH", "daemon",
+                    "whole session ≥0.8×; 32 KiB transfer ≥0.5×"),
+        Measurement("P8", "S upload close → email", "daemon", "median ≤0.5 s"),
+        Measurement("P9", "200 clients at once, 20 tenants", "daemon", "200/200, once, ≤1 GiB"),
     ]
 }
 INPROC = [k for k, m in MEASUREMENTS.items() if m.kind == "inproc"]
@@ -342,7 +343,7 @@ def bench_daemon(keys: list[str], *, smoke: bool, repeats: int, out_dir: Path,
     results: dict[str, Any] = {}
     mib = 16 if smoke else 200
     p8_uploads = 2 if smoke else 5
-    clients = 10 if smoke else 50
+    clients, tenants = (10, 5) if smoke else (200, 20)
     seeds = [prepare_workload("S", out_dir, regenerate=regenerate, seed=seed).zip_path
              for seed in range(2, 3 + p8_uploads)]
 
@@ -367,11 +368,14 @@ def bench_daemon(keys: list[str], *, smoke: bool, repeats: int, out_dir: Path,
         found = attempt("P7", lambda f: daemon_bench.p7_upload(f, mib=mib, repeats=rounds))
         if found is not None:
             modes = found["modes"]
-            worst = min(modes, key=lambda mode: modes[mode]["ratio"])
+            # What a user timing ``sftp -b`` sees binds (≥ 0.8 in both modes); the transfer
+            # alone with 32 KiB requests is bounded by the SSH transport in Python (≥ 0.5).
+            worst = min(modes, key=lambda mode: modes[mode]["ratio_whole_session"])
             results["P7"].update(
-                workload=f"{mib} MiB", ratio=modes[worst]["ratio"],
+                workload=f"{mib} MiB", ratio=modes[worst]["ratio_whole_session"],
                 seconds=modes[worst]["rosterdrop_median"], baseline=modes[worst]["openssh_median"],
-                passed=all(v["ratio"] >= 0.8 for v in modes.values()),
+                passed=all(v["ratio_whole_session"] >= 0.8 for v in modes.values())
+                and modes["B32768"]["ratio"] >= 0.5,
                 peak_rss_mib=found["daemon_memory_mib"].get("VmHWM"), details=found,
                 notes=[f"{mode}: rosterdrop {v['rosterdrop_mib_s']:.0f} MiB/s, OpenSSH "
                        f"{v['openssh_mib_s']:.0f} MiB/s (transfer), ratio {v['ratio']:.2f}; whole "
@@ -387,14 +391,14 @@ def bench_daemon(keys: list[str], *, smoke: bool, repeats: int, out_dir: Path,
             breakdown = {k: statistics.median(s[k] for s in steps) for k in steps[0]} if steps else {}
             results["P8"].update(
                 workload=f"S ×{len(found['uploads'])}", seconds=found["median"],
-                runs=[u["seconds"] for u in found["uploads"]], passed=found["median"] <= 2.0,
+                runs=[u["seconds"] for u in found["uploads"]], passed=found["median"] <= 0.5,
                 peak_rss_mib=found["daemon_memory_mib"].get("VmHWM"), details=found,
                 notes=["median steps " + ", ".join(f"{k} {v:.3f} s" for k, v in breakdown.items())
                        + "; statuses " + ", ".join(sorted({str(u["status"]) for u in found["uploads"]}))],
             )
     if "P9" in keys:
         found = attempt("P9", lambda f: daemon_bench.p9_concurrent(
-            f, seeds, clients=clients, tenants=5))
+            f, seeds, clients=clients, tenants=tenants))
         if found is not None:
             rss = found["daemon_memory_mib"].get("VmHWM", 0.0)
             results["P9"].update(
@@ -466,7 +470,7 @@ def table(workloads: Sequence[dict[str, Any]], daemon: dict[str, Any]) -> str:
     lines.append(
         "floor = inflate + polars.read_csv of every CSV, median, in the worker process that "
         "times P1–P4; s = median in-process seconds (P5/P6: CLI process wall time); ratio = s / "
-        "floor (P7: OpenSSH transfer time / rosterdrop transfer time; its 'floor s' is OpenSSH's "
+        "floor (P7: OpenSSH whole-session time / rosterdrop's, the worse mode; its 'floor s' is OpenSSH's "
         "median session); peak RSS = CLI process (P1, P5, P6) or daemon VmHWM (P7–P9); "
         "CLI s = median wall time of the rosterdrop command; (…) = target not binding here"
     )
