@@ -204,3 +204,25 @@ def test_shell_and_exec_are_refused(tmp_path: Path) -> None:
                 channel.close()
         finally:
             transport.close()
+
+
+def test_an_unforeseen_failure_is_answered_plainly(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug inside a request handler reaches the client as a plain refusal (no
+    "Uncaught exception", no Python names or messages) and the log as the traceback."""
+    from rosterdrop.sftp.filesystem import DropboxFS
+
+    def broken(self: DropboxFS, vpath: object) -> None:
+        raise RuntimeError("internal detail /srv/secret")
+
+    monkeypatch.setattr(DropboxFS, "_stat", broken)
+    with running_server(tmp_path) as srv:
+        with paramiko_sftp(srv.port, "acme", password=PASSWORD) as sftp:
+            with pytest.raises(OSError) as refused:
+                sftp.stat("dropbox/x.zip")
+            text = str(refused.value)
+            assert "could not complete this request" in text
+            assert "internal detail" not in text and "Uncaught" not in text
+            assert sftp.normalize(".") == "/"  # the session goes on
+        failed = srv.logs.wait("sftp_request_failed", request="stat")
+        assert failed["log_level"] == "error"

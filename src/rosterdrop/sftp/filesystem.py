@@ -25,6 +25,8 @@ asyncssh serves both protocols through this one object (``sftp_factory`` with
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
 import stat
 import uuid
@@ -32,7 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, cast
 
 import structlog
 from asyncssh import (
@@ -45,6 +47,7 @@ from asyncssh import (
     FXF_WRITE,
     SFTPAttrs,
     SFTPEOFError,
+    SFTPError,
     SFTPFailure,
     SFTPFileAlreadyExists,
     SFTPInvalidFilename,
@@ -643,6 +646,65 @@ class RefusedSession(DropboxFS):
     async def scandir(self, path: bytes) -> AsyncIterator[SFTPName]:
         self._deny()
         yield SFTPName(b"")  # never reached: makes this an async generator
+
+
+REQUESTS = (
+    "realpath", "stat", "lstat", "setstat", "lsetstat", "fstat", "fsetstat", "statvfs",
+    "fstatvfs", "open", "read", "write", "fsync", "close", "remove", "rename",
+    "posix_rename", "mkdir", "rmdir", "symlink", "link", "readlink", "exit",
+)
+"""The ``SFTPServer`` methods asyncssh calls for client requests (``scandir`` aside)."""
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _plainly(name: str, method: _Method) -> _Method:
+    """``method``, answering any failure it did not foresee with a plain SFTP refusal
+    (asyncssh would send "Uncaught exception: " and the Python message)."""
+
+    def refusal(self: DropboxFS, exc: Exception) -> SFTPFailure:
+        self._log.exception("sftp_request_failed", request=name)
+        return SFTPFailure("the server could not complete this request; it has logged why")
+
+    async def awaited(self: DropboxFS, pending: Awaitable[Any]) -> Any:
+        try:
+            return await pending
+        except (SFTPError, asyncio.CancelledError):
+            raise
+        except OSError as exc:
+            if exc.strerror:
+                raise
+            raise refusal(self, exc) from None
+        except Exception as exc:
+            raise refusal(self, exc) from None
+
+    @functools.wraps(method)
+    def answered(self: DropboxFS, *args: Any) -> Any:
+        try:
+            result = method(self, *args)
+        except SFTPError:
+            raise
+        except OSError as exc:
+            if exc.strerror:  # asyncssh answers with its code and strerror, no path
+                raise
+            raise refusal(self, exc) from None
+        except Exception as exc:
+            raise refusal(self, exc) from None
+        if inspect.isawaitable(result):
+            return awaited(self, result)
+        return result
+
+    return cast(_Method, answered)
+
+
+def _answer_plainly(cls: type[DropboxFS]) -> None:
+    for name in REQUESTS:
+        if name in vars(cls):
+            setattr(cls, name, _plainly(name, vars(cls)[name]))
+
+
+_answer_plainly(DropboxFS)
+_answer_plainly(RefusedSession)
 
 
 def _attrs(st: os.stat_result, *, writable: bool) -> SFTPAttrs:
