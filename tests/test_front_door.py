@@ -365,3 +365,31 @@ def test_daemon_killed_during_an_upload_queues_nothing_on_restart(
         assert len(running.outbox()) == 1
     finally:
         running.stop(signal.SIGKILL)
+
+
+def test_a_long_name_copied_in_by_other_means_is_processed_once(daemon: Daemon,
+                                                                sample: Path) -> None:
+    """A file an admin copies into the drop folder with a 250-byte name (too long to
+    keep behind the spool's prefix) is queued once under a shortened name that keeps
+    its start and ``.zip``, not retried with a traceback on every rescan."""
+    name = "c" * 246 + ".zip"
+    staging = daemon.root / name
+    shutil.copyfile(sample, staging)
+    staging.rename(daemon.dropbox(TENANT) / name)
+    kept = name[:255 - 34 - len(".zip")] + ".zip"  # a uuid and "__" come first
+    [queued] = daemon.wait_event("job_queued", file=kept, timeout=TIMEOUT)
+    daemon.wait_event("job_finished", job_id=queued["job_id"], timeout=TIMEOUT)
+    assert list(daemon.dropbox(TENANT).iterdir()) == []
+    assert daemon.named("intake_failed") == [] and daemon.named("watcher_error") == []
+
+
+@pytest.mark.parametrize("name", ["x.zip", "é" * 120 + ".zip", "a" * 255])
+def test_spool_names_fit_the_file_system(name: str) -> None:
+    """The spool's unique name stays within 255 bytes, whole UTF-8 characters, ``.zip``
+    kept when the name had to be shortened."""
+    from rosterdrop.daemon.intake import SEPARATOR, spool_name
+
+    spooled = spool_name(name)
+    kept = spooled.split(SEPARATOR, 1)[1]
+    assert len(spooled.encode()) <= 255
+    assert kept == name or (kept.endswith(".zip") and name.startswith(kept[:-4]))
