@@ -103,22 +103,34 @@ def test_name_classes(name: str, zip_: bool, temporary: bool) -> None:
     assert is_uploadable(name) is (zip_ or temporary)
 
 
-def test_ban_after_more_than_failures_within_window() -> None:
-    """The failure after ``failures`` within the window starts a ban that ends
-    after ``duration``; failures outside the window are forgotten."""
+def test_the_failures_th_failure_within_the_window_starts_the_ban() -> None:
+    """With ``failures = 10``: nine failures within the window are not a ban, the
+    tenth starts one that ends after ``duration``; failures that have left the
+    window are forgotten, and the count restarts after a ban."""
     clock = FakeClock()
-    bans = BanList(failures=2, window_seconds=60, duration_seconds=30, clock=clock)
+    bans = BanList(failures=10, window_seconds=60, duration_seconds=30, clock=clock)
     assert not bans.record_failure("10.0.0.1")
-    clock.advance(61)
-    assert not bans.record_failure("10.0.0.1")
-    assert not bans.record_failure("10.0.0.1")
+    clock.advance(61)  # that one has left the window
+    for n in range(9):
+        assert not bans.record_failure("10.0.0.1"), f"failure {n + 1} banned"
+    assert bans.recent_failures("10.0.0.1") == 9
     assert not bans.is_banned("10.0.0.1")
-    assert bans.record_failure("10.0.0.1")
+    assert bans.record_failure("10.0.0.1"), "the 10th failure did not ban"
     assert bans.is_banned("10.0.0.1") and not bans.is_banned("10.0.0.2")
     assert bans.banned_for("10.0.0.1") == 30
+    assert bans.recent_failures("10.0.0.1") == 0
     clock.advance(30)
     assert not bans.is_banned("10.0.0.1")
     assert not bans.record_failure("10.0.0.1"), "the count restarts after a ban"
+    assert bans.recent_failures("10.0.0.1") == 1
+    clock.advance(60)
+    assert bans.recent_failures("10.0.0.1") == 0
+
+
+def test_one_failure_bans_with_failures_1() -> None:
+    bans = BanList(failures=1, window_seconds=60, duration_seconds=30, clock=FakeClock())
+    assert bans.limit == 1
+    assert bans.record_failure("10.0.0.1") and bans.is_banned("10.0.0.1")
 
 
 def test_ban_list_memory_is_bounded() -> None:

@@ -1,8 +1,11 @@
 """Failed-login bans per client address (pure: the clock is passed in).
 
-More than ``failures`` failed logins from one address within ``window``
-seconds block that address for ``duration`` seconds. Memory is bounded: at
-most ``max_tracked`` addresses are remembered, the stalest dropped first.
+The ``failures``-th failed login from one address within ``window`` seconds
+bans that address for ``duration`` seconds: with ``failures = 10``, nine
+failures are forgiven, the tenth starts the ban and the eleventh attempt is
+refused before its password is checked. When a ban ends the count starts
+again from zero. Memory is bounded: at most ``max_tracked`` addresses are
+remembered, the stalest dropped first.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ class BanList:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._banned_until: dict[str, float] = {}
 
+    @property
+    def limit(self) -> int:
+        """Failures within the window that start a ban."""
+        return self._limit
+
     def is_banned(self, address: str) -> bool:
         until = self._banned_until.get(address)
         if until is None:
@@ -44,6 +52,18 @@ class BanList:
             return 0.0
         return self._banned_until[address] - self._clock()
 
+    def recent_failures(self, address: str) -> int:
+        """Failures of the address counted now (within the window, since its last ban)."""
+        times = self._failures.get(address)
+        if not times:
+            return 0
+        cutoff = self._clock() - self._window
+        while times and times[0] <= cutoff:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+        return len(times)
+
     def record_failure(self, address: str) -> bool:
         """Count one failed login; True when this failure starts a ban."""
         now = self._clock()
@@ -51,7 +71,7 @@ class BanList:
         times.append(now)
         while times and times[0] <= now - self._window:
             times.popleft()
-        if len(times) > self._limit:
+        if len(times) >= self._limit:
             if len(self._banned_until) >= self._max_tracked:
                 self._banned_until = {a: t for a, t in self._banned_until.items() if t > now}
             self._banned_until[address] = now + self._duration
