@@ -94,11 +94,14 @@ def test_ban_after_repeated_failures_then_release(tmp_path: Path) -> None:
                 login(srv.port, "acme", password="guess")
         banned = srv.logs.wait("login_banned")
         assert banned["peer"] == "127.0.0.1" and banned["duration_seconds"] == 30
+        srv.logs.wait("connection_dropped", reason="banned", username="acme")
 
         with pytest.raises((paramiko.SSHException, EOFError, OSError)):
             login(srv.port, "acme", password=PASSWORD)
         assert len(srv.logs.named("login_banned")) == 2
         assert srv.logs.named("login_ok") == []
+        dropped = srv.logs.wait("connection_dropped", reason="banned", username=None)
+        assert dropped["log_level"] == "warning" and dropped["peer"] == "127.0.0.1"
 
         srv.clock.advance(31)
         with paramiko_sftp(srv.port, "acme", password=PASSWORD) as sftp:
@@ -205,7 +208,7 @@ def test_rsa_keys_must_sign_with_sha2(tmp_path: Path) -> None:
 
 def test_login_timeout(tmp_path: Path) -> None:
     """A client that connects and never authenticates is disconnected after
-    ``login_timeout_seconds``."""
+    ``login_timeout_seconds``, and the drop is logged with its reason."""
     with running_server(tmp_path, sftp={"login_timeout_seconds": 0.5}) as srv:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT_SECONDS) as sock:
             sock.sendall(b"SSH-2.0-idle\r\n")
@@ -213,6 +216,8 @@ def test_login_timeout(tmp_path: Path) -> None:
             while chunk := sock.recv(65536):
                 received += chunk
         assert received.startswith(b"SSH-2.0-rosterdrop")
+        dropped = srv.logs.wait("connection_dropped", reason="login_timeout")
+        assert dropped["peer"] == "127.0.0.1" and dropped["log_level"] == "warning"
 
 
 def test_host_key_is_created_once_with_mode_0600(tmp_path: Path) -> None:

@@ -57,6 +57,9 @@ class SftpSettings(_Section):
     sessions_per_account: PositiveInt = 8
     login_timeout_seconds: Annotated[float, Field(gt=0)] = 30
     auth_attempts: PositiveInt = 3
+    max_concurrent_password_checks: PositiveInt = 2
+    max_unauthenticated_per_address: PositiveInt = 16
+    password_cache_seconds: Annotated[float, Field(ge=0)] = 300
     ban: BanSettings = BanSettings()
 
     @field_validator("listen")

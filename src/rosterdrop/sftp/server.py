@@ -2,10 +2,21 @@
 
 One ``_Connection`` (an asyncssh ``SSHServer``) per TCP connection:
 
-- banned addresses are dropped as soon as they connect;
+- banned addresses are dropped as soon as they connect, and so is the
+  connection over ``max_unauthenticated_per_address`` from one address that
+  has not logged in yet;
 - passwords are checked with ``verify_password`` in a worker thread (argon2
   is slow on purpose), against a dummy hash for unknown users so timing does
-  not reveal which usernames exist;
+  not reveal which usernames exist; ``admission.PasswordChecks`` runs at most
+  ``max_concurrent_password_checks`` at once, one per address, addresses in
+  turn, and refuses an address before hashing once its failures reach the
+  ban; a correct password seen within ``password_cache_seconds`` is not
+  hashed again (``admission.RecentLogins``);
+- a connection that ends before logging in leaves one ``connection_dropped``
+  warning with its reason: ``banned``, ``too_many_unauthenticated``,
+  ``login_timeout``, ``auth_attempts`` (too many wrong passwords or keys),
+  ``closed_before_login`` (the client left, or broke the protocol) or
+  ``server_stopped``;
 - public keys are compared with the account's ``authorized_keys``; RSA keys
   must sign with SHA-2 (asyncssh would otherwise accept ``ssh-rsa``/SHA-1);
 - a wrong password counts towards the per-connection ``auth_attempts`` and
@@ -29,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 import asyncssh
 import structlog
@@ -39,6 +51,7 @@ from rosterdrop.passwords import hash_password, verify_password
 from rosterdrop.paths import StatePaths
 from rosterdrop.sftp import asyncssh_seam
 from rosterdrop.sftp.accounts import Account, load_accounts
+from rosterdrop.sftp.admission import AddressCounts, PasswordChecks, RecentLogins, Refused
 from rosterdrop.sftp.bans import BanList
 from rosterdrop.sftp.files import OpenUploads
 from rosterdrop.sftp.filesystem import DropboxContext, DropboxFS, RefusedSession, SessionInfo
@@ -76,6 +89,10 @@ KEEPALIVE_SECONDS = 30
 KEEPALIVE_COUNT = 3
 MAX_KEY_OFFERS = 20
 CLOSE_TIMEOUT_SECONDS = 10
+LOGIN_TIMEOUT_BACKSTOP_SECONDS = 5
+"""``_Connection`` enforces ``login_timeout_seconds`` itself (so it can log why it
+dropped the connection); asyncssh's own login timer, this much later, is a backstop."""
+RECENT_LOGINS = 256
 
 
 @dataclass
@@ -86,10 +103,12 @@ class _Shared:
     context: DropboxContext
     accounts: dict[str, Account]
     bans: BanList
-    dummy_hash: str
+    passwords: PasswordChecks
+    unauthenticated: AddressCounts
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     sessions: Counter[str] = field(default_factory=Counter)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    stopping: bool = False
 
     def track(self, task: asyncio.Task[None]) -> None:
         self.tasks.add(task)
@@ -141,17 +160,26 @@ class DropboxServer:
         self._create_folders(context)
         loop = asyncio.get_running_loop()
         dummy_hash = await loop.run_in_executor(None, _dummy_hash)
+        bans = BanList(
+            settings.ban.failures,
+            settings.ban.window_seconds,
+            settings.ban.duration_seconds,
+            self._clock,
+        )
         shared = _Shared(
             settings=self._settings,
             context=context,
             accounts=accounts,
-            bans=BanList(
-                settings.ban.failures,
-                settings.ban.window_seconds,
-                settings.ban.duration_seconds,
-                self._clock,
+            bans=bans,
+            passwords=PasswordChecks(
+                settings.max_concurrent_password_checks,
+                verify=_verify,
+                dummy_hash=dummy_hash,
+                bans=bans,
+                cache=RecentLogins(settings.password_cache_seconds, self._clock,
+                                   size=RECENT_LOGINS),
             ),
-            dummy_hash=dummy_hash,
+            unauthenticated=AddressCounts(settings.max_unauthenticated_per_address),
         )
         for account in accounts.values():
             if not account.has_credentials:
@@ -167,7 +195,7 @@ class DropboxServer:
                 allow_scp=True,
                 server_host_keys=[key],
                 server_version="rosterdrop",
-                login_timeout=settings.login_timeout_seconds,
+                login_timeout=settings.login_timeout_seconds + LOGIN_TIMEOUT_BACKSTOP_SECONDS,
                 keepalive_interval=KEEPALIVE_SECONDS,
                 keepalive_count_max=KEEPALIVE_COUNT,
                 kex_algs=_allowed(KEX_ALGS, defaults.kex_algs),
@@ -232,11 +260,14 @@ class DropboxServer:
             return
         acceptor.close()
         await acceptor.wait_closed()
+        shared.stopping = True
         connections = list(shared.connections)
         for conn in connections:
             conn.close()
         waits = [asyncio.ensure_future(conn.wait_closed()) for conn in connections]
-        pending = {*waits, *shared.tasks}
+        pending: set[asyncio.Future[Any]] = {
+            *waits, *shared.tasks, *shared.passwords.in_flight()
+        }
         if pending:
             _, pending = await asyncio.wait(pending, timeout=CLOSE_TIMEOUT_SECONDS)
         for task in pending:
@@ -253,6 +284,11 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_hex(16))
 
 
+def _verify(hash: str, password: str) -> bool:
+    """``verify_password``, looked up when called (tests count the checks)."""
+    return verify_password(hash, password)
+
+
 def _allowed(wanted: Sequence[str], offered: Sequence[bytes]) -> list[str]:
     names = {alg.decode("ascii") for alg in offered}
     return [alg for alg in wanted if alg in names]
@@ -265,9 +301,13 @@ class _Connection(asyncssh.SSHServer):
         self._conn: asyncssh.SSHServerConnection | None = None
         self._peer = "unknown"
         self._log = log
+        self._username = ""
         self._method = ""
         self._authenticated = False
         self._banned = False
+        self._counted = False
+        self._dropped = ""
+        self._login_timer: asyncio.TimerHandle | None = None
         self._password_failures = 0
         self._key_rejections = 0
 
@@ -281,25 +321,61 @@ class _Connection(asyncssh.SSHServer):
         self._shared.connections.add(conn)
         if self._shared.bans.is_banned(self._peer):
             self._banned = True
+            self._dropped = "banned"
             self._log.warning(
                 "login_banned", seconds_left=round(self._shared.bans.banned_for(self._peer))
             )
             conn.abort()
+            return
+        if not self._shared.unauthenticated.enter(self._peer):
+            self._dropped = "too_many_unauthenticated"
+            conn.abort()
+            return
+        self._counted = True
+        self._login_timer = asyncio.get_running_loop().call_later(
+            self._sftp.login_timeout_seconds, self._login_timed_out
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
             self._shared.connections.discard(self._conn)
-        if (
-            not self._authenticated
-            and not self._banned
-            and self._key_rejections
-            and not self._password_failures
-        ):
+        self._stop_counting()
+        if self._authenticated:
+            return
+        if not self._banned and self._key_rejections and not self._password_failures:
             self._ban_failure()
+        reason = self._dropped or (
+            "server_stopped" if self._shared.stopping else "closed_before_login"
+        )
+        details: dict[str, object] = {}
+        if self._username:
+            details["username"] = self._username
+        if reason == "too_many_unauthenticated":
+            details["limit"] = self._shared.unauthenticated.limit
+        elif reason == "login_timeout":
+            details["seconds"] = self._sftp.login_timeout_seconds
+        elif reason == "closed_before_login" and exc is not None:
+            details["error"] = str(exc)
+        self._log.warning("connection_dropped", reason=reason, **details)
+
+    def _login_timed_out(self) -> None:
+        self._login_timer = None
+        if not self._authenticated and self._conn is not None:
+            self._dropped = self._dropped or "login_timeout"
+            self._conn.abort()
+
+    def _stop_counting(self) -> None:
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = None
+        if self._counted:
+            self._counted = False
+            self._shared.unauthenticated.leave(self._peer)
 
     # -- authentication -------------------------------------------------------
 
     def begin_auth(self, username: str) -> bool:
+        self._username = username
         self._refuse_if_banned()
         return True
 
@@ -313,20 +389,19 @@ class _Connection(asyncssh.SSHServer):
         self._refuse_if_banned()
         account = self._shared.accounts.get(username)
         stored = account.password_hash if account else ""
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(
-            None, verify_password, stored or self._shared.dummy_hash, password
-        )
-        if ok and stored:
+        try:
+            ok = await self._shared.passwords.check(
+                self._peer, username, password, stored,
+                functools.partial(self._password_checked, username),
+            )
+        except Refused:
+            self._refuse_banned()
+        if ok:
             self._method = "password"
             return True
-        self._password_failures += 1
-        self._log.warning(
-            "login_failed", username=username, method="password",
-            attempt=self._password_failures,
-        )
-        self._ban_failure()
+        self._refuse_if_banned()  # this failure (or one in parallel) started a ban
         if self._password_failures >= self._sftp.auth_attempts:
+            self._dropped = "auth_attempts"
             raise asyncssh.PermissionDenied("too many authentication failures")
         return False
 
@@ -345,6 +420,7 @@ class _Connection(asyncssh.SSHServer):
             key=key.get_fingerprint(),
         )
         if self._key_rejections > MAX_KEY_OFFERS:
+            self._dropped = "auth_attempts"
             raise asyncssh.PermissionDenied("too many keys offered")
         return False
 
@@ -352,13 +428,29 @@ class _Connection(asyncssh.SSHServer):
         assert self._conn is not None
         username = str(self._conn.get_extra_info("username"))
         self._authenticated = True
+        self._stop_counting()
         self._log = self._log.bind(username=username, tenant=self._shared.accounts[username].tenant)
         self._log.info("login_ok", method=self._method)
 
     def _refuse_if_banned(self) -> None:
         if self._banned or self._shared.bans.is_banned(self._peer):
-            self._banned = True
-            raise asyncssh.PermissionDenied("too many failed logins from your address")
+            self._refuse_banned()
+
+    def _refuse_banned(self) -> NoReturn:
+        self._banned = True
+        self._dropped = "banned"
+        raise asyncssh.PermissionDenied("too many failed logins from your address")
+
+    def _password_checked(self, username: str, ok: bool) -> None:
+        """A hash has been checked (the client may have gone or moved on since)."""
+        if ok:
+            return
+        self._password_failures += 1
+        self._log.warning(
+            "login_failed", username=username, method="password",
+            attempt=self._password_failures,
+        )
+        self._ban_failure()
 
     def _ban_failure(self) -> None:
         if self._shared.bans.record_failure(self._peer):
@@ -369,8 +461,6 @@ class _Connection(asyncssh.SSHServer):
                 window_seconds=self._sftp.ban.window_seconds,
                 duration_seconds=self._sftp.ban.duration_seconds,
             )
-            if not self._authenticated:
-                raise asyncssh.PermissionDenied("too many failed logins from your address")
 
     def peer(self) -> str:
         return self._peer
