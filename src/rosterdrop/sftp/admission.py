@@ -9,12 +9,15 @@
   cannot hold every slot: a login from elsewhere waits for at most one check
   per busy address. A slot is held until its hash has finished, even when
   the connection that asked has gone (a thread cannot be stopped).
-  Before a check starts, ``blocked(address, in_flight)`` is asked (the server
-  answers "banned, or its recorded failures plus the checks in flight would
-  reach the ban"); a blocked check, and every check of that address still
-  waiting, is refused with ``Refused`` without hashing. Each outcome is
-  reported through ``on_outcome`` before the slot is free again, so the next
-  check of the address already sees a failure recorded by the previous one.
+  Failed checks count towards the ban (``bans``, a ``BanList``): a check of
+  a banned address is refused with ``Refused`` without hashing, and so is
+  every check of that address still waiting when its ban starts; a check
+  whose address's recorded failures plus checks in flight would reach the
+  ban waits for those in flight (they decide: a ban, or room for it). Each
+  outcome is reported through the caller's ``on_outcome`` before the slot is
+  free again, so the next check of the address already sees a failure the
+  previous one recorded: with one check per address, an address is hashed
+  exactly ``ban.failures`` times before the ban.
 - ``RecentLogins``: successful checks of the last ``ttl`` seconds, so a SIS
   that logs in again and again with the right password does not pay argon2
   each time. Entries are an HMAC of username, password and stored hash under
@@ -202,8 +205,9 @@ class PasswordChecks:
                 ok = job.result() and bool(stored)
             except BaseException as exc:  # verify never raises; keep the slot honest if it does
                 self._release(address)
-                outcome.set_exception(exc)
-                outcome.exception()  # retrieved: the asker may have gone
+                if not outcome.done():  # (a server closing may have cancelled it)
+                    outcome.set_exception(exc)
+                    outcome.exception()  # retrieved: the asker may have gone
                 return
             if ok and cache is not None:
                 cache.add(username, password, stored)
@@ -211,7 +215,8 @@ class PasswordChecks:
                 on_outcome(ok)
             finally:
                 self._release(address)
-                outcome.set_result(ok)
+                if not outcome.done():
+                    outcome.set_result(ok)
 
         job.add_done_callback(finished)
         return await asyncio.shield(outcome)
