@@ -59,7 +59,7 @@ def test_scrape_a_running_daemon(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path, {"alpha": {"username": "alpha",
                                          "password_hash": password_hash(PASSWORD)}},
                     extra=f'[metrics]\nlisten = "127.0.0.1:{http}"\n'
-                          "[sftp.ban]\nfailures = 1\n").start()
+                          "[sftp.ban]\nfailures = 2\n").start()
     try:
         assert daemon.named("metrics_listening")[0]["listen"] == f"127.0.0.1:{http}"
         assert get(http, "/healthz") == (200, "ok\n")
@@ -69,7 +69,7 @@ def test_scrape_a_running_daemon(tmp_path: Path) -> None:
             sftp.put(str(upload), "/dropbox/d.zip")
             assert value(get(http, "/metrics")[1], "rosterdrop_sftp_sessions") == 1
         daemon.wait_event("mail_sent")
-        for _ in range(2):  # more than ban.failures = 1
+        for _ in range(2):  # the 2nd failure starts the ban (ban.failures = 2)
             with pytest.raises(paramiko.AuthenticationException), \
                     paramiko_sftp(daemon.port, "alpha", password="wrong"):
                 pass
