@@ -131,7 +131,7 @@ def prepare_workload(name: str, out_dir: Path, *, regenerate: bool, seed: int = 
     students = SIZES[name]
     zip_path = out_dir / f"{LAYOUT}-{name}-seed{seed}.zip"
     meta_path = zip_path.with_suffix(".json")
-    digest = _source_digest("rosterdrop.sample")
+    digest = _source_digest("rosterdrop.tools.sample")
     meta = _cached_meta(meta_path, zip_path, regenerate, sample_digest=digest, students=students)
     if meta is not None:
         return Workload(name, students, zip_path, meta["counts"], None)

@@ -11,8 +11,10 @@
   upload a different sample seed; median.
 - P9: 200 OpenSSH ``sftp`` processes at once, 20 tenants (two accounts each, as
   a tenant with 10 simultaneous uploaders needs: sessions per account default
-  to 8); every upload accepted, queued once, finished once (one
-  ``run_finished``, one email); the daemon's peak RSS from ``VmHWM``.
+  to 8), each tenant's SIS connecting from an address of its own (127.0.0.2,
+  127.0.0.3, …: the server caps connections still logging in per address);
+  every upload accepted, queued once, finished once (one ``run_finished``, one
+  email); the daemon's peak RSS from ``VmHWM``.
 
 Every daemon is a fresh ``python -m rosterdrop -c CFG serve`` with default
 settings except its port (and, for P9, ``rescan_seconds = 2`` so that a rescan
@@ -426,14 +428,16 @@ def p9_concurrent(root: Path, uploads: Sequence[Path], *, clients: int, tenants:
         tenant = f"d{i % tenants + 1}"
         user = accounts[tenant][(i // tenants) % 2]
         plan.append((tenant, user, uploads[(i // tenants) % len(uploads)], f"client-{i + 1:02d}.zip"))
+    source = {f"d{t + 1}": f"127.0.0.{t + 2}" for t in range(tenants)}
     batches = root / "batches"
     batches.mkdir()
     with Serve(root / "rd", accounts, public, extra=["rescan_seconds = 2"]) as serve:
         started = time.perf_counter()
         procs = []
-        for i, (_tenant, user, upload, name) in enumerate(plan):
+        for i, (tenant, user, upload, name) in enumerate(plan):
             batch = _batch(batches, f"{i}.batch", [f"put {upload} {name}"])
-            procs.append(subprocess.Popen(sftp_argv(serve.port, user, key, batch),
+            argv = sftp_argv(serve.port, user, key, batch, "-o", f"BindAddress={source[tenant]}")
+            procs.append(subprocess.Popen(argv,
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE))
         exits = [p.wait(timeout=600) for p in procs]

@@ -41,10 +41,10 @@ import floor as floor_module
 import structlog
 from sqlalchemy import create_engine, event, text
 
-from rosterdrop.check import check_upload
 from rosterdrop.config import LimitSettings, Settings, TenantSettings, parse_settings
-from rosterdrop.report import check_document
-from rosterdrop.runner import Runner
+from rosterdrop.pipeline.check import check_upload
+from rosterdrop.runs.document import check_document
+from rosterdrop.runs.runner import Runner
 from rosterdrop.store.engine import Store, open_store
 
 TENANT = "bench"

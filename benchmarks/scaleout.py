@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from rosterdrop.sample import write_sample
+from rosterdrop.tools.sample import write_sample
 
 OUT = Path(__file__).parent / "out"
 PG = os.environ.get("ROSTERDROP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

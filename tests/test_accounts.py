@@ -12,10 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rosterdrop.config import TenantSettings
-from rosterdrop.issues import IssueLog
-from rosterdrop.model import Model, conform
-from rosterdrop.sync import Snapshot, plan_sync
-from rosterdrop.sync.accounts import (
+from rosterdrop.pipeline.accounts import (
     LOCAL_PATTERN,
     _suffixed,
     assign_accounts,
@@ -24,6 +21,10 @@ from rosterdrop.sync.accounts import (
     fold_series,
     resolve_collisions,
 )
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.model import Model, conform
+from rosterdrop.pipeline.plan import plan_sync
+from rosterdrop.pipeline.snapshot import Snapshot
 
 NAME = re.compile(r"^[a-z0-9._-]{1,64}$")
 

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rosterdrop.config import LimitSettings
-from rosterdrop.formats.archive import Entry, UploadArchive, open_upload
-from rosterdrop.issues import Issue, IssueLog
+from rosterdrop.pipeline.archive import Entry, UploadArchive, open_upload
+from rosterdrop.pipeline.issues import Issue, IssueLog
 
 LIMITS = LimitSettings()
 CSV = b"location_id,location_name\n1,Main\n"
@@ -522,7 +522,7 @@ def test_read_each_reads_in_order_and_reports_in_order(
     """read_each gives each entry's bytes in the order asked, inflating ahead within its
     budget (a budget smaller than any entry still reads them all, one at a time); a
     damaged entry is None and its issue is logged when the caller reaches it."""
-    import rosterdrop.formats.archive as archive_module
+    import rosterdrop.pipeline.archive as archive_module
 
     monkeypatch.setattr(archive_module, "READ_AHEAD_BYTES", budget)
     good = {f"f{n}.csv": (f"id\n{n}\n" * (n + 1) * 1000).encode() for n in range(4)}

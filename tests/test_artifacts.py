@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 
-from rosterdrop import artifacts
-from rosterdrop.issues import ISSUE_SCHEMA
+from rosterdrop.pipeline.issues import ISSUE_SCHEMA
+from rosterdrop.runs import artifacts
 from uploads import asm_files, check
 
 

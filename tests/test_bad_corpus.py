@@ -25,13 +25,13 @@ from typing import Any
 import polars as pl
 import pytest
 
-from rosterdrop.check import Checked, check_upload
 from rosterdrop.codes import Code
 from rosterdrop.config import LimitSettings, TenantSettings
-from rosterdrop.report import check_document
-from rosterdrop.sync.guard import check_guard
-from rosterdrop.sync.plan import plan_sync
-from rosterdrop.sync.snapshot import Snapshot
+from rosterdrop.pipeline.check import Checked, check_upload
+from rosterdrop.pipeline.guard import check_guard
+from rosterdrop.pipeline.plan import plan_sync
+from rosterdrop.pipeline.snapshot import Snapshot
+from rosterdrop.runs.document import check_document
 from uploads import TODAY
 
 SCRIPT = Path(__file__).parent / "data" / "bad" / "make_corpus.py"

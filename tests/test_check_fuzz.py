@@ -67,7 +67,7 @@ def test_id_check_by_bad_character_equals_the_whole_pattern(values: list[str]) -
     flags exactly the values the anchored ID pattern rejects."""
     import polars as pl
 
-    from rosterdrop.validate import ID_PATTERN, NOT_ID_CHAR
+    from rosterdrop.pipeline.validate import ID_PATTERN, NOT_ID_CHAR
 
     series = pl.Series(values, dtype=pl.String)
     whole = (~series.str.contains(ID_PATTERN)).to_list()

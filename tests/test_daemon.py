@@ -14,7 +14,7 @@ import pytest
 from daemon_harness import Daemon, free_port, wait_until
 from test_sftp_support import make_key, openssh_batch, paramiko_sftp, password_hash
 
-from rosterdrop.sample import write_sample
+from rosterdrop.tools.sample import write_sample
 
 PASSWORD = "district password"
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rosterdrop import docs
 from rosterdrop.codes import CATALOGUE, Severity
 from rosterdrop.config import Settings
+from rosterdrop.tools import docs
 
 ROOT = Path(__file__).parent.parent
 
 
 def test_configuration_reference_is_current() -> None:
-    """docs/configuration.md is what `python -m rosterdrop.docs` writes from the model
+    """docs/configuration.md is what `python -m rosterdrop.tools.docs` writes from the model
     (regenerate it after changing config.py or config.example.toml)."""
     current = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
-    assert current == docs.render(), "out of date: run python -m rosterdrop.docs"
+    assert current == docs.render(), "out of date: run python -m rosterdrop.tools.docs"
 
 
 def test_reference_lists_every_section_and_key() -> None:

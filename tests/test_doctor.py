@@ -21,7 +21,10 @@ from test_mail import Recorder, _self_signed, smtp_server  # noqa: F401  (fixtur
 from test_sftp_support import running_server
 
 from rosterdrop.config import parse_settings
-from rosterdrop.doctor import (
+from rosterdrop.sftp.hostkey import HOST_KEY_NAME, load_or_create_host_key
+from rosterdrop.store.engine import open_store
+from rosterdrop.store.tables import SCHEMA_VERSION
+from rosterdrop.tools.doctor import (
     FAIL,
     OK,
     WARN,
@@ -34,9 +37,6 @@ from rosterdrop.doctor import (
     run_checks,
     sftp_is_ours,
 )
-from rosterdrop.sftp.hostkey import HOST_KEY_NAME, load_or_create_host_key
-from rosterdrop.store.engine import open_store
-from rosterdrop.store.tables import SCHEMA_VERSION
 
 
 def closed_port() -> int:

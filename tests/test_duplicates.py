@@ -11,10 +11,11 @@ import pytest
 
 from rosterdrop.config import TenantSettings
 from rosterdrop.errors import UsageError
-from rosterdrop.issues import IssueLog
-from rosterdrop.model import Model, conform
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.model import Model, conform
+from rosterdrop.pipeline.plan import Plan, plan_sync
+from rosterdrop.pipeline.snapshot import Snapshot
 from rosterdrop.store import apply_plan, open_store
-from rosterdrop.sync import Plan, Snapshot, plan_sync
 
 TODAY = date(2026, 11, 23)
 

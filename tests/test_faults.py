@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, text
 from test_mail import Recorder, _LoopbackController
 from test_sftp_support import paramiko_sftp, password_hash
 
-from rosterdrop.sample import write_sample
+from rosterdrop.tools.sample import write_sample
 
 PASSWORD = "district password"
 ALPHA = {"alpha": {"username": "alpha", "password_hash": password_hash(PASSWORD)}}

@@ -20,7 +20,7 @@ import pytest
 from daemon_harness import Daemon, wait_until
 from test_sftp_support import OPENSSH_OPTIONS, make_key, paramiko_sftp, password_hash
 
-from rosterdrop.sample import write_sample
+from rosterdrop.tools.sample import write_sample
 
 PASSWORD = "front door password"
 TENANT = "district"

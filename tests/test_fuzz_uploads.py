@@ -31,11 +31,11 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rosterdrop.check import check_upload
 from rosterdrop.cli import main
 from rosterdrop.codes import Code
 from rosterdrop.config import LimitSettings, TenantSettings
-from rosterdrop.report import check_document
+from rosterdrop.pipeline.check import check_upload
+from rosterdrop.runs.document import check_document
 from uploads import asm_files, manifest, oneroster_files
 
 LAYOUTS = ("asm", "oneroster-1.1", "oneroster-1.2", "oneroster-1.1-delta", "oneroster-1.2-delta")

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from rosterdrop.config import Settings, parse_settings
 from rosterdrop.errors import MailError
-from rosterdrop.runner import Runner
+from rosterdrop.runs.runner import Runner
 from rosterdrop.store.engine import open_store
 from rosterdrop.store.tables import MAILS
 from uploads import asm_files, make_zip

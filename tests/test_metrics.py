@@ -18,12 +18,12 @@ from sqlalchemy import create_engine
 from test_sftp_support import paramiko_sftp, password_hash
 
 from rosterdrop.config import parse_settings
+from rosterdrop.daemon.metrics import DaemonState, Metrics, MetricsServer
 from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.errors import ConfigError
-from rosterdrop.metrics import DaemonState, Metrics, MetricsServer
-from rosterdrop.runner import utc_now
-from rosterdrop.sample import write_sample
+from rosterdrop.runs.runner import utc_now
 from rosterdrop.store.engine import Store, open_store
+from rosterdrop.tools.sample import write_sample
 
 PASSWORD = "district password"
 

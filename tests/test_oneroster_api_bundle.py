@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oneroster_server import OneRosterServer, load_dataset, read_csv_files, serving
 
-from rosterdrop.check import check_upload, sha256_of
 from rosterdrop.config import LimitSettings, TenantSettings, parse_settings
-from rosterdrop.oneroster_api.bundle import (
+from rosterdrop.pipeline.check import check_upload, sha256_of
+from rosterdrop.sources.oneroster.bundle import (
     BundleWriter,
     class_row,
     course_row,
@@ -30,8 +30,8 @@ from rosterdrop.oneroster_api.bundle import (
     user_row_11,
     user_row_12,
 )
-from rosterdrop.oneroster_api.puller import fetch_bundle
-from rosterdrop.sample import write_sample
+from rosterdrop.sources.oneroster.puller import fetch_bundle
+from rosterdrop.tools.sample import write_sample
 
 SAMPLES = Path(__file__).parent.parent.parent / "shared" / "samples"
 TODAY = date(2026, 1, 15)

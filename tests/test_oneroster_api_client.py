@@ -12,13 +12,13 @@ from oneroster_server import TOKEN_PATH, OneRosterServer, load_dataset, serving
 
 from rosterdrop.config import OneRosterSource, parse_settings
 from rosterdrop.errors import SourceError
-from rosterdrop.oneroster_api.auth import (
+from rosterdrop.sources.oneroster.auth import (
     hmac_sha1_signature,
     oauth1_authorization,
     signature_base_string,
 )
-from rosterdrop.oneroster_api.client import OneRosterClient, next_link, retry_after
-from rosterdrop.sample import write_sample
+from rosterdrop.sources.oneroster.client import OneRosterClient, next_link, retry_after
+from rosterdrop.tools.sample import write_sample
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from daemon_harness import Daemon, free_port, wait_until
 from oneroster_server import OneRosterServer, load_dataset, serving
 
-from rosterdrop.sample import write_sample
+from rosterdrop.tools.sample import write_sample
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,20 @@ from rosterdrop.config import OneRosterSource, parse_settings
 from rosterdrop.daemon.intake import Intake
 from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.errors import ConfigError
-from rosterdrop.oneroster_api.auth import read_secret
-from rosterdrop.oneroster_api.puller import (
+from rosterdrop.paths import StatePaths
+from rosterdrop.runs.runner import Runner
+from rosterdrop.sources.oneroster.auth import read_secret
+from rosterdrop.sources.oneroster.puller import (
     PullBusy,
     PullScheduler,
     PullService,
     PullState,
     PullStates,
 )
-from rosterdrop.oneroster_api.schedule import Decision, Schedule, decide, next_check
-from rosterdrop.paths import StatePaths
-from rosterdrop.runner import Runner
-from rosterdrop.sample import write_sample
+from rosterdrop.sources.oneroster.schedule import Decision, Schedule, decide, next_check
 from rosterdrop.store.engine import open_store
 from rosterdrop.store.history import list_runs
+from rosterdrop.tools.sample import write_sample
 
 CHICAGO = ZoneInfo("America/Chicago")
 

@@ -12,10 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rosterdrop.config import GuardSettings, TenantSettings
-from rosterdrop.issues import IssueLog
-from rosterdrop.model import KINDS, Model, conform, empty_frame
-from rosterdrop.sync import Plan, Snapshot, advance, check_guard, choose_purge, plan_sync
-from rosterdrop.sync.snapshot import KEYS
+from rosterdrop.pipeline.guard import check_guard
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.model import KINDS, Model, conform, empty_frame
+from rosterdrop.pipeline.plan import Plan, advance, plan_sync
+from rosterdrop.pipeline.retention import choose_purge
+from rosterdrop.pipeline.snapshot import KEYS, Snapshot
 
 TODAY = date(2026, 11, 23)
 TENANT = TenantSettings(account_domain="x.org")

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from rosterdrop.errors import InputError, UsageError
-from rosterdrop.sample import LAYOUTS, Layout, ascii_fold, school_count, write_sample
+from rosterdrop.tools.sample import LAYOUTS, Layout, ascii_fold, school_count, write_sample
 
 STUDENTS = 1_500
 

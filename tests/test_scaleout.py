@@ -14,9 +14,9 @@ from conftest import PG_URL, fresh_pg_schema
 from daemon_harness import Daemon, wait_until
 from test_sftp_support import paramiko_sftp, password_hash
 
-from rosterdrop.sample import write_sample
 from rosterdrop.store.engine import open_store
 from rosterdrop.store.history import list_runs
+from rosterdrop.tools.sample import write_sample
 
 pytestmark = pytest.mark.skipif(
     not PG_URL, reason="scale-out tests need ROSTERDROP_TEST_PG=postgresql+psycopg://…")

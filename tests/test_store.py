@@ -19,8 +19,10 @@ from sqlalchemy import inspect, text
 
 from rosterdrop.config import TenantSettings
 from rosterdrop.errors import NotFound, StoreError, UsageError
-from rosterdrop.issues import IssueLog
-from rosterdrop.model import KINDS, Model, conform, empty_frame
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.model import KINDS, Model, conform, empty_frame
+from rosterdrop.pipeline.plan import Plan, plan_sync
+from rosterdrop.pipeline.snapshot import TABLE_KINDS
 from rosterdrop.store import (
     PlanOutdated,
     RunRecord,
@@ -41,8 +43,6 @@ from rosterdrop.store import (
 )
 from rosterdrop.store import engine as engine_module
 from rosterdrop.store.directory import dump_tables
-from rosterdrop.sync import Plan, plan_sync
-from rosterdrop.sync.snapshot import TABLE_KINDS
 
 PG_URL = os.environ.get("ROSTERDROP_TEST_PG", "")
 TENANT = "springfield"

@@ -46,7 +46,7 @@ from hypothesis.stateful import (
 )
 
 from rosterdrop.config import Settings, parse_settings
-from rosterdrop.runner import Runner
+from rosterdrop.runs.runner import Runner
 from rosterdrop.store.directory import dump_tables, list_people, set_person
 from rosterdrop.store.engine import Store, open_store
 from rosterdrop.store.tables import DIRECTORY_TABLES

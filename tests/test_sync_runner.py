@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rosterdrop.config import Settings, parse_settings
-from rosterdrop.runner import Runner
+from rosterdrop.runs.runner import Runner
 from rosterdrop.store.directory import dump_tables, list_people, set_person
 from rosterdrop.store.engine import Store, open_store
 from rosterdrop.store.history import get_run

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rosterdrop.formats import table
-from rosterdrop.formats.table import LINE, Table, read_table
-from rosterdrop.issues import Issue, IssueLog
+from rosterdrop.pipeline import read as table
+from rosterdrop.pipeline.issues import Issue, IssueLog
+from rosterdrop.pipeline.read import LINE, Table, read_table
 
 
 def _read(raw: bytes, separators: tuple[str, ...] = (",",)) -> tuple[Table | None, list[Issue]]:

@@ -7,8 +7,8 @@ import zipfile
 from datetime import date
 from typing import Any
 
-from rosterdrop.check import Checked, check_upload
 from rosterdrop.config import LimitSettings, TenantSettings
+from rosterdrop.pipeline.check import Checked, check_upload
 
 TODAY = date(2026, 11, 23)
 

@@ -1,4 +1,4 @@
-"""The ``rosterdrop`` command line (contract: ../shared/spec/cli.md).
+"""The ``rosterdrop`` command line (contract: docs/cli.md).
 
 Exit codes: 0 success (warnings allowed), 1 the input has errors or the run
 failed/was held, 2 usage, configuration or I/O problems: one line on stderr,
@@ -73,7 +73,7 @@ def serve(ctx: _Context) -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 def sample(out: Path, layout: str, students: int, seed: int) -> None:
     """Write a realistic synthetic upload for demos, tests and benchmarks."""
-    from rosterdrop.sample import Layout, write_sample
+    from rosterdrop.tools.sample import Layout, write_sample
 
     counts = write_sample(out, layout=cast(Layout, layout), students=students, seed=seed)
     summary = ", ".join(f"{n:,} {kind}" for kind, n in counts.items())
@@ -114,9 +114,9 @@ def _readable_file(path: Path) -> Path:
 @pass_ctx
 def validate(ctx: _Context, zip_path: Path, tenant_key: str | None, as_json: bool) -> None:
     """Check one upload offline: read, validate, filter and patch; writes nothing."""
-    from rosterdrop.check import check_upload
     from rosterdrop.config import TenantSettings
-    from rosterdrop.report import check_document
+    from rosterdrop.pipeline.check import check_upload
+    from rosterdrop.runs.document import check_document
 
     settings = ctx.settings
     tenant = settings.tenant(tenant_key) if tenant_key else TenantSettings()
@@ -166,7 +166,7 @@ def _open_store(settings: Settings) -> Any:
 
 def _runner(ctx: _Context) -> Any:
     from rosterdrop.logs import configure_logging
-    from rosterdrop.runner import Runner
+    from rosterdrop.runs.runner import Runner
 
     configure_logging(ctx.settings.log.model_copy(update={"level": "warning"}), sys.stderr)
     return Runner(ctx.settings, _open_store(ctx.settings))
@@ -190,7 +190,7 @@ def _run_summary(run: Any) -> dict[str, Any]:
 
 def _run_document(run: Any) -> dict[str, Any]:
     """One full run (show --json): the sync document plus timings and artifacts."""
-    from rosterdrop import artifacts
+    from rosterdrop.runs import artifacts
 
     document = _run_summary(run)
     document["errors"] = (run.document or {}).get("errors", [])
@@ -234,7 +234,7 @@ def sync(ctx: _Context, zip_path: Path, tenant_key: str, dry_run: bool, as_json:
     """Run the sync pipeline on one upload, record history and send the report."""
     ctx.settings.tenant(tenant_key)
     upload = _readable_file(zip_path)
-    from rosterdrop.runner import exit_code
+    from rosterdrop.runs.runner import exit_code
 
     runner = _runner(ctx)
     run = runner.sync(tenant_key, upload, source="cli", dry_run=dry_run)
@@ -289,7 +289,7 @@ def show(ctx: _Context, run_id: str, as_json: bool) -> None:
 @pass_ctx
 def approve(ctx: _Context, run_id: str) -> None:
     """Release a run held by the change threshold: apply it now."""
-    from rosterdrop.runner import exit_code
+    from rosterdrop.runs.runner import exit_code
 
     run = _runner(ctx).approve(run_id)
     click.echo(f"run {run.run_id}: {run.status}")
@@ -313,7 +313,7 @@ def resync(ctx: _Context, tenant_key: str) -> None:
     from rosterdrop.daemon.resync import queue_last_upload
 
     if ctx.settings.tenant(tenant_key).source is not None:
-        from rosterdrop.oneroster_api.puller import PullStates
+        from rosterdrop.sources.oneroster.puller import PullStates
 
         PullStates.of(ctx.settings).request(tenant_key)
         click.echo(f"asked the daemon to pull {tenant_key} from its SIS now; "
@@ -334,9 +334,9 @@ def pull(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
     import tempfile
 
     from rosterdrop.logs import configure_logging
-    from rosterdrop.oneroster_api.auth import read_secret
-    from rosterdrop.oneroster_api.puller import api_source, fetch_bundle, pull_file_name
-    from rosterdrop.runner import utc_now
+    from rosterdrop.runs.runner import utc_now
+    from rosterdrop.sources.oneroster.auth import read_secret
+    from rosterdrop.sources.oneroster.puller import api_source, fetch_bundle, pull_file_name
 
     settings = ctx.settings
     source = api_source(settings, tenant_key)
@@ -348,8 +348,8 @@ def pull(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
     if not dry_run:
         _pull_and_queue(ctx, tenant_key, secret)
         return
-    from rosterdrop.check import check_upload
-    from rosterdrop.report import check_document
+    from rosterdrop.pipeline.check import check_upload
+    from rosterdrop.runs.document import check_document
 
     with tempfile.TemporaryDirectory(prefix="rosterdrop-pull-") as folder:
         pulled = fetch_bundle(tenant_key, source, secret,
@@ -368,9 +368,9 @@ def pull(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
 def _pull_and_queue(ctx: _Context, tenant_key: str, secret: str) -> None:
     from rosterdrop.daemon.intake import Intake
     from rosterdrop.daemon.queue import JobQueue
-    from rosterdrop.oneroster_api.puller import PullService, PullStates
     from rosterdrop.paths import StatePaths
-    from rosterdrop.runner import Runner, utc_now
+    from rosterdrop.runs.runner import Runner, utc_now
+    from rosterdrop.sources.oneroster.puller import PullService, PullStates
 
     settings = ctx.settings
     runner = Runner(settings, _open_store(settings))
@@ -458,7 +458,7 @@ def people_set(click_ctx: click.Context, person_id: str, assignments: tuple[str,
 @pass_ctx
 def doctor(ctx: _Context, as_json: bool) -> None:
     """Check config, folders, store, listen addresses and SMTP; exit 1 on any failure."""
-    from rosterdrop.doctor import run_doctor
+    from rosterdrop.tools.doctor import run_doctor
 
     sys.exit(run_doctor(ctx.config_path, as_json=as_json))
 

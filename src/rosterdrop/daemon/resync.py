@@ -10,7 +10,7 @@ from rosterdrop.daemon.intake import SEPARATOR, upload_kind
 from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.errors import NotFound
 from rosterdrop.paths import StatePaths
-from rosterdrop.runner import utc_now
+from rosterdrop.runs.runner import utc_now
 from rosterdrop.store.engine import Store
 from rosterdrop.store.history import list_runs
 

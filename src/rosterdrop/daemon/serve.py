@@ -14,16 +14,16 @@ import structlog
 
 from rosterdrop.config import Settings, parse_listen
 from rosterdrop.daemon.intake import Intake
+from rosterdrop.daemon.metrics import DaemonState, Monitoring
 from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.daemon.watcher import Watcher
 from rosterdrop.daemon.workers import WorkerPool
 from rosterdrop.errors import InputError, SftpError
-from rosterdrop.metrics import DaemonState, Monitoring
-from rosterdrop.oneroster_api.puller import daemon_scheduler
 from rosterdrop.passwords import hash_password
 from rosterdrop.paths import StatePaths
-from rosterdrop.runner import Runner, utc_now
+from rosterdrop.runs.runner import Runner, utc_now
 from rosterdrop.sftp.server import DropboxServer
+from rosterdrop.sources.oneroster.puller import daemon_scheduler
 from rosterdrop.store.engine import Store, open_store
 
 log = structlog.get_logger("rosterdrop.daemon")

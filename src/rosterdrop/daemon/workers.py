@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from rosterdrop.daemon.queue import Job, JobQueue
-from rosterdrop.runner import Runner
+from rosterdrop.runs.runner import Runner
 from rosterdrop.store.history import new_run_id
 
 log = structlog.get_logger("rosterdrop.worker")

@@ -39,11 +39,9 @@ import structlog
 from sqlalchemy import Connection, Table, delete, func, or_, select, text, update
 
 from rosterdrop.errors import NotFound, StoreError, UsageError
-from rosterdrop.store.engine import Store, translate
-from rosterdrop.store.tables import ALL_TABLES, DIRECTORY_TABLES, PEOPLE
-from rosterdrop.sync.plan import Plan, advance
-from rosterdrop.sync.retention import choose_purge
-from rosterdrop.sync.snapshot import (
+from rosterdrop.pipeline.plan import Plan, advance
+from rosterdrop.pipeline.retention import choose_purge
+from rosterdrop.pipeline.snapshot import (
     INACTIVE,
     KEYS,
     LOCAL,
@@ -53,6 +51,8 @@ from rosterdrop.sync.snapshot import (
     Snapshot,
     snapshot_frame,
 )
+from rosterdrop.store.engine import Store, translate
+from rosterdrop.store.tables import ALL_TABLES, DIRECTORY_TABLES, PEOPLE
 
 log = structlog.get_logger(__name__)
 

@@ -41,7 +41,7 @@ from typing import IO, Any, Final
 import polars as pl
 
 from rosterdrop.errors import InputError
-from rosterdrop.sample import (
+from rosterdrop.pipeline.headers import (
     CLASSES_HEADER,
     COURSES_HEADER,
     ENROLLMENTS_HEADER,

@@ -39,16 +39,16 @@ import structlog
 from rosterdrop.codes import Code
 from rosterdrop.config import OneRosterSource, Settings
 from rosterdrop.errors import InputError, SourceError, UsageError
-from rosterdrop.oneroster_api.auth import read_secret
-from rosterdrop.oneroster_api.bundle import BundleWriter
-from rosterdrop.oneroster_api.client import (
+from rosterdrop.paths import StatePaths
+from rosterdrop.sources.oneroster.auth import read_secret
+from rosterdrop.sources.oneroster.bundle import BundleWriter
+from rosterdrop.sources.oneroster.client import (
     BACKOFF_SECONDS,
     COLLECTIONS,
     OneRosterClient,
     PullCancelled,
 )
-from rosterdrop.oneroster_api.schedule import Decision, Schedule, decide
-from rosterdrop.paths import StatePaths
+from rosterdrop.sources.oneroster.schedule import Decision, Schedule, decide
 
 log = structlog.get_logger("rosterdrop.api")
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from rosterdrop.codes import Code, Severity
-from rosterdrop.formats.layouts import Field, FileSpec, Kind
-from rosterdrop.formats.table import Table
-from rosterdrop.issues import IssueLog
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.layouts import Field, FileSpec, Kind
+from rosterdrop.pipeline.read import Table
 
 ID_PATTERN = r"^[A-Za-z0-9_.@/-]+$"
 NOT_ID_CHAR = r"[^A-Za-z0-9_.@/-]"

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from rosterdrop.codes import Code
-from rosterdrop.issues import IssueLog
-from rosterdrop.sync.messages import joined, person_issues
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.messages import joined, person_issues
 
 CASE_INSENSITIVE = frozenset({"first_name", "last_name", "middle_name", "email_address"})
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from rosterdrop.codes import Code
-from rosterdrop.issues import IssueLog
-from rosterdrop.model import Model
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.model import Model
 
 EMAIL_PATTERN = r"^[^@\s,;<>()\[\]\\\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
 

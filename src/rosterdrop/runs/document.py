@@ -6,8 +6,8 @@ from typing import Any
 
 import polars as pl
 
-from rosterdrop.check import Checked
 from rosterdrop.codes import Severity
+from rosterdrop.pipeline.check import Checked
 
 EXAMPLES_PER_CODE = 100
 

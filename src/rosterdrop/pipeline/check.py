@@ -20,17 +20,17 @@ import polars as pl
 
 from rosterdrop.codes import Code, Severity
 from rosterdrop.config import LimitSettings, TenantSettings
-from rosterdrop.filter import apply_filter, summary_frame
-from rosterdrop.formats import detect
-from rosterdrop.formats.archive import UploadArchive, open_upload
-from rosterdrop.formats.layouts import FileSpec
-from rosterdrop.formats.table import Table, read_table
-from rosterdrop.issues import IssueLog
-from rosterdrop.mapping import asm_model, oneroster_model
-from rosterdrop.model import Model
-from rosterdrop.patch import apply_patch, check_references
-from rosterdrop.people import check_people
-from rosterdrop.validate import check_header, check_values, tidy
+from rosterdrop.pipeline import detect
+from rosterdrop.pipeline.archive import UploadArchive, open_upload
+from rosterdrop.pipeline.filter import apply_filter, summary_frame
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.layouts import FileSpec
+from rosterdrop.pipeline.mapping import asm_model, oneroster_model
+from rosterdrop.pipeline.model import Model
+from rosterdrop.pipeline.patch import apply_patch, check_references
+from rosterdrop.pipeline.people import check_people
+from rosterdrop.pipeline.read import Table, read_table
+from rosterdrop.pipeline.validate import check_header, check_values, tidy
 
 Progress = Callable[[str], None]
 

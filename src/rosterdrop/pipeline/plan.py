@@ -40,12 +40,12 @@ import polars as pl
 
 from rosterdrop.codes import Code
 from rosterdrop.config import TenantSettings
-from rosterdrop.issues import IssueLog
-from rosterdrop.model import Model
-from rosterdrop.sync.accounts import assign_accounts
-from rosterdrop.sync.duplicates import match_duplicates
-from rosterdrop.sync.messages import person_issues, quoted
-from rosterdrop.sync.snapshot import (
+from rosterdrop.pipeline.accounts import assign_accounts
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.match import match_duplicates
+from rosterdrop.pipeline.messages import person_issues, quoted
+from rosterdrop.pipeline.model import Model
+from rosterdrop.pipeline.snapshot import (
     ACTIVE,
     INACTIVE,
     KEYS,

@@ -45,7 +45,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 from rosterdrop.codes import Code
-from rosterdrop.issues import IssueLog
+from rosterdrop.pipeline.issues import IssueLog
 
 LINE = "_line"
 """The column holding each record's physical start line."""

@@ -1,7 +1,7 @@
 """The configuration reference, generated from the settings model.
 
-    python -m rosterdrop.docs            # writes docs/configuration.md
-    python -m rosterdrop.docs --check    # exit 1 when it is out of date
+    python -m rosterdrop.tools.docs            # writes docs/configuration.md
+    python -m rosterdrop.tools.docs --check    # exit 1 when it is out of date
 
 Each section of the TOML file is one table: key, type (with its limits),
 default, and what it does. The description is the attribute docstring in
@@ -32,7 +32,7 @@ from pydantic.fields import FieldInfo
 from rosterdrop.config import Settings
 
 OUTPUT = Path("docs/configuration.md")
-EXAMPLE = Path(__file__).resolve().parent.parent.parent / "config.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "config.example.toml"
 TENANT = "<tenant>"
 
 
@@ -174,7 +174,7 @@ def render() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "<!-- Generated from the settings model by `python -m rosterdrop.docs`; do not edit. -->",
+        "<!-- Generated from the settings model by `python -m rosterdrop.tools.docs`; do not edit. -->",
         "",
         "rosterdrop reads one TOML file: `-c PATH`, else `$ROSTERDROP_CONFIG`, else",
         "`./rosterdrop.toml`; with none, built-in defaults run one demo tenant. Unknown keys",
@@ -209,7 +209,7 @@ def _cell(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rosterdrop.docs",
+    parser = argparse.ArgumentParser(prog="python -m rosterdrop.tools.docs",
                                      description="Write the configuration reference.")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--check", action="store_true",
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     current = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
     if args.check:
         if current != text:
-            print(f"{args.output} is out of date: run python -m rosterdrop.docs", file=sys.stderr)
+            print(f"{args.output} is out of date: run python -m rosterdrop.tools.docs", file=sys.stderr)
             return 1
         return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 import polars as pl
 
-from rosterdrop.formats.asm_writer import write_asm_zip
-from rosterdrop.model import Model
+from rosterdrop.pipeline.model import Model
+from rosterdrop.runs.asm_writer import write_asm_zip
 
 FORMULA_START = r"^[=+\-@\t\r]"
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rosterdrop.codes import Code, Severity
-from rosterdrop.formats.layouts import (
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.layouts import (
     ASM_FILES,
     ASM_ONLY_NAMES,
     ONEROSTER_FILES,
     ONEROSTER_ONLY_NAMES,
     FileSpec,
 )
-from rosterdrop.issues import IssueLog
 
 ASM = "asm"
 ONEROSTER = "oneroster"

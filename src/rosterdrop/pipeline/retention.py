@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from rosterdrop.sync.snapshot import INACTIVE
+from rosterdrop.pipeline.snapshot import INACTIVE
 
 
 def choose_purge(people: pl.DataFrame, today: date, retention_days: int) -> pl.DataFrame:

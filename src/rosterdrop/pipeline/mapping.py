@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 
 from rosterdrop.codes import Code
-from rosterdrop.formats.layouts import STAFF_ROLES, STUDENT_ROLE
-from rosterdrop.issues import IssueLog
-from rosterdrop.model import Model, conform
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.layouts import STAFF_ROLES, STUDENT_ROLE
+from rosterdrop.pipeline.model import Model, conform
 
 LINE = "_line"
 Frames = dict[str, pl.DataFrame]

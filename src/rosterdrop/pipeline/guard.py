@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from rosterdrop.codes import Code
 from rosterdrop.config import GuardSettings
-from rosterdrop.issues import IssueLog
-from rosterdrop.sync.plan import Plan
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.plan import Plan
 
 
 @dataclass(frozen=True)

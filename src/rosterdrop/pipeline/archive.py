@@ -31,7 +31,8 @@ from isal import isal_zlib
 
 from rosterdrop.codes import Code
 from rosterdrop.config import LimitSettings
-from rosterdrop.formats.zip_records import (
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.zip_records import (
     CENTRAL_HEADER,
     CENTRAL_SIG,
     END_RECORD,
@@ -39,7 +40,6 @@ from rosterdrop.formats.zip_records import (
     LOCAL_HEADER,
     LOCAL_SIG,
 )
-from rosterdrop.issues import IssueLog
 
 _EOCD64_LOCATOR = struct.Struct("<4sLQL")
 _EOCD64_LOCATOR_SIG = b"PK\x06\x07"

@@ -10,8 +10,8 @@ import polars as pl
 
 from rosterdrop.codes import Code
 from rosterdrop.config import PatchSettings
-from rosterdrop.issues import IssueLog
-from rosterdrop.model import Model
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.model import Model
 
 ASM_FIELDS = {
     "class.course": "course_id", "class.location": "location_id",

@@ -23,8 +23,8 @@ import unicodedata
 import polars as pl
 
 from rosterdrop.codes import Code
-from rosterdrop.issues import IssueLog
-from rosterdrop.sync.messages import joined, where
+from rosterdrop.pipeline.issues import IssueLog
+from rosterdrop.pipeline.messages import joined, where
 
 MAX_LOCAL = 64
 """Longest part before the ``@``."""

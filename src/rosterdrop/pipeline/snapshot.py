@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from rosterdrop.model import SCHEMAS, cast_to
+from rosterdrop.pipeline.model import SCHEMAS, cast_to
 
 PERSON_FIELDS = (
     "role",

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 import polars as pl
 
 from rosterdrop.config import FilterSettings
-from rosterdrop.model import ID_COLUMN, Model
+from rosterdrop.pipeline.model import ID_COLUMN, Model
 
 SUMMARY_SCHEMA = {
     "file": pl.String,

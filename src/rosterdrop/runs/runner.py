@@ -25,15 +25,17 @@ from typing import Any
 import structlog
 from sqlalchemy import insert, select, update
 
-from rosterdrop import artifacts
-from rosterdrop.check import Checked, check_upload, sha256_of
 from rosterdrop.codes import Code
 from rosterdrop.config import Settings, TenantSettings
 from rosterdrop.errors import MailError, NotFound, UsageError
 from rosterdrop.mail import build_report_email, send_mail
-from rosterdrop.model import Model
 from rosterdrop.paths import StatePaths
-from rosterdrop.report import check_document
+from rosterdrop.pipeline.check import Checked, check_upload, sha256_of
+from rosterdrop.pipeline.guard import check_guard
+from rosterdrop.pipeline.model import Model
+from rosterdrop.pipeline.plan import Plan, plan_sync
+from rosterdrop.runs import artifacts
+from rosterdrop.runs.document import check_document
 from rosterdrop.store.directory import apply_plan, load_snapshot, purge
 from rosterdrop.store.engine import Store
 from rosterdrop.store.history import (
@@ -46,8 +48,6 @@ from rosterdrop.store.history import (
     update_run,
 )
 from rosterdrop.store.tables import MAILS
-from rosterdrop.sync.guard import check_guard
-from rosterdrop.sync.plan import Plan, plan_sync
 
 log = structlog.get_logger("rosterdrop.runner")
 

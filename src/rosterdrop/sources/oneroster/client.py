@@ -35,7 +35,7 @@ import structlog
 
 from rosterdrop.config import OneRosterSource
 from rosterdrop.errors import SourceError
-from rosterdrop.oneroster_api.auth import Authenticator, OAuth1Signer, OAuth2ClientCredentials
+from rosterdrop.sources.oneroster.auth import Authenticator, OAuth1Signer, OAuth2ClientCredentials
 
 log = structlog.get_logger("rosterdrop.api")
 

@@ -14,8 +14,9 @@ from typing import BinaryIO
 import polars as pl
 from isal import isal_zlib
 
-from rosterdrop.formats.layouts import ASM_FILES
-from rosterdrop.formats.zip_records import (
+from rosterdrop.pipeline.layouts import ASM_FILES
+from rosterdrop.pipeline.model import Model
+from rosterdrop.pipeline.zip_records import (
     CENTRAL_HEADER,
     CENTRAL_SIG,
     END_RECORD,
@@ -24,7 +25,6 @@ from rosterdrop.formats.zip_records import (
     LOCAL_SIG,
     ZIP32_LIMIT,
 )
-from rosterdrop.model import Model
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 MAX_INSTRUCTORS = 15

@@ -1,0 +1,1 @@
+"""Where uploads come from besides SFTP: pulls from a SIS's API (``oneroster``)."""
