@@ -3,6 +3,8 @@
 These tests speak raw SFTP over a real asyncssh client channel, so they pin the
 behaviour itself; an asyncssh release that changes either internal makes them
 (and ``check()`` at start) fail loudly rather than let aborted uploads through.
+The client runs on the test's own event loop (pytest-asyncio); the server runs on
+``running_server``'s loop in another thread, so the test may block on its waits.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncssh
+import pytest
 from asyncssh.constants import FXP_WRITE
 from asyncssh.sftp import SFTPServerHandler
 from test_sftp_support import PASSWORD, random_bytes, running_server
@@ -78,7 +81,8 @@ def test_check_passes_and_installs_the_write_wrapper_once() -> None:
     assert getattr(handler, "rosterdrop_unpadded", False)
 
 
-def test_a_padded_write_is_accepted(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_a_padded_write_is_accepted(tmp_path: Path) -> None:
     """A WRITE with bytes after its data (pkg/sftp, rclone 1.60) writes the data only."""
     data = random_bytes(4000)
 
@@ -91,12 +95,13 @@ def test_a_padded_write_is_accepted(tmp_path: Path) -> None:
         assert await raw.status() == FX_OK
 
     with running_server(tmp_path) as srv:
-        asyncio.run(_session(srv.port, steps))
+        await _session(srv.port, steps)
         [upload] = srv.wait_uploads(1)
     assert upload.data == data
 
 
-def test_eof_with_a_file_open_aborts_the_upload(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_eof_with_a_file_open_aborts_the_upload(tmp_path: Path) -> None:
     """A client that stops sending (channel EOF) with a file open, as ``sftp`` killed
     without its ``ssh`` does: asyncssh closes the file, the upload is aborted."""
 
@@ -109,7 +114,7 @@ def test_eof_with_a_file_open_aborts_the_upload(tmp_path: Path) -> None:
         assert await asyncio.wait_for(raw.reader.read(), 10) == b""
 
     with running_server(tmp_path) as srv:
-        asyncio.run(_session(srv.port, steps))
+        await _session(srv.port, steps)
         aborted = srv.logs.wait("upload_aborted", file="eof.zip")
         assert aborted["bytes"] == 9000
         assert srv.in_progress() == []
@@ -117,7 +122,8 @@ def test_eof_with_a_file_open_aborts_the_upload(tmp_path: Path) -> None:
     assert srv.uploads == []
 
 
-def test_close_then_eof_completes_the_upload(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_close_then_eof_completes_the_upload(tmp_path: Path) -> None:
     """The client's own CLOSE, answered, then EOF: one completed upload."""
     data = random_bytes(5000)
 
@@ -132,7 +138,7 @@ def test_close_then_eof_completes_the_upload(tmp_path: Path) -> None:
         await asyncio.wait_for(raw.reader.read(), 10)
 
     with running_server(tmp_path) as srv:
-        asyncio.run(_session(srv.port, steps))
+        await _session(srv.port, steps)
         [upload] = srv.wait_uploads(1)
         assert srv.logs.named("upload_aborted") == []
     assert upload.data == data
