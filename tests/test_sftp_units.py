@@ -7,8 +7,7 @@ import asyncio
 import base64
 import hashlib
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import time
 
 import pytest
 from asyncssh import SFTPError, SFTPInvalidFilename, SFTPPermissionDenied
@@ -20,8 +19,6 @@ from rosterdrop.passwords import hash_password, verify_password
 from rosterdrop.sftp.admission import AddressCounts, PasswordChecks, RecentLogins, Refused
 from rosterdrop.sftp.bans import BanList
 from rosterdrop.sftp.vpath import Area, VPath, is_temporary, is_uploadable, is_zip, resolve
-
-T = TypeVar("T")
 
 
 @pytest.mark.parametrize(
@@ -195,12 +192,21 @@ def test_recent_logins_keep_no_password() -> None:
     clock = FakeClock()
     cache = RecentLogins(60, clock)
     cache.add("acme", "correct horse", "h")
+    assert len(cache._entries) == 1 and cache.hit("acme", "correct horse", "h")
     assert all(b"correct horse" not in digest for digest in cache._entries)
-    assert cache._key != RecentLogins(60, clock)._key
+    other = RecentLogins(60, clock)
+    assert cache._key != other._key
+    other._entries.update(cache._entries)  # the same entries under another key
+    assert not other.hit("acme", "correct horse", "h")
 
 
 class _Gate:
-    """A ``PasswordChecks`` on its own event loop, with a verify the test releases."""
+    """A ``PasswordChecks`` with a verify the test releases (``go``).
+
+    The checks run on the test's event loop (pytest-asyncio) and hash in its default
+    executor; leaving the ``with`` block releases any verify still waiting, so a
+    failed test does not leave threads behind for the loop's teardown to wait on.
+    """
 
     def __init__(self, slots: int = 2, *, failures: int = 10, per_address: int = 1,
                  cache: bool = False) -> None:
@@ -212,10 +218,15 @@ class _Gate:
         self.most = 0
         self.hashed: list[str] = []
         self.go = threading.Event()
-        self.loop = asyncio.new_event_loop()
         self.checks = PasswordChecks(slots, verify=self.verify, dummy_hash="dummy",
                                      bans=self.bans, cache=self.cache,
                                      per_address=per_address)
+
+    def __enter__(self) -> _Gate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.go.set()
 
     def verify(self, hash: str, password: str) -> bool:
         with self.lock:
@@ -236,202 +247,157 @@ class _Gate:
 
         return await self.checks.check(address, "user", password, stored, outcome)
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
 
-    def close(self) -> None:
-        self.go.set()
-        self.loop.run_until_complete(self.loop.shutdown_default_executor())
-        self.loop.close()
-
-
-async def _settle(gate: _Gate, hashing: int) -> None:
+async def _settle(gate: _Gate, hashing: int, timeout: float = 5.0) -> None:
     """Wait until ``hashing`` checks are inside verify."""
-    for _ in range(500):
-        if gate.hashing == hashing:
-            return
+    deadline = time.monotonic() + timeout
+    while gate.hashing != hashing:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{gate.hashing} checks hashing, expected {hashing}")
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{gate.hashing} checks hashing, expected {hashing}")
 
 
-def test_password_checks_are_bounded_and_one_per_address() -> None:
+@pytest.mark.asyncio
+async def test_password_checks_are_bounded_and_one_per_address() -> None:
     """Six checks from one address and one from another, two slots: one address
     hashes one at a time, and the other address gets the second slot at once."""
-    gate = _Gate(slots=2)
-    try:
-        async def scenario() -> list[bool]:
-            attack = [asyncio.ensure_future(gate.check("10.0.0.1", "wrong"))
-                      for _ in range(6)]
-            await _settle(gate, 1)
-            assert gate.checks.waiting() == 5
-            honest = asyncio.ensure_future(gate.check("10.0.0.2", "right"))
-            await _settle(gate, 2)
-            assert gate.checks.running("10.0.0.1") == 1
-            assert gate.checks.running("10.0.0.2") == 1
-            gate.go.set()
-            assert await honest
-            return await asyncio.gather(*attack)
-
-        results = gate.run(scenario())
+    with _Gate(slots=2) as gate:
+        attack = [asyncio.ensure_future(gate.check("10.0.0.1", "wrong")) for _ in range(6)]
+        await _settle(gate, 1)
+        assert gate.checks.waiting() == 5
+        honest = asyncio.ensure_future(gate.check("10.0.0.2", "right"))
+        await _settle(gate, 2)
+        assert gate.checks.running("10.0.0.1") == 1
+        assert gate.checks.running("10.0.0.2") == 1
+        gate.go.set()
+        assert await honest
+        results = await asyncio.gather(*attack)
         assert results == [False] * 6
         assert gate.most == 2 and gate.checks.most_running == 2
         assert gate.bans.recent_failures("10.0.0.1") == 6
         assert gate.checks.running() == 0 and gate.checks.waiting() == 0
-    finally:
-        gate.close()
 
 
-def test_addresses_take_turns_for_the_slots() -> None:
+@pytest.mark.asyncio
+async def test_addresses_take_turns_for_the_slots() -> None:
     """With one slot, waiting addresses are served in turn: a second address's
     check runs after the first address's current one, not after all of them."""
-    gate = _Gate(slots=1)
     order: list[str] = []
-    try:
+    with _Gate(slots=1) as gate:
         async def one(address: str) -> None:
             await gate.check(address, "wrong")
             order.append(address)
 
-        async def scenario() -> None:
-            tasks = [asyncio.ensure_future(one("a")) for _ in range(3)]
-            await _settle(gate, 1)
-            tasks.append(asyncio.ensure_future(one("b")))
-            await asyncio.sleep(0.05)
-            gate.go.set()
-            await asyncio.gather(*tasks)
-
-        gate.run(scenario())
-        assert order == ["a", "b", "a", "a"]
-    finally:
-        gate.close()
+        tasks = [asyncio.ensure_future(one("a")) for _ in range(3)]
+        await _settle(gate, 1)
+        tasks.append(asyncio.ensure_future(one("b")))
+        await asyncio.sleep(0.05)
+        gate.go.set()
+        await asyncio.gather(*tasks)
+    assert order == ["a", "b", "a", "a"]
 
 
-def test_a_check_is_refused_before_hashing_once_failures_reach_the_ban() -> None:
+@pytest.mark.asyncio
+async def test_a_check_is_refused_before_hashing_once_failures_reach_the_ban() -> None:
     """With ``failures = 3``, twenty wrong passwords from one address hash three
     times: the third failure bans, and the waiting checks are refused unhashed."""
-    gate = _Gate(slots=2, failures=3)
-    gate.go.set()
-    try:
-        async def scenario() -> list[object]:
-            tasks = [asyncio.ensure_future(gate.check("10.0.0.1", "wrong")) for _ in range(20)]
-            return await asyncio.gather(*tasks, return_exceptions=True)
-
-        results = gate.run(scenario())
+    with _Gate(slots=2, failures=3) as gate:
+        gate.go.set()
+        tasks = [asyncio.ensure_future(gate.check("10.0.0.1", "wrong")) for _ in range(20)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         assert results[:3] == [False] * 3
         assert all(isinstance(r, Refused) for r in results[3:])
         assert len(gate.hashed) == 3 and gate.bans.is_banned("10.0.0.1")
         with pytest.raises(Refused):
-            gate.run(gate.check("10.0.0.1", "right"))
+            await gate.check("10.0.0.1", "right")
         assert len(gate.hashed) == 3
-    finally:
-        gate.close()
 
 
-def test_failures_in_flight_count_towards_the_ban() -> None:
+@pytest.mark.asyncio
+async def test_failures_in_flight_count_towards_the_ban() -> None:
     """With two checks per address allowed and ``failures = 3``: two failures
     recorded and one check in flight leave no room for another check; it waits
     for the one in flight and is refused when that one bans."""
-    gate = _Gate(slots=4, failures=3, per_address=2)
-    try:
-        async def scenario() -> None:
-            for _ in range(2):
-                gate.bans.record_failure("10.0.0.1")
-            first = asyncio.ensure_future(gate.check("10.0.0.1", "wrong"))
-            await _settle(gate, 1)
-            second = asyncio.ensure_future(gate.check("10.0.0.1", "wrong"))
-            await asyncio.sleep(0.05)
-            assert gate.hashing == 1 and gate.checks.waiting() == 1
-            gate.go.set()
-            assert await first is False
-            with pytest.raises(Refused):
-                await second
-
-        gate.run(scenario())
+    with _Gate(slots=4, failures=3, per_address=2) as gate:
+        for _ in range(2):
+            gate.bans.record_failure("10.0.0.1")
+        first = asyncio.ensure_future(gate.check("10.0.0.1", "wrong"))
+        await _settle(gate, 1)
+        second = asyncio.ensure_future(gate.check("10.0.0.1", "wrong"))
+        await asyncio.sleep(0.05)
+        assert gate.hashing == 1 and gate.checks.waiting() == 1
+        gate.go.set()
+        assert await first is False
+        with pytest.raises(Refused):
+            await second
         assert len(gate.hashed) == 1
-    finally:
-        gate.close()
 
 
-def test_a_waiting_check_starts_when_the_one_in_flight_succeeds() -> None:
+@pytest.mark.asyncio
+async def test_a_waiting_check_starts_when_the_one_in_flight_succeeds() -> None:
     """Two failures recorded (ban at 3), a right password in flight: the next
     check from that address waits, then runs once the success is known."""
-    gate = _Gate(slots=4, failures=3, per_address=2)
-    try:
-        async def scenario() -> None:
-            for _ in range(2):
-                gate.bans.record_failure("10.0.0.1")
-            first = asyncio.ensure_future(gate.check("10.0.0.1", "right"))
-            await _settle(gate, 1)
-            second = asyncio.ensure_future(gate.check("10.0.0.1", "right"))
-            await asyncio.sleep(0.05)
-            assert gate.checks.waiting() == 1
-            gate.go.set()
-            assert await first and await second
-
-        gate.run(scenario())
+    with _Gate(slots=4, failures=3, per_address=2) as gate:
+        for _ in range(2):
+            gate.bans.record_failure("10.0.0.1")
+        first = asyncio.ensure_future(gate.check("10.0.0.1", "right"))
+        await _settle(gate, 1)
+        second = asyncio.ensure_future(gate.check("10.0.0.1", "right"))
+        await asyncio.sleep(0.05)
+        assert gate.checks.waiting() == 1
+        gate.go.set()
+        assert await first and await second
         assert len(gate.hashed) == 2
-    finally:
-        gate.close()
 
 
-def test_a_cancelled_check_keeps_its_slot_until_its_hash_is_done() -> None:
+@pytest.mark.asyncio
+async def test_a_cancelled_check_keeps_its_slot_until_its_hash_is_done() -> None:
     """The asker of a check can go (the client sent another request, or left);
     its thread cannot be stopped, so its slot stays taken until the hash is done,
     and its failure still counts. A cancelled waiter leaves the queue."""
-    gate = _Gate(slots=1)
-    try:
-        async def scenario() -> None:
-            first = asyncio.ensure_future(gate.check("a", "wrong"))
-            await _settle(gate, 1)
-            waiting = asyncio.ensure_future(gate.check("b", "wrong"))
-            await asyncio.sleep(0.01)
-            first.cancel()
-            waiting.cancel()
-            await asyncio.gather(first, waiting, return_exceptions=True)
-            assert gate.checks.waiting() == 0
-            assert gate.checks.running() == 1, "the slot was freed while hashing"
-            (job,) = gate.checks.in_flight()
-            gate.go.set()
-            assert await job is False
-            assert gate.checks.running() == 0
-            assert gate.bans.recent_failures("a") == 1
-
-        gate.run(scenario())
+    with _Gate(slots=1) as gate:
+        first = asyncio.ensure_future(gate.check("a", "wrong"))
+        await _settle(gate, 1)
+        waiting = asyncio.ensure_future(gate.check("b", "wrong"))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        waiting.cancel()
+        await asyncio.gather(first, waiting, return_exceptions=True)
+        assert gate.checks.waiting() == 0
+        assert gate.checks.running() == 1, "the slot was freed while hashing"
+        (job,) = gate.checks.in_flight()
+        gate.go.set()
+        assert await job is False
+        assert gate.checks.running() == 0
+        assert gate.bans.recent_failures("a") == 1
         assert gate.hashed == ["wrong"]
-    finally:
-        gate.close()
 
 
-def test_recent_success_skips_the_hash_and_the_queue() -> None:
+@pytest.mark.asyncio
+async def test_recent_success_skips_the_hash_and_the_queue() -> None:
     """Ten logins with the right password at once: one hash; a wrong password
     after that is still hashed."""
-    gate = _Gate(slots=2, cache=True)
-    gate.go.set()
-    try:
-        async def scenario() -> list[bool]:
-            return await asyncio.gather(*(gate.check("a", "right") for _ in range(10)))
-
-        assert gate.run(scenario()) == [True] * 10
+    with _Gate(slots=2, cache=True) as gate:
+        gate.go.set()
+        assert await asyncio.gather(*(gate.check("a", "right") for _ in range(10))) \
+            == [True] * 10
         assert gate.hashed == ["right"]
-        assert gate.run(gate.check("a", "right"))
-        assert not gate.run(gate.check("a", "wrong"))
-        assert not gate.run(gate.check("a", "wrong"))
+        assert await gate.check("a", "right")
+        assert not await gate.check("a", "wrong")
+        assert not await gate.check("a", "wrong")
         assert gate.hashed == ["right", "wrong", "wrong"], "a wrong password skipped the hash"
-        assert not gate.run(gate.check("a", "right", stored="changed")), \
+        assert not await gate.check("a", "right", stored="changed"), \
             "a changed hash matched a remembered success"
         assert gate.hashed[-1] == "right"
-    finally:
-        gate.close()
 
 
-def test_unknown_users_are_checked_against_the_dummy_hash() -> None:
+@pytest.mark.asyncio
+async def test_unknown_users_are_checked_against_the_dummy_hash() -> None:
     """No stored hash: the dummy is hashed (same cost) and it never succeeds."""
-    gate = _Gate(cache=True)
-    gate.go.set()
-    try:
-        assert not gate.run(gate.check("a", "right", stored=""))
+    with _Gate(cache=True) as gate:
+        gate.go.set()
+        assert not await gate.check("a", "right", stored="")
         assert gate.hashed == ["right"] and gate.bans.recent_failures("a") == 1
-    finally:
-        gate.close()
 
 
 def test_argon2_hash_round_trip() -> None:
