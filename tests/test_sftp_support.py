@@ -5,6 +5,15 @@ background event-loop thread, so the clients (paramiko, OpenSSH ``sftp``,
 lftp, rclone) run as they do in real life: synchronously, in other threads
 or processes. Uploads reported through ``on_upload`` and the server's log
 events are recorded and can be awaited with a deadline.
+
+The server's loop is its own on purpose, not the test's (pytest-asyncio's):
+a synchronous client blocks the thread that calls it, and on a shared loop it
+would block the server it is talking to. So synchronous tests drive the server
+directly, and ``@pytest.mark.asyncio`` tests may await asyncssh clients on their
+own loop and still call the blocking helpers here (``Running.run``,
+``wait_uploads``, ``logs.wait``): those wait on the server's thread, never on the
+test's loop. (A blocking helper called while the test's loop has a client
+mid-conversation stalls that client, not the server.)
 """
 
 from __future__ import annotations
@@ -142,6 +151,7 @@ class Running:
         return sorted(folder.iterdir()) if folder.is_dir() else []
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server's loop; blocks the calling thread until it ends."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(WAIT_SECONDS)
 
     def call(self, fn: Callable[[], T]) -> T:
