@@ -15,7 +15,8 @@ from rosterdrop.pipeline.issues import IssueLog
 from rosterdrop.pipeline.model import Model, conform
 from rosterdrop.pipeline.plan import Plan, plan_sync
 from rosterdrop.pipeline.snapshot import Snapshot
-from rosterdrop.store import apply_plan, open_store
+from rosterdrop.store.directory import apply_plan
+from rosterdrop.store.engine import open_store
 
 TODAY = date(2026, 11, 23)
 

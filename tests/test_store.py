@@ -23,26 +23,27 @@ from rosterdrop.pipeline.issues import IssueLog
 from rosterdrop.pipeline.model import KINDS, Model, conform, empty_frame
 from rosterdrop.pipeline.plan import Plan, plan_sync
 from rosterdrop.pipeline.snapshot import TABLE_KINDS
-from rosterdrop.store import (
+from rosterdrop.store import engine as engine_module
+from rosterdrop.store import tables
+from rosterdrop.store.directory import (
     PlanOutdated,
-    RunRecord,
-    Store,
     apply_plan,
+    dump_tables,
+    list_people,
+    load_snapshot,
+    purge,
+    set_person,
+)
+from rosterdrop.store.engine import Store, open_store
+from rosterdrop.store.history import (
+    RunRecord,
     create_run,
     get_run,
     last_applied_sha256,
-    list_people,
     list_runs,
-    load_snapshot,
     new_run_id,
-    open_store,
-    purge,
-    set_person,
-    tables,
     update_run,
 )
-from rosterdrop.store import engine as engine_module
-from rosterdrop.store.directory import dump_tables
 
 PG_URL = os.environ.get("ROSTERDROP_TEST_PG", "")
 TENANT = "springfield"

@@ -22,8 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from polars.exceptions import PolarsError
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -55,8 +53,19 @@ def translate(what: str) -> Iterator[None]:
         yield
     except StoreError:
         raise
-    except (SQLAlchemyError, sqlite3.Error, psycopg.Error, OSError, PolarsError) as exc:
+    except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
         raise StoreError(f"{what}: {_short(exc)}") from exc
+    except Exception as exc:
+        if not _from_driver_or_frames(exc):
+            raise
+        raise StoreError(f"{what}: {_short(exc)}") from exc
+
+
+def _from_driver_or_frames(exc: Exception) -> bool:
+    """psycopg's and polars' errors, recognised without importing either (the CLI's
+    history and show commands never load them)."""
+    return any(cls.__module__.split(".", 1)[0] in ("psycopg", "polars")
+               for cls in type(exc).__mro__)
 
 
 class Store:
