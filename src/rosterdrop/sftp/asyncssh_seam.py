@@ -75,24 +75,28 @@ def accept_padded_writes() -> None:
         return
 
     async def unpadded(handler: SFTPServerHandler, packet: SSHPacket) -> object:
-        return await current(handler, SSHPacket(_without_padding(packet)))
+        return await current(handler, _without_padding(packet))
 
     unpadded.rosterdrop_unpadded = True  # type: ignore[attr-defined]
     handlers[FXP_WRITE] = unpadded
 
 
-def _without_padding(packet: SSHPacket) -> bytes:
-    """The WRITE body (handle, offset, data) without what follows the data; the
-    body unchanged when it is too short (asyncssh then answers it as malformed)."""
-    body = packet.get_remaining_payload()
+def _without_padding(packet: SSHPacket) -> SSHPacket:
+    """The WRITE request (handle, offset, data) without what follows its data: the
+    packet itself when nothing follows (no copy), or when it is too short to tell
+    (asyncssh then answers it as malformed)."""
+    whole = packet.get_full_payload()
+    start = len(packet.get_consumed_payload())  # type byte and request id
     try:
-        (handle_length,) = _UINT32.unpack_from(body, 0)
-        at = 4 + handle_length + 8
-        (data_length,) = _UINT32.unpack_from(body, at)
+        (handle_length,) = _UINT32.unpack_from(whole, start)
+        at = start + 4 + handle_length + 8
+        (data_length,) = _UINT32.unpack_from(whole, at)
     except struct.error:
-        return body
+        return packet
     end = at + 4 + data_length
-    return body[:end] if end <= len(body) else body
+    if end >= len(whole):
+        return packet
+    return SSHPacket(whole[start:end])
 
 
 def client_still_sending(chan: SSHServerChannel[Any]) -> bool:
