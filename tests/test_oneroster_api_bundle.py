@@ -32,8 +32,8 @@ from rosterdrop.sources.oneroster.bundle import (
 )
 from rosterdrop.sources.oneroster.puller import fetch_bundle
 from rosterdrop.tools.sample import write_sample
+from uploads import SAMPLES, needs_samples
 
-SAMPLES = Path(__file__).parent.parent.parent / "shared" / "samples"
 TODAY = date(2026, 1, 15)
 
 
@@ -80,6 +80,7 @@ def test_pulled_sample_has_the_exported_rows(tmp_path: Path, version: str) -> No
     assert check(bundle) == check(export) | {"layout": f"oneroster-{version}"}
 
 
+@needs_samples
 def test_public_samples_pull_like_their_exports(tmp_path: Path) -> None:
     """The public exports in shared/samples, served as JSON, pull into valid bundles."""
     clean = SAMPLES / "roster-hub-v1p1-bulk"

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from uploads import SAMPLES, check, issues_of, needs_samples
 
-import pytest
-
-from uploads import check, issues_of
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
-
-pytestmark = pytest.mark.skipif(
-    not SAMPLES.is_dir(), reason=f"public sample exports not present at {SAMPLES}"
-)
+pytestmark = needs_samples
 
 
 def _files(name: str) -> dict[str, str | bytes]:

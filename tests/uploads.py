@@ -5,12 +5,22 @@ from __future__ import annotations
 import io
 import zipfile
 from datetime import date
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from rosterdrop.config import LimitSettings, TenantSettings
 from rosterdrop.pipeline.check import Checked, check_upload
 
 TODAY = date(2026, 11, 23)
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+"""Real public exports (AGPL/GPL: read in place, never copied); not in every clone."""
+
+needs_samples = pytest.mark.skipif(
+    not SAMPLES.is_dir(), reason=f"public sample exports not present at {SAMPLES}"
+)
 
 
 def make_zip(files: dict[str, str | bytes]) -> bytes:
