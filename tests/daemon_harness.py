@@ -53,7 +53,9 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
-    def start(self, wait: bool = True) -> Daemon:
+    def start(self, wait: bool = True, timeout: float = WAIT) -> Daemon:
+        """Start the process; with ``wait``, until it logs ``daemon_started`` (within
+        ``timeout`` seconds)."""
         started = len(self.named("daemon_started"))
         log = self.log_path.open("ab")
         self._log_offset = self.log_path.stat().st_size
@@ -64,7 +66,7 @@ class Daemon:
         )
         log.close()
         if wait:
-            self.wait_event("daemon_started", count=started + 1)
+            self.wait_event("daemon_started", count=started + 1, timeout=timeout)
         return self
 
     def events(self, since_start: bool = False) -> list[dict[str, Any]]:
