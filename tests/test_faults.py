@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
@@ -175,11 +176,10 @@ SIGKILL_SETTLE_SECONDS = 180.0
 """After the last restart: every queued upload run, applied and mailed (~5 s idle)."""
 
 
-def _jobs_not_done(db: Path) -> int:
-    """Jobs queued or running, read from the daemon's SQLite store (WAL: readers
-    do not block its writer)."""
+def _query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows from the daemon's SQLite store (WAL: a reader does not block its writer)."""
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
-        return int(conn.execute("SELECT count(*) FROM jobs WHERE state != 'done'").fetchone()[0])
+        return conn.execute(sql).fetchall()
 
 
 # Each kill and restart takes ~3 s idle; allow 15 s (a loaded 2-core machine), plus
@@ -222,33 +222,33 @@ def test_sigkill_at_random_moments(tmp_path: Path, samples: dict[str, Path],
     db = daemon.state / "rosterdrop.db"
     spool = daemon.state / "spool" / "alpha"
 
-    def file_of() -> dict[str, str]:
-        """run id → the upload it ran on. ``job_started`` is logged for every job
-        before its run exists (and again on each retry, with the same run id), so
-        every run the daemon finished has one, whatever incarnation started it; a
-        ``run_started`` line may be missing (killed between creating the run and
-        logging it: the retry logs ``run_resumed``)."""
-        files: dict[str, str] = {}
-        for event in daemon.named("job_started"):
-            known = files.setdefault(event["run_id"], event["file"])
-            assert known == event["file"], f"run {event['run_id']} ran on two uploads"
-        return files
+    def runs_in_store() -> dict[str, tuple[str, str]]:
+        """run id → (upload, status): the store is the record of every run. A log
+        line can be lost to a kill: ``run_started`` (between creating the run and
+        logging it; the retry logs ``run_resumed``) and ``run_finished`` (between
+        recording the end and logging it; the retry resumes the finished run and
+        sends its email)."""
+        rows = _query(db, "SELECT run_id, file_name, status FROM runs WHERE tenant = 'alpha'")
+        return {run_id: (file, status) for run_id, file, status in rows}
+
+    def mailed() -> list[str]:
+        return [p.name.split("-", 1)[1].removesuffix(".eml") for p in daemon.outbox()]
 
     def unsettled() -> list[str]:
         """What is still to happen, or [] once every upload is run and mailed."""
         waiting = []
-        if jobs := _jobs_not_done(db):
-            waiting.append(f"{jobs} jobs not done")
+        if jobs := _query(db, "SELECT id FROM jobs WHERE state != 'done'"):
+            waiting.append(f"jobs not done: {jobs}")
         if zips := [p.name for p in daemon.dropbox("alpha").iterdir() if p.suffix == ".zip"]:
             waiting.append(f"not taken from the dropbox: {zips}")
         if spool.exists() and (spooled := [p.name for p in spool.iterdir()]):
             waiting.append(f"in the spool: {spooled}")
-        finished = {e["run_id"] for e in daemon.named("run_finished")}
-        ran = {file_of().get(run_id) for run_id in finished}
-        if missing := sorted(set(uploaded) - ran):
-            waiting.append(f"uploads with no finished run: {missing}")
-        mailed = {p.name.split("-", 1)[1].removesuffix(".eml") for p in daemon.outbox()}
-        if unmailed := sorted(finished - mailed):
+        runs = runs_in_store()
+        if running := sorted(r for r, (_, status) in runs.items() if status == "running"):
+            waiting.append(f"runs not finished: {running}")
+        if missing := sorted(set(uploaded) - {file for file, _ in runs.values()}):
+            waiting.append(f"uploads with no run: {missing}")
+        if unmailed := sorted(set(runs) - set(mailed())):
             waiting.append(f"runs with no email: {unmailed}")
         return waiting
 
@@ -264,30 +264,41 @@ def test_sigkill_at_random_moments(tmp_path: Path, samples: dict[str, Path],
     time.sleep(1.5)  # anything processed twice would finish now
     assert unsettled() == []
 
-    runs = daemon.named("run_finished")
-    run_ids = [e["run_id"] for e in runs]
-    assert len(run_ids) == len(set(run_ids)), "a run finished twice"
-    files_by_run = file_of()
-    assert set(run_ids) <= set(files_by_run), "a run finished that no job started"
-    files = [files_by_run[run_id] for run_id in run_ids]
-    assert len(files) == len(set(files)), f"an upload was processed twice: {files}"
+    runs = runs_in_store()
+    finished_lines = [e["run_id"] for e in daemon.named("run_finished")]
+    assert len(finished_lines) == len(set(finished_lines)), "a run finished twice"
+    assert set(finished_lines) <= set(runs), "a run_finished line for no run in the store"
+    # Each run came from one job, on that job's upload: job_started (logged for every
+    # job before its run exists, and on each retry with the same run id) names both.
+    file_of: dict[str, str] = {}
+    for event in daemon.named("job_started"):
+        known = file_of.setdefault(event["run_id"], event["file"])
+        assert known == event["file"], f"run {event['run_id']} ran on two uploads"
+    assert {run_id: file for run_id, (file, _) in runs.items()} == \
+        {run_id: file_of.get(run_id) for run_id in runs}, "a run no job started, or renamed"
     queued = {e["job_id"]: e["file"] for e in daemon.named("job_queued")}
     for event in daemon.named("job_started"):  # a job runs on the upload it queued
         assert queued.get(event["job_id"], event["file"]) == event["file"], event
+    job_runs = [run_id for (run_id,) in _query(db, "SELECT run_id FROM jobs")]
+    assert sorted(job_runs, key=str) == sorted(runs), "a job without its one run, or a run twice"
+    files = [file for file, _ in runs.values()]
+    assert len(files) == len(set(files)), f"an upload was processed twice: {sorted(files)}"
     # Every upload the client saw complete has its run. A kill after the server took
     # the whole file but before the client heard the reply to its CLOSE leaves the
     # client with an error and the server with a complete upload: that one is
     # processed too (once), which is right; nothing else may appear.
     assert set(uploaded) <= set(files) <= attempted, (uploaded, files)
-    statuses = {e["status"] for e in runs}
+    statuses = {status for _, status in runs.values()}
     assert statuses <= {"completed_with_warnings", "unchanged"}, "a partial upload was processed"
-    mails = [p.name for p in daemon.outbox()]
-    assert len(mails) == len(run_ids)
-    assert {m.split("-", 1)[1].removesuffix(".eml") for m in mails} == set(run_ids)
+    mails = mailed()
+    assert len(mails) == len(runs), f"not one email per run: {sorted(mails)}"
+    assert set(mails) == set(runs)
     leftovers = [p for p in daemon.dropbox("alpha").iterdir() if p.suffix == ".zip"]
     assert leftovers == []
     assert not spool.exists() or list(spool.iterdir()) == []
+    lost_lines = len(runs) - len(finished_lines)
     print(f"\nsigkill: {KILLS} kills, {len(uploaded)} uploads completed by the client, "
-          f"{len(set(run_ids))} runs, {len(mails)} emails, 0 lost; restarts "
+          f"{len(runs)} runs ({lost_lines} without a run_finished line), {len(mails)} emails, "
+          f"0 lost; restarts "
           f"{min(restarts):.1f}-{max(restarts):.1f} s, settled {settled:.1f} s after the last, "
           f"{time.monotonic() - began:.0f} s in all")
