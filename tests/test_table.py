@@ -383,8 +383,15 @@ _PIECES = ["a", "é", " ", ",", ";", '"', '""', "\n", "\r\n", "\r", "\n\n"]
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(_PIECES), max_size=60))
 def test_arbitrary_text_never_raises(pieces: list[str]) -> None:
-    """CSV-ish text full of quotes, separators and line breaks never raises."""
-    read_table("".join(pieces).encode(), "x.csv", IssueLog(), (",", ";"))
+    """CSV-ish text full of quotes, separators and line breaks never raises: it is
+    read (UTF-8 and narrow, it is never refused) into a string column per header
+    name plus the line numbers, split by one of the separators offered."""
+    parsed = read_table("".join(pieces).encode(), "x.csv", IssueLog(), (",", ";"))
+    assert parsed is not None
+    assert parsed.separator in (",", ";")
+    assert parsed.frame.width == len(parsed.header) + 1
+    assert parsed.frame.schema[LINE] == pl.Int64
+    assert all(dtype == pl.String for name, dtype in parsed.frame.schema.items() if name != LINE)
 
 
 def _field() -> st.SearchStrategy[str]:
