@@ -19,10 +19,10 @@ import structlog
 
 from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.paths import StatePaths
+from rosterdrop.sftp.vpath import is_temporary, is_zip
 
 log = structlog.get_logger("rosterdrop.intake")
 
-TEMPORARY_SUFFIXES = (".filepart", ".part", ".partial", ".tmp")
 SEPARATOR = "__"
 SHARED_SPOOL_GRACE_SECONDS = 30.0
 MAX_FILE_NAME_BYTES = 255
@@ -42,9 +42,9 @@ def spool_name(name: str) -> str:
 
 
 def is_upload_name(name: str) -> bool:
-    """A completed upload: ``*.zip``, not a dot-file or a temporary name."""
-    return (not name.startswith(".") and name.lower().endswith(".zip")
-            and not name.lower().endswith(TEMPORARY_SUFFIXES))
+    """A completed upload: ``*.zip``, not a dot-file or a temporary name (the SFTP
+    server's own rules, ``sftp.vpath``)."""
+    return is_zip(name) and not is_temporary(name)
 
 
 def upload_kind(path: Path) -> str:

@@ -482,14 +482,13 @@ class DropboxFS(SFTPServer):
                 os.replace(upload.partial, upload.host)
         except SFTPFileAlreadyExists:
             upload.partial.unlink(missing_ok=True)
-            self._ctx.uploading.discard(upload)
             self._log.warning("upload_refused", file=upload.name, reason="exists")
             raise
         except OSError as exc:
             upload.partial.unlink(missing_ok=True)
-            self._ctx.uploading.discard(upload)
             self._write_failed(upload, exc)
-        self._ctx.uploading.discard(upload)
+        finally:
+            self._ctx.uploading.discard(upload)
         if is_zip(upload.name):
             self._completed(upload.name, upload.host, st, upload.started)
         else:
@@ -662,34 +661,33 @@ def _plainly(name: str, method: _Method) -> _Method:
     """``method``, answering any failure it did not foresee with a plain SFTP refusal
     (asyncssh would send "Uncaught exception: " and the Python message)."""
 
-    def refusal(self: DropboxFS, exc: Exception) -> SFTPFailure:
+    def refusal(self: DropboxFS, exc: Exception) -> Exception:
+        """``exc`` itself when asyncssh answers it plainly (an SFTP status, or an OS
+        error it sends as its code and strerror, no path); else a plain refusal."""
+        if isinstance(exc, SFTPError) or (
+                isinstance(exc, OSError) and exc.strerror):
+            return exc
         self._log.exception("sftp_request_failed", request=name)
         return SFTPFailure("the server could not complete this request; it has logged why")
 
     async def awaited(self: DropboxFS, pending: Awaitable[Any]) -> Any:
         try:
             return await pending
-        except (SFTPError, asyncio.CancelledError):
-            raise
-        except OSError as exc:
-            if exc.strerror:
-                raise
-            raise refusal(self, exc) from None
         except Exception as exc:
-            raise refusal(self, exc) from None
+            answer = refusal(self, exc)
+            if answer is exc:
+                raise
+            raise answer from None
 
     @functools.wraps(method)
     def answered(self: DropboxFS, *args: Any) -> Any:
         try:
             result = method(self, *args)
-        except SFTPError:
-            raise
-        except OSError as exc:
-            if exc.strerror:  # asyncssh answers with its code and strerror, no path
-                raise
-            raise refusal(self, exc) from None
         except Exception as exc:
-            raise refusal(self, exc) from None
+            answer = refusal(self, exc)
+            if answer is exc:
+                raise
+            raise answer from None
         if inspect.isawaitable(result):
             return awaited(self, result)
         return result
