@@ -20,6 +20,7 @@ import structlog
 from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.paths import StatePaths
 from rosterdrop.sftp.vpath import is_temporary, is_zip
+from rosterdrop.telemetry import NO_TELEMETRY, Telemetry
 
 log = structlog.get_logger("rosterdrop.intake")
 
@@ -72,11 +73,13 @@ def upload_kind(path: Path) -> str:
 
 class Intake:
     def __init__(self, paths: StatePaths, queue: JobQueue, tenants: list[str],
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], *,
+                 telemetry: Telemetry = NO_TELEMETRY) -> None:
         self.paths = paths
         self.queue = queue
         self.tenants = tenants
         self.clock = clock
+        self.telemetry = telemetry
         self._failed: set[tuple[str, str, int | None]] = set()
 
     def spool_dir(self, tenant: str) -> Path:
@@ -108,6 +111,7 @@ class Intake:
         )
         log.info("job_queued", tenant=tenant, job_id=job_id, file=name, source=source,
                  bytes=spooled.stat().st_size)
+        self.telemetry.job_queued(source)
         return job_id
 
     def recover(self) -> int:

@@ -1,10 +1,12 @@
 """Prometheus metrics and health endpoints of a running daemon.
 
-Counters are fed by the log events the daemon writes anyway: ``Metrics.observe``
-is a structlog processor, so no module outside this one knows about metrics and
-an event that is worth a log line is worth a counter. Gauges that describe
-state (queue depth and oldest job, SFTP sessions, busy workers) are read when
-Prometheus scrapes. The registry belongs to the daemon, never
+Counters are fed by explicit calls: ``Metrics`` implements ``Telemetry``
+(``rosterdrop.telemetry``), which the daemon hands to the SFTP server, intake,
+the workers and the runner, and each calls it where the thing it counts
+happens. The calls are explicit, not read off the log stream, so that renaming
+or silencing a log event can never silently stop a counter. Gauges that
+describe state (queue depth and oldest job, SFTP sessions, busy workers) are
+read when Prometheus scrapes. The registry belongs to the daemon, never
 prometheus_client's global default, so two daemons in one process (tests) do
 not share counters.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +40,7 @@ from sqlalchemy import text
 from rosterdrop.config import parse_listen
 from rosterdrop.errors import ConfigError, RosterdropError
 from rosterdrop.store.engine import Store
+from rosterdrop.telemetry import LoginOutcome, MailOutcome, Telemetry, UploadOutcome
 
 if TYPE_CHECKING:
     from rosterdrop.daemon.queue import JobQueue
@@ -48,14 +51,12 @@ log = structlog.get_logger("rosterdrop.metrics")
 
 STEP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 LOOP_TIMEOUT_SECONDS = 2.0
-UPLOAD_OUTCOMES = {"upload_completed": "completed", "upload_aborted": "aborted",
-                   "upload_refused": "refused"}
-
-EventDict = MutableMapping[str, Any]
 
 
-class Metrics:
-    """The daemon's counters and histograms, and the processor that feeds them."""
+class Metrics(Telemetry):
+    """The daemon's counters and histograms, fed by the ``Telemetry`` calls of its
+    parts. Every method swallows its own failures: a metric never costs the
+    caller's work."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -83,40 +84,37 @@ class Metrics:
                              "failed; a failed one is retried later).", ["outcome"],
                              registry=r)
 
-    def observe(self, _logger: Any, _method: str, event: EventDict) -> EventDict:
-        """structlog processor: count the event, pass it on unchanged."""
-        with contextlib.suppress(Exception):  # a metric must never cost a log line
-            self._count(event)
-        return event
+    def upload_finished(self, outcome: UploadOutcome) -> None:
+        with contextlib.suppress(Exception):
+            self.uploads.labels(outcome).inc()
 
-    def _count(self, event: EventDict) -> None:
-        name = event.get("event")
-        if name in UPLOAD_OUTCOMES:
-            self.uploads.labels(UPLOAD_OUTCOMES[name]).inc()
-        elif name == "run_finished":
-            self.runs.labels(str(event.get("tenant")), str(event.get("status"))).inc()
-            steps = event.get("steps") or {}
-            for step, seconds in steps.items():
-                self.steps.labels(step).observe(float(seconds))
-            self.run_seconds.observe(sum(float(s) for s in steps.values()))
-        elif name == "job_queued":
-            self.jobs.labels(str(event.get("source"))).inc()
-        elif name == "job_failed":
+    def login(self, outcome: LoginOutcome, method: str) -> None:
+        with contextlib.suppress(Exception):
+            self.logins.labels(outcome, method).inc()
+
+    def address_banned(self) -> None:
+        with contextlib.suppress(Exception):
+            self.bans.inc()
+
+    def job_queued(self, source: str) -> None:
+        with contextlib.suppress(Exception):
+            self.jobs.labels(source).inc()
+
+    def job_failed(self) -> None:
+        with contextlib.suppress(Exception):
             self.job_failures.inc()
-        elif name == "login_ok":
-            self.logins.labels("ok", str(event.get("method"))).inc()
-        elif name == "login_failed":
-            self.logins.labels("failed", str(event.get("method"))).inc()
-        elif name == "login_banned":
-            if "seconds_left" in event:  # a banned address came back and was dropped
-                self.logins.labels("refused_banned", "none").inc()
-            else:
-                self.bans.inc()
-        elif name == "mail_sent":
-            self.mails.labels("sent").inc()
-        elif name == "mail_failed" and event.get("logger") == "rosterdrop.runner":
-            # The transport logs every SMTP attempt; the runner once per delivery.
-            self.mails.labels("failed").inc()
+
+    def run_finished(self, tenant: str, status: str, steps: Mapping[str, float]) -> None:
+        with contextlib.suppress(Exception):
+            self.runs.labels(tenant, status).inc()
+            seconds = {step: float(value) for step, value in steps.items()}
+            for step, value in seconds.items():
+                self.steps.labels(step).observe(value)
+            self.run_seconds.observe(sum(seconds.values()))
+
+    def mail_delivered(self, outcome: MailOutcome) -> None:
+        with contextlib.suppress(Exception):
+            self.mails.labels(outcome).inc()
 
 
 class _StateCollector(Collector):
@@ -292,39 +290,18 @@ def _handler_for(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
 
 
 class Monitoring:
-    """What the daemon starts and stops: the counting processor and, if configured,
-    the HTTP listener."""
+    """What the daemon starts and stops: the HTTP listener, if configured, serving
+    ``metrics`` (the ``Telemetry`` the daemon handed its parts) and ``state``."""
 
-    def __init__(self, listen: str, state: DaemonState) -> None:
-        self.metrics = Metrics()
+    def __init__(self, listen: str, state: DaemonState, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics if metrics is not None else Metrics()
         self.state = state
         self.server = MetricsServer(listen, self.metrics, state) if listen else None
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        install_processor(self.metrics.observe)
-        try:
-            if self.server is not None:
-                self.server.start(loop)
-        except BaseException:
-            remove_processor(self.metrics.observe)
-            raise
+        if self.server is not None:
+            self.server.start(loop)
 
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
-        remove_processor(self.metrics.observe)
-
-
-def install_processor(processor: Callable[[Any, str, EventDict], EventDict]) -> None:
-    """Put ``processor`` into structlog's chain just before the renderer (it then sees
-    ``logger`` and ``level``). The list is changed in place: loggers bound earlier
-    hold the same list, so they are observed too."""
-    processors = structlog.get_config()["processors"]
-    if processor not in processors:
-        processors.insert(max(len(processors) - 1, 0), processor)
-
-
-def remove_processor(processor: Callable[[Any, str, EventDict], EventDict]) -> None:
-    processors = structlog.get_config()["processors"]
-    while processor in processors:
-        processors.remove(processor)

@@ -14,7 +14,7 @@ import structlog
 
 from rosterdrop.config import Settings, parse_listen
 from rosterdrop.daemon.intake import Intake
-from rosterdrop.daemon.metrics import DaemonState, Monitoring
+from rosterdrop.daemon.metrics import DaemonState, Metrics, Monitoring
 from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.daemon.watcher import Watcher
 from rosterdrop.daemon.workers import WorkerPool
@@ -109,13 +109,15 @@ class Daemon:
         check_state_dir(self.paths)
         check_port_free(settings.sftp.listen)
         self.store: Store = open_store(settings.database_url, cache_dir=settings.state_dir / "cache")
+        self.metrics = Metrics()
         self.runner = Runner(settings, self.store)
         self.queue = JobQueue(self.store, lease_seconds=settings.lease_seconds)
-        self.intake = Intake(self.paths, self.queue, list(settings.tenants), utc_now)
+        self.intake = Intake(self.paths, self.queue, list(settings.tenants), utc_now,
+                             telemetry=self.metrics)
         self.pool = WorkerPool(self.runner, self.queue, count=settings.workers, clock=utc_now)
         self.server = DropboxServer(
             settings, self.paths, self._uploaded,
-            passwords=generated_passwords(settings, self.paths),
+            passwords=generated_passwords(settings, self.paths), telemetry=self.metrics,
         )
         self.watcher = Watcher(
             self.intake, settle_seconds=settings.sftp.settle_seconds,
@@ -127,7 +129,7 @@ class Daemon:
                                       on_queued=self.pool.wake, clock=utc_now)
         self.monitoring = Monitoring(settings.metrics.listen, DaemonState.of(
             self.store, self.queue, self.server, self.pool, clock=utc_now,
-            stuck_seconds=settings.metrics.stuck_seconds))
+            stuck_seconds=settings.metrics.stuck_seconds), self.metrics)
         self._stop: asyncio.Event | None = None
         self._intake_tasks: set[asyncio.Future[None]] = set()
 

@@ -81,6 +81,7 @@ from rosterdrop.sftp.vpath import (
     is_zip,
     resolve,
 )
+from rosterdrop.telemetry import NO_TELEMETRY, Telemetry
 
 log = structlog.get_logger("rosterdrop.sftp")
 
@@ -106,6 +107,8 @@ class DropboxContext:
     max_upload_bytes: int
     linger_seconds: float
     uploading: OpenUploads = field(default_factory=OpenUploads)
+    telemetry: Telemetry = NO_TELEMETRY
+    """Told every upload's outcome (completed, aborted, refused)."""
 
     def incoming(self, tenant: str) -> Path:
         return self.paths.incoming(tenant, self.instance)
@@ -338,6 +341,7 @@ class DropboxFS(SFTPServer):
         except SFTPPermissionDenied as exc:
             self._log.warning("upload_refused", file=path.decode("utf-8", "replace"),
                               reason="outside_dropbox", message=exc.reason)
+            self._ctx.telemetry.upload_finished("refused")
             raise
         self._check_upload_name(name, "upload")
         if host in self._ctx.uploading:
@@ -356,6 +360,7 @@ class DropboxFS(SFTPServer):
         except OSError as exc:
             self._log.error("upload_refused", file=name, reason="write_error",
                             error=exc.strerror or str(exc))
+            self._ctx.telemetry.upload_finished("refused")
             raise SFTPFailure(f"cannot upload {name}: the server could not store it "
                               f"({exc.strerror or exc})") from None
         upload = Upload(fd, partial, host, name, self._ctx.clock(),
@@ -378,10 +383,12 @@ class DropboxFS(SFTPServer):
     def _check_upload_name(self, name: str, action: str) -> None:
         if not is_uploadable(name):
             self._log.warning("upload_refused", file=name, reason="name")
+            self._ctx.telemetry.upload_finished("refused")
             raise SFTPPermissionDenied(f"cannot {action} {name!r}: {NOT_UPLOADABLE}")
         if len(name.encode("utf-8")) > MAX_UPLOAD_NAME_BYTES:
             self._log.warning("upload_refused", file=name, reason="name_too_long",
                               limit=MAX_UPLOAD_NAME_BYTES)
+            self._ctx.telemetry.upload_finished("refused")
             raise SFTPInvalidFilename(
                 f"cannot {action} a file with a name of {len(name.encode('utf-8'))} bytes: "
                 f"names may be at most {MAX_UPLOAD_NAME_BYTES} bytes")
@@ -442,6 +449,7 @@ class DropboxFS(SFTPServer):
         self._log.warning(
             "upload_refused", file=upload.name, bytes=upload.size, **details
         )
+        self._ctx.telemetry.upload_finished("refused")
 
     def _discard(self, upload: Upload) -> None:
         if upload.fd >= 0:
@@ -466,6 +474,7 @@ class DropboxFS(SFTPServer):
                     "upload_aborted", file=upload.name, bytes=upload.size,
                     reason="session ended with the file open",
                 )
+                self._ctx.telemetry.upload_finished("aborted")
             return None
         if upload.refused:
             raise SFTPFailure(upload.refused)
@@ -483,6 +492,7 @@ class DropboxFS(SFTPServer):
         except SFTPFileAlreadyExists:
             upload.partial.unlink(missing_ok=True)
             self._log.warning("upload_refused", file=upload.name, reason="exists")
+            self._ctx.telemetry.upload_finished("refused")
             raise
         except OSError as exc:
             upload.partial.unlink(missing_ok=True)
@@ -503,6 +513,7 @@ class DropboxFS(SFTPServer):
             "upload_completed", file=name, bytes=st.st_size,
             duration_ms=round((now - started) * 1000),
         )
+        self._ctx.telemetry.upload_finished("completed")
         try:
             self._ctx.on_upload(self._info.tenant, host)
         except Exception:
@@ -588,11 +599,13 @@ class DropboxFS(SFTPServer):
             self._discard(upload)
             self._log.warning("upload_aborted", file=upload.name, bytes=upload.size,
                               reason="session ended with the file open")
+            self._ctx.telemetry.upload_finished("aborted")
         for name, stored in self._temporaries.items():
             if unlink_if_same(self._dropbox / name, stored.identity):
                 self._log.warning(
                     "upload_aborted", file=name, reason="temporary file never renamed to .zip"
                 )
+                self._ctx.telemetry.upload_finished("aborted")
         self._temporaries.clear()
         self._linger.clear()
         self._on_exit()

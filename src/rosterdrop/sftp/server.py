@@ -56,6 +56,7 @@ from rosterdrop.sftp.bans import BanList
 from rosterdrop.sftp.files import OpenUploads
 from rosterdrop.sftp.filesystem import DropboxContext, DropboxFS, RefusedSession, SessionInfo
 from rosterdrop.sftp.hostkey import load_or_create_host_key
+from rosterdrop.telemetry import NO_TELEMETRY, Telemetry
 
 log = structlog.get_logger("rosterdrop.sftp")
 
@@ -105,6 +106,7 @@ class _Shared:
     bans: BanList
     passwords: PasswordChecks
     unauthenticated: AddressCounts
+    telemetry: Telemetry = NO_TELEMETRY
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
     sessions: Counter[str] = field(default_factory=Counter)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -127,14 +129,17 @@ class DropboxServer:
         clock: Callable[[], float] = time.monotonic,
         passwords: Mapping[str, str] | None = None,
         linger_seconds: float = 5.0,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
-        """``passwords`` (username → hash) overrides configured password hashes."""
+        """``passwords`` (username → hash) overrides configured password hashes;
+        ``telemetry`` is told of logins, bans and upload outcomes."""
         self._settings = settings
         self._paths = paths
         self._clock = clock
         self._passwords = dict(passwords or {})
         self._on_upload = on_upload
         self._linger_seconds = linger_seconds
+        self._telemetry = telemetry
         self._uploading = OpenUploads()
         self._shared: _Shared | None = None
         self._acceptor: asyncssh.SSHAcceptor | None = None
@@ -156,6 +161,7 @@ class DropboxServer:
             max_upload_bytes=settings.max_upload_bytes,
             linger_seconds=self._linger_seconds,
             uploading=self._uploading,
+            telemetry=self._telemetry,
         )
         self._create_folders(context)
         loop = asyncio.get_running_loop()
@@ -180,6 +186,7 @@ class DropboxServer:
                                    size=RECENT_LOGINS),
             ),
             unauthenticated=AddressCounts(settings.max_unauthenticated_per_address),
+            telemetry=self._telemetry,
         )
         for account in accounts.values():
             if not account.has_credentials:
@@ -235,7 +242,7 @@ class DropboxServer:
                     raise SftpError(
                         f"cannot create {folder}: {exc.strerror or exc}"
                     ) from exc
-            _remove_leftovers(tenant, incoming)
+            _remove_leftovers(tenant, incoming, self._telemetry)
 
     @property
     def port(self) -> int:
@@ -325,6 +332,7 @@ class _Connection(asyncssh.SSHServer):
             self._log.warning(
                 "login_banned", seconds_left=round(self._shared.bans.banned_for(self._peer))
             )
+            self._shared.telemetry.login("refused_banned", "none")
             conn.abort()
             return
         if not self._shared.unauthenticated.enter(self._peer):
@@ -419,6 +427,7 @@ class _Connection(asyncssh.SSHServer):
             "login_failed", username=username, method="publickey",
             key=key.get_fingerprint(),
         )
+        self._shared.telemetry.login("failed", "publickey")
         if self._key_rejections > MAX_KEY_OFFERS:
             self._dropped = "auth_attempts"
             raise asyncssh.PermissionDenied("too many keys offered")
@@ -431,6 +440,7 @@ class _Connection(asyncssh.SSHServer):
         self._stop_counting()
         self._log = self._log.bind(username=username, tenant=self._shared.accounts[username].tenant)
         self._log.info("login_ok", method=self._method)
+        self._shared.telemetry.login("ok", self._method)
 
     def _refuse_if_banned(self) -> None:
         if self._banned or self._shared.bans.is_banned(self._peer):
@@ -450,6 +460,7 @@ class _Connection(asyncssh.SSHServer):
             "login_failed", username=username, method="password",
             attempt=self._password_failures,
         )
+        self._shared.telemetry.login("failed", "password")
         self._ban_failure()
 
     def _ban_failure(self) -> None:
@@ -461,6 +472,7 @@ class _Connection(asyncssh.SSHServer):
                 window_seconds=self._sftp.ban.window_seconds,
                 duration_seconds=self._sftp.ban.duration_seconds,
             )
+            self._shared.telemetry.address_banned()
 
     def peer(self) -> str:
         return self._peer
@@ -512,7 +524,7 @@ def _instance_id(paths: StatePaths) -> str:
     return instance
 
 
-def _remove_leftovers(tenant: str, incoming: Path) -> None:
+def _remove_leftovers(tenant: str, incoming: Path, telemetry: Telemetry) -> None:
     """Uploads this process had in progress when it last stopped never completed."""
     for entry in incoming.iterdir():
         try:
@@ -524,3 +536,4 @@ def _remove_leftovers(tenant: str, incoming: Path) -> None:
             continue
         log.warning("upload_aborted", tenant=tenant, file=entry.name, bytes=size,
                     reason="the server stopped during the upload")
+        telemetry.upload_finished("aborted")
