@@ -1,4 +1,4 @@
-"""The database schema: SQLModel table classes, one per table.
+"""The database schema: SQLAlchemy Core tables, one per table.
 
 Directory tables (every row keyed by ``tenant``):
 
@@ -25,224 +25,231 @@ brings a store from *n* to *n + 1* (ALTER TABLE and data moves, in one
 transaction with the version bump). ``engine.open_store`` runs the missing
 steps in order and then ``create_all``, which adds tables new in this version
 (so a step never needs to create a whole new table). To change the schema:
-bump :data:`SCHEMA_VERSION`, change the classes below, add the step.
+bump :data:`SCHEMA_VERSION`, change the tables below, add the step.
+
+Plain Core tables (no ORM, no SQLModel): every reader and writer works with
+these ``Table`` objects, and importing them costs the CLI's ``history`` and
+``show`` no ORM. Columns are ``NOT NULL`` unless ``nullable=True``; the
+``default=`` values are applied by SQLAlchemy on insert (there are no server
+defaults).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    Column,
     Connection,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
+    MetaData,
+    String,
     Table,
     UniqueConstraint,
 )
-from sqlmodel import Field, SQLModel
 
 SCHEMA_VERSION = 2
 """1: the first schema. 2: ``ix_people_lifecycle`` (the purge's "anyone due?" query
 read every person of the tenant without it: 0.25 s per sync at L)."""
 
-metadata = SQLModel.metadata
+metadata = MetaData()
 
 _UTC_TIME = DateTime(timezone=True)
 _ID = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid
-_CLUSTERED = {"sqlite_with_rowid": False}
+_CLUSTERED: dict[str, Any] = {"sqlite_with_rowid": False}
 """SQLite keeps these rows in their (tenant, id) primary key: one b-tree, not two."""
 
 
-class SchemaVersion(SQLModel, table=True):
-    __tablename__ = "schema_version"
-
-    id: int = Field(default=1, primary_key=True)
-    version: int
-    store_id: str
-    """Random id of this database; snapshot caches are only valid for it."""
+def _text(name: str, **kwargs: Any) -> Column[Any]:
+    """A VARCHAR column, NOT NULL unless ``nullable=True``."""
+    kwargs.setdefault("nullable", False)
+    return Column(name, String(), **kwargs)
 
 
-class TenantState(SQLModel, table=True):
-    __tablename__ = "tenant_state"
-
-    tenant: str = Field(primary_key=True)
-    revision: int = 0
+def _optional(name: str) -> Column[Any]:
+    return Column(name, String(), nullable=True)
 
 
-class Person(SQLModel, table=True):
-    __tablename__ = "people"
-    __table_args__ = (
-        UniqueConstraint("tenant", "person_id", name="uq_people_person_id"),
-        UniqueConstraint("tenant", "account", name="uq_people_account"),
-        Index("ix_people_lifecycle", "tenant", "status", "deactivated_at"),
-    )
-
-    account_id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
-    tenant: str
-    person_id: str
-    previous_ids: str = "[]"
-    role: str
-    person_number: str | None = None
-    first_name: str | None = None
-    middle_name: str | None = None
-    last_name: str | None = None
-    grade_level: str | None = None
-    email_address: str | None = None
-    sis_username: str | None = None
-    password_policy: str | None = None
-    location_ids: str | None = None
-    account: str
-    status: str = "active"
-    source: str = "sis"
-    created_at: datetime = Field(sa_type=_UTC_TIME)
-    updated_at: datetime = Field(sa_type=_UTC_TIME)
-    deactivated_at: datetime | None = Field(default=None, sa_type=_UTC_TIME)
+def _key(name: str) -> Column[Any]:
+    return Column(name, String(), primary_key=True, nullable=False)
 
 
-class Location(SQLModel, table=True):
-    __tablename__ = "locations"
-    __table_args__ = _CLUSTERED
-
-    tenant: str = Field(primary_key=True)
-    location_id: str = Field(primary_key=True)
-    location_name: str | None = None
+def _time(name: str, *, nullable: bool = False) -> Column[Any]:
+    return Column(name, _UTC_TIME, nullable=nullable)
 
 
-class Course(SQLModel, table=True):
-    __tablename__ = "courses"
-    __table_args__ = _CLUSTERED
-
-    tenant: str = Field(primary_key=True)
-    course_id: str = Field(primary_key=True)
-    course_number: str | None = None
-    course_name: str | None = None
-    location_id: str | None = None
+def _int(name: str, **kwargs: Any) -> Column[Any]:
+    kwargs.setdefault("nullable", False)
+    return Column(name, Integer(), **kwargs)
 
 
-class Class(SQLModel, table=True):
-    __tablename__ = "classes"
-    __table_args__ = _CLUSTERED
-
-    tenant: str = Field(primary_key=True)
-    class_id: str = Field(primary_key=True)
-    class_number: str | None = None
-    course_id: str | None = None
-    location_id: str | None = None
-    class_display_name: str | None = None
-    term_ids: str | None = None
+def _json(name: str) -> Column[Any]:
+    return Column(name, JSON(), nullable=False, default=dict)
 
 
-class ClassInstructor(SQLModel, table=True):
-    __tablename__ = "class_instructors"
-    __table_args__ = _CLUSTERED
-
-    tenant: str = Field(primary_key=True)
-    class_id: str = Field(primary_key=True)
-    person_id: str = Field(primary_key=True)
-    position: int | None = None
-    source_id: str | None = None
+def _serial(name: str) -> Column[Any]:
+    return Column(name, _ID, primary_key=True, nullable=False)
 
 
-class Roster(SQLModel, table=True):
-    __tablename__ = "rosters"
-    __table_args__ = _CLUSTERED
+SCHEMA_VERSION_TABLE = Table(
+    "schema_version", metadata,
+    _int("id", primary_key=True, default=1),
+    _int("version"),
+    _text("store_id"),  # random id of this database; snapshot caches are only valid for it
+)
 
-    tenant: str = Field(primary_key=True)
-    roster_id: str = Field(primary_key=True)
-    class_id: str | None = None
-    student_id: str | None = None
+TENANT_STATE = Table(
+    "tenant_state", metadata,
+    _key("tenant"),
+    _int("revision", default=0),
+)
 
+PEOPLE = Table(
+    "people", metadata,
+    _serial("account_id"),
+    _text("tenant"),
+    _text("person_id"),
+    _text("previous_ids", default="[]"),
+    _text("role"),
+    _optional("person_number"),
+    _optional("first_name"),
+    _optional("middle_name"),
+    _optional("last_name"),
+    _optional("grade_level"),
+    _optional("email_address"),
+    _optional("sis_username"),
+    _optional("password_policy"),
+    _optional("location_ids"),
+    _text("account"),
+    _text("status", default="active"),
+    _text("source", default="sis"),
+    _time("created_at"),
+    _time("updated_at"),
+    _time("deactivated_at", nullable=True),
+    UniqueConstraint("tenant", "person_id", name="uq_people_person_id"),
+    UniqueConstraint("tenant", "account", name="uq_people_account"),
+    Index("ix_people_lifecycle", "tenant", "status", "deactivated_at"),
+)
 
-class Run(SQLModel, table=True):
-    __tablename__ = "runs"
+LOCATIONS = Table(
+    "locations", metadata,
+    _key("tenant"),
+    _key("location_id"),
+    _optional("location_name"),
+    **_CLUSTERED,
+)
 
-    run_id: str = Field(primary_key=True)
-    tenant: str = Field(index=True)
-    source: str
-    """sftp | watch | cli | resync"""
-    file_name: str | None = None
-    size: int | None = Field(default=None, sa_type=BigInteger)
-    sha256: str | None = None
-    layout: str | None = None
-    status: str
-    """running | completed | completed_with_warnings | failed | held | unchanged | discarded"""
-    dry_run: bool = False
-    applied: bool = False
-    """The run's plan was applied (``last_applied_sha256`` looks at these)."""
-    counts: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
-    issue_counts: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
-    document: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
-    timings: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
-    created_at: datetime = Field(sa_type=_UTC_TIME)
-    finished_at: datetime | None = Field(default=None, sa_type=_UTC_TIME)
-    applied_at: datetime | None = Field(default=None, sa_type=_UTC_TIME)
-    artifact_dir: str | None = None
-    held_plan: str | None = None
-    """Where a held run keeps what ``approve`` needs (e.g. the upload's spool path)."""
+COURSES = Table(
+    "courses", metadata,
+    _key("tenant"),
+    _key("course_id"),
+    _optional("course_number"),
+    _optional("course_name"),
+    _optional("location_id"),
+    **_CLUSTERED,
+)
 
+CLASSES = Table(
+    "classes", metadata,
+    _key("tenant"),
+    _key("class_id"),
+    _optional("class_number"),
+    _optional("course_id"),
+    _optional("location_id"),
+    _optional("class_display_name"),
+    _optional("term_ids"),
+    **_CLUSTERED,
+)
 
-class Job(SQLModel, table=True):
-    __tablename__ = "jobs"
+CLASS_INSTRUCTORS = Table(
+    "class_instructors", metadata,
+    _key("tenant"),
+    _key("class_id"),
+    _key("person_id"),
+    _int("position", nullable=True),
+    _optional("source_id"),
+    **_CLUSTERED,
+)
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
-    tenant: str = Field(index=True)
-    path: str
-    """The upload in the spool."""
-    file_name: str = ""
-    """The name it was uploaded under."""
-    source: str = "watch"
-    """sftp | watch | resync"""
-    sha256: str | None = None
-    kind: str = "bulk"
-    """bulk | delta"""
-    state: str = Field(default="queued", index=True)
-    """queued | running | done"""
-    lease_until: datetime | None = Field(default=None, sa_type=_UTC_TIME)
-    worker: str | None = None
-    attempts: int = 0
-    run_id: str | None = None
-    """Chosen before the run is created, so a retried job continues the same run."""
-    created_at: datetime = Field(sa_type=_UTC_TIME)
-    finished_at: datetime | None = Field(default=None, sa_type=_UTC_TIME)
+ROSTERS = Table(
+    "rosters", metadata,
+    _key("tenant"),
+    _key("roster_id"),
+    _optional("class_id"),
+    _optional("student_id"),
+    **_CLUSTERED,
+)
 
+RUNS = Table(
+    "runs", metadata,
+    _key("run_id"),
+    _text("tenant", index=True),
+    _text("source"),  # sftp | watch | cli | resync | oneroster-api
+    _optional("file_name"),
+    Column("size", BigInteger(), nullable=True),
+    _optional("sha256"),
+    _optional("layout"),
+    _text("status"),
+    # running | completed | completed_with_warnings | failed | held | unchanged | discarded
+    Column("dry_run", Boolean(), nullable=False, default=False),
+    Column("applied", Boolean(), nullable=False, default=False),
+    # applied: the run's plan was applied (``last_applied_sha256`` looks at these)
+    _json("counts"),
+    _json("issue_counts"),
+    _json("document"),
+    _json("timings"),
+    _time("created_at"),
+    _time("finished_at", nullable=True),
+    _time("applied_at", nullable=True),
+    _optional("artifact_dir"),
+    _optional("held_plan"),  # where a held run keeps what ``approve`` needs (the spool path)
+)
 
-class Mail(SQLModel, table=True):
-    __tablename__ = "mails"
+JOBS = Table(
+    "jobs", metadata,
+    _serial("id"),
+    _text("tenant", index=True),
+    _text("path"),  # the upload in the spool
+    _text("file_name", default=""),  # the name it was uploaded under
+    _text("source", default="watch"),  # sftp | watch | resync
+    _optional("sha256"),
+    _text("kind", default="bulk"),  # bulk | delta
+    _text("state", default="queued", index=True),  # queued | running | done
+    _time("lease_until", nullable=True),
+    _optional("worker"),
+    _int("attempts", default=0),
+    _optional("run_id"),  # chosen before the run is created, so a retried job continues the run
+    _time("created_at"),
+    _time("finished_at", nullable=True),
+)
 
-    id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
-    run_id: str = Field(foreign_key="runs.run_id", index=True, ondelete="CASCADE")
-    status: str = "pending"
-    """pending | sent | failed"""
-    attempts: int = 0
-    last_error: str | None = None
-    next_attempt_at: datetime | None = Field(default=None, sa_type=_UTC_TIME)
-    created_at: datetime = Field(sa_type=_UTC_TIME)
-    updated_at: datetime = Field(sa_type=_UTC_TIME)
-
-
-def _table(model: type[SQLModel]) -> Table:
-    return cast(Table, model.__dict__["__table__"])
-
-
-SCHEMA_VERSION_TABLE = _table(SchemaVersion)
-TENANT_STATE = _table(TenantState)
-PEOPLE = _table(Person)
-RUNS = _table(Run)
-JOBS = _table(Job)
-MAILS = _table(Mail)
+MAILS = Table(
+    "mails", metadata,
+    _serial("id"),
+    Column("run_id", String(), ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False,
+           index=True),
+    _text("status", default="pending"),  # pending | sent | failed
+    _int("attempts", default=0),
+    _optional("last_error"),
+    _time("next_attempt_at", nullable=True),
+    _time("created_at"),
+    _time("updated_at"),
+)
 
 DIRECTORY_TABLES: dict[str, Table] = {
     "people": PEOPLE,
-    "locations": _table(Location),
-    "courses": _table(Course),
-    "classes": _table(Class),
-    "instructors": _table(ClassInstructor),
-    "rosters": _table(Roster),
+    "locations": LOCATIONS,
+    "courses": COURSES,
+    "classes": CLASSES,
+    "instructors": CLASS_INSTRUCTORS,
+    "rosters": ROSTERS,
 }
 """Snapshot kind → table."""
 
