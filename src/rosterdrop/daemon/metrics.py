@@ -293,8 +293,8 @@ class Monitoring:
     """What the daemon starts and stops: the HTTP listener, if configured, serving
     ``metrics`` (the ``Telemetry`` the daemon handed its parts) and ``state``."""
 
-    def __init__(self, listen: str, state: DaemonState, metrics: Metrics | None = None) -> None:
-        self.metrics = metrics if metrics is not None else Metrics()
+    def __init__(self, listen: str, state: DaemonState, metrics: Metrics) -> None:
+        self.metrics = metrics
         self.state = state
         self.server = MetricsServer(listen, self.metrics, state) if listen else None
 
