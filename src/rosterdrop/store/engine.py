@@ -20,14 +20,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rosterdrop.errors import StoreError
-from rosterdrop.store.checkpoint import Checkpointer, Lane
 from rosterdrop.store.tables import (
     ALL_TABLES,
     SCHEMA_VERSION,
@@ -35,6 +34,11 @@ from rosterdrop.store.tables import (
     UPGRADES,
     metadata,
 )
+
+if TYPE_CHECKING:
+    # The background threads (and structlog, which checkpoint.py logs with) are
+    # loaded on the first write or cache job, not by a command that only reads.
+    from rosterdrop.store.checkpoint import Checkpointer, Lane
 
 SQLITE_BUSY_MS = 30_000
 _WRITE = "rosterdrop_write"
@@ -81,15 +85,31 @@ class Store:
         self.cache_dir = cache_dir
         self.dialect = engine.dialect.name
         self._store_id: str | None = None
-        self.cache_lane = Lane("rosterdrop-cache")
-        """Snapshot caches are written here after a commit; readers ``wait()`` first."""
-        self.checkpointer: Checkpointer | None = None
-        if self.is_sqlite and engine.url.database not in (None, "", ":memory:"):
-            self.checkpointer = Checkpointer(engine)
+        self._cache_lane: Lane | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._checkpoints = self.is_sqlite and engine.url.database not in (None, "", ":memory:")
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
+
+    @property
+    def cache_lane(self) -> Lane:
+        """Snapshot caches are written here after a commit; readers ``wait()`` first."""
+        if self._cache_lane is None:
+            from rosterdrop.store.checkpoint import Lane
+
+            self._cache_lane = Lane("rosterdrop-cache")
+        return self._cache_lane
+
+    @property
+    def checkpointer(self) -> Checkpointer | None:
+        """WAL checkpoints after each write (a SQLite file only; None otherwise)."""
+        if self._checkpointer is None and self._checkpoints:
+            from rosterdrop.store.checkpoint import Checkpointer
+
+            self._checkpointer = Checkpointer(self.engine)
+        return self._checkpointer
 
     @property
     def store_id(self) -> str:
@@ -111,8 +131,9 @@ class Store:
             conn = conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 yield conn
-        if self.checkpointer is not None:
-            self.checkpointer.request()
+        checkpointer = self.checkpointer
+        if checkpointer is not None:
+            checkpointer.request()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -127,9 +148,10 @@ class Store:
         """Hook: a bulk statement wrote ``rows`` rows to ``table``."""
 
     def close(self) -> None:
-        self.cache_lane.close()
-        if self.checkpointer is not None:
-            self.checkpointer.close()
+        if self._cache_lane is not None:
+            self._cache_lane.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
@@ -206,8 +228,22 @@ def open_store(url: str, *, cache_dir: Path | None = None, cache: bool = True) -
         return store
 
 
+def _schema_is_current(store: Store) -> bool:
+    """A read-only look: every table is there and the version is this code's."""
+    with translate("reading the schema version"), store.read() as conn:
+        if not {table.name for table in ALL_TABLES} <= set(inspect(conn).get_table_names()):
+            return False
+        version = conn.execute(select(SCHEMA_VERSION_TABLE.c.version)).scalar_one_or_none()
+    return version is not None and int(version) == SCHEMA_VERSION
+
+
 def ensure_schema(store: Store) -> None:
-    """Create a new schema, or upgrade an older one step by step (see tables.py)."""
+    """Create a new schema, or upgrade an older one step by step (see tables.py).
+
+    A current schema is only read: opening the store for ``history`` takes no
+    write lock (it does not queue behind a running sync) and starts no thread."""
+    if _schema_is_current(store):
+        return
     with translate("creating or upgrading the schema"), store.write() as conn:
         if not store.is_sqlite:
             # One process at a time creates or upgrades (SQLite: BEGIN IMMEDIATE did it).
