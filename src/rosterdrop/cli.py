@@ -13,12 +13,16 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from rosterdrop.config import Settings, load_settings
 from rosterdrop.errors import InputError, RosterdropError, UsageError
+
+if TYPE_CHECKING:
+    # Loaded by the commands that read the config (not by --help): pydantic's models
+    # cost about as much again as the interpreter and click.
+    from rosterdrop.config import Settings
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -31,6 +35,8 @@ class _Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from rosterdrop.config import load_settings
+
             self._settings = load_settings(self.config_path)
         return self._settings
 
