@@ -139,7 +139,7 @@ def test_bad_upload(case: Any, corpus_dir: Path, figures: list[Figure]) -> None:
     try:
         started = time.perf_counter()
         checked = _check(case, path)
-        document = check_document(checked)
+        document = check_document(checked).to_json()
         seconds = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1] / (1 << 20)
     finally:

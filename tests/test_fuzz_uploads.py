@@ -299,7 +299,7 @@ def check_both(raw: bytes, folder: Path) -> Verdict:
         started = time.perf_counter()
         checked = check_upload(path, tenant=TenantSettings(), limits=LimitSettings(),
                                today=date.today())
-        direct = json.loads(json.dumps(check_document(checked), default=str))
+        direct = json.loads(json.dumps(check_document(checked).to_json(), default=str))
         direct_seconds = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1] / (1 << 20)
     finally:

@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from structlog.testing import capture_logs
 
 from rosterdrop.config import MailSettings, Settings, TenantSettings
+from rosterdrop.documents import RunDocument
 from rosterdrop.errors import MailError
 from rosterdrop.mail import build_report_email, send_mail
 
@@ -70,7 +71,8 @@ def _run(status: str = "completed_with_warnings", **overrides: Any) -> dict[str,
 
 def _build(run: dict[str, Any], attachments: dict[str, Path] | None = None,
            mail: MailSettings | None = None) -> EmailMessage:
-    return build_report_email(run, TENANT, mail or MailSettings(), attachments or {},
+    return build_report_email(RunDocument.from_json(run), TENANT, mail or MailSettings(),
+                              attachments or {},
                               f"reports/{RUN_ID}/", now=NOW)
 
 

@@ -213,7 +213,7 @@ def test_service_queues_pulls_records_failures_and_locks(service_env: dict[str, 
         assert (run.run_id, run.status, run.source) == (failed.run_id, "failed",
                                                         "oneroster-api")
         assert run.issue_counts == {"SOURCE_REFUSED": 1}
-        assert "check client_id" in run.document["errors"][0]["message"]
+        assert "check client_id" in run.document.to_json()["errors"][0]["message"]
         assert len(list((root / "state" / "outbox").glob("*.eml"))) == 1
         assert states.read("t").last_outcome == "failed"
 

@@ -18,6 +18,7 @@ from polars.testing import assert_frame_equal
 from sqlalchemy import inspect, text
 
 from rosterdrop.config import TenantSettings
+from rosterdrop.documents import RunDocument, RunStatus
 from rosterdrop.errors import NotFound, StoreError, UsageError
 from rosterdrop.pipeline.issues import IssueLog
 from rosterdrop.pipeline.model import KINDS, Model, conform, empty_frame
@@ -386,24 +387,26 @@ def test_run_history(store: Store) -> None:
                                     file_name="district.zip", size=123, sha256=f"sha-{run_id}",
                                     layout="asm", created_at=at))
     assert last_applied_sha256(store, TENANT) is None
+    stored = RunDocument(run_id=ids[0], tenant=TENANT, file="district.zip",
+                         sha256=f"sha-{ids[0]}", status=RunStatus.COMPLETED_WITH_WARNINGS)
     done = update_run(
         store, ids[0], status="completed_with_warnings", applied=True, applied_at=times[0],
         finished_at=times[0] + timedelta(seconds=3), counts={"created": {"students": 5}},
-        issue_counts={"EMAIL_MISSING": 2}, document={"run_id": ids[0], "errors": []},
+        issue_counts={"EMAIL_MISSING": 2}, document=stored,
         timings={"read": 0.5},
     )
     assert done.counts == {"created": {"students": 5}} and done.applied
     assert done.finished_at == times[0] + timedelta(seconds=3)
-    update_run(store, ids[2], status="held", held_plan="spool/x.zip")
+    update_run(store, ids[2], status="held")
     assert last_applied_sha256(store, TENANT) == f"sha-{ids[0]}"
 
     listed = list_runs(store, TENANT)
     assert [r.run_id for r in listed] == [ids[2], ids[0]]
-    assert listed[1].document == {} and listed[1].issue_counts == {"EMAIL_MISSING": 2}
+    assert listed[1].document is None and listed[1].issue_counts == {"EMAIL_MISSING": 2}
     assert [r.run_id for r in list_runs(store, limit=1)] == [ids[2]]
     assert len(list_runs(store)) == 3
     full = get_run(store, ids[0])
-    assert full.document == {"run_id": ids[0], "errors": []}
+    assert full.document == stored and full.document.to_json()["errors"] == []
     assert full.created_at == times[0] and full.created_at.tzinfo is not None
     with pytest.raises(NotFound):
         get_run(store, "20000101-000000-0000")

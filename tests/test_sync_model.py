@@ -652,7 +652,7 @@ class SyncModel(RuleBasedStateMachine):
         path.write_bytes(data)
         run = self.runner.sync(self.tenant, path, source="cli")
         self.context.runs[run.status] = self.context.runs.get(run.status, 0) + 1
-        errors = [e["message"] for e in run.document.get("errors", [])]
+        errors = [e["message"] for e in run.document.to_json().get("errors", [])]
         if data == self.last_applied:
             assert run.status == "unchanged", errors
             return
@@ -660,10 +660,10 @@ class SyncModel(RuleBasedStateMachine):
         outcome = apply_upload(self.ref, upload)
         if outcome.after is None:
             assert run.status == "failed", errors
-            assert {e["code"] for e in run.document["errors"]} == {"MATCH_AMBIGUOUS"}, errors
+            assert {e["code"] for e in run.document.to_json()["errors"]} == {"MATCH_AMBIGUOUS"}, errors
         elif held_by_guard(self.ref, outcome):
             assert run.status == "held", errors
-            assert {e["code"] for e in run.document["errors"]} == {"CHANGE_THRESHOLD"}, errors
+            assert {e["code"] for e in run.document.to_json()["errors"]} == {"CHANGE_THRESHOLD"}, errors
             self.held[run.run_id] = (upload, data)
         else:
             assert run.status in ("completed", "completed_with_warnings"), errors
@@ -752,7 +752,7 @@ class SyncModel(RuleBasedStateMachine):
         run_id, (upload, data) = next(iter(self.held.items()))
         run = self.runner.approve(run_id)
         del self.held[run_id]
-        errors = [e["message"] for e in run.document.get("errors", [])]
+        errors = [e["message"] for e in run.document.to_json().get("errors", [])]
         outcome = apply_upload(self.ref, upload)  # planned again against the store as it is
         if outcome.after is None:
             assert run.status == "failed", errors
@@ -863,9 +863,9 @@ def test_delta_new_sis_id_keeps_the_moved_enrolments(backend_url: str, tmp_path:
             path = tmp_path / f"{number}.zip"
             path.write_bytes(upload_bytes(upload))
             run = runner.sync("t", path, source="cli")
-            assert run.status == "completed", run.document["errors"]
-        assert run.document["changes"]["removed"]["rosters"] == 0
-        assert run.document["changes"]["updated"]["rosters"] == 1
+            assert run.status == "completed", run.document.to_json()["errors"]
+        assert run.document.to_json()["changes"]["removed"]["rosters"] == 0
+        assert run.document.to_json()["changes"]["updated"]["rosters"] == 1
         people, tables = store_state(store, "t")
         assert tables.rosters == {"R1": ("K1", "P2")}
         assert [(p["person_id"], p["previous_ids"], p["status"]) for p in people.values()] == [
@@ -874,7 +874,7 @@ def test_delta_new_sis_id_keeps_the_moved_enrolments(backend_url: str, tmp_path:
         again.write_bytes(upload_bytes(Bulk((after,), sis_tables(
             {"K1": SisClass("1", "C1", "S1")}, {"R1": ("K1", "P2")}))))
         run = runner.sync("t", again, source="cli")
-        changes = run.document["changes"]
+        changes = run.document.to_json()["changes"]
         assert run.status == "completed"
         assert not any(changes[change][kind] for change in ("created", "updated", "deactivated",
                                                             "removed") for kind in changes[change])

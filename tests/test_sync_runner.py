@@ -83,7 +83,7 @@ def test_first_sync_creates_and_records(runner: Runner, store: Store, settings: 
     """A first upload creates everyone, writes artifacts and history, and sends one email."""
     run = runner.sync("t", upload(tmp_path, district()), source="cli")
     assert run.status == "completed" and run.applied
-    doc = run.document
+    doc = run.document.to_json()
     assert doc["changes"]["created"]["students"] == 10
     assert doc["changes"]["created"]["staff"] == 2
     accounts = {p["account"] for p in people(store).values()}
@@ -118,8 +118,8 @@ def test_update_deactivate_reactivate(runner: Runner, store: Store, tmp_path: Pa
         line for line in str(files["students.csv"]).splitlines() if not line.startswith("P3,"))
     files["rosters.csv"] = str(files["rosters.csv"]).replace("R3,K1,P3\n", "")
     second = runner.sync("t", upload(tmp_path, files, "2.zip"), source="cli")
-    assert second.status in ("completed", "completed_with_warnings"), second.document["errors"]
-    changes = second.document["changes"]
+    assert second.status in ("completed", "completed_with_warnings"), second.document.to_json()["errors"]
+    changes = second.document.to_json()["changes"]
     assert changes["updated"]["students"] == 1
     assert changes["deactivated"]["students"] == 1
     state = people(store)
@@ -127,7 +127,7 @@ def test_update_deactivate_reactivate(runner: Runner, store: Store, tmp_path: Pa
     assert state["P3"]["status"] == "inactive"
     account = state["P3"]["account"]
     third = runner.sync("t", upload(tmp_path, district(), "3.zip"), source="cli")
-    assert third.document["changes"]["updated"]["students"] == 2
+    assert third.document.to_json()["changes"]["updated"]["students"] == 2
     assert people(store)["P3"]["status"] == "active"
     assert people(store)["P3"]["account"] == account
 
@@ -138,8 +138,8 @@ def test_guard_holds_then_approve_applies(runner: Runner, store: Store, settings
     runner.sync("t", upload(tmp_path, district()), source="cli")
     held = runner.sync("t", upload(tmp_path, district(6), "small.zip"), source="cli")
     assert held.status == "held" and not held.applied
-    assert [e["code"] for e in held.document["errors"]] == ["CHANGE_THRESHOLD"]
-    assert f"rosterdrop approve {held.run_id}" in held.document["errors"][0]["message"]
+    assert [e["code"] for e in held.document.to_json()["errors"]] == ["CHANGE_THRESHOLD"]
+    assert f"rosterdrop approve {held.run_id}" in held.document.to_json()["errors"][0]["message"]
     assert people(store)["P9"]["status"] == "active"
     assert "held" in outbox(settings)[-1]["Subject"]
     approved = runner.approve(held.run_id)
@@ -164,8 +164,8 @@ def test_guard_discard_and_newer_upload_discards(runner: Runner, store: Store,
 def test_dry_run_applies_nothing(runner: Runner, store: Store, tmp_path: Path) -> None:
     """--dry-run reports the changes and leaves the store as it was."""
     run = runner.sync("t", upload(tmp_path, district()), source="cli", dry_run=True)
-    assert run.status == "completed" and run.document["dry_run"] is True
-    assert run.document["changes"]["created"]["students"] == 10
+    assert run.status == "completed" and run.document.to_json()["dry_run"] is True
+    assert run.document.to_json()["changes"]["created"]["students"] == 10
     assert people(store) == {}
 
 
@@ -192,7 +192,7 @@ def test_local_edit_is_kept(runner: Runner, store: Store, tmp_path: Path) -> Non
     files["students.csv"] = str(files["students.csv"]).replace("Last1,", "Sis1,")
     run = runner.sync("t", upload(tmp_path, files, "2.zip"), source="cli")
     assert run.status == "completed_with_warnings"
-    local = [w for w in run.document["warnings"] if w["code"] == "ACCOUNT_LOCAL"]
+    local = [w for w in run.document.to_json()["warnings"] if w["code"] == "ACCOUNT_LOCAL"]
     assert len(local) == 1 and "Sis1" in local[0]["message"]
     assert people(store)["P1"]["last_name"] == "Local"
     assert people(store)["P1"]["source"] == "local"
@@ -210,7 +210,7 @@ def test_duplicate_prevention_ambiguous_stops_run(runner: Runner, store: Store,
     before = dump_tables(store)["people"]
     run = runner.sync("t", upload(tmp_path, files, "dup.zip"), source="cli")
     assert run.status == "failed"
-    assert "MATCH_AMBIGUOUS" in run.document["issue_counts"]
+    assert "MATCH_AMBIGUOUS" in run.document.to_json()["issue_counts"]
     assert dump_tables(store)["people"] == before
 
 
@@ -223,7 +223,7 @@ def test_duplicate_prevention_matches_one(runner: Runner, store: Store,
     files["students.csv"] = str(files["students.csv"]).replace("P1,", "NEW1,")
     files["rosters.csv"] = str(files["rosters.csv"]).replace(",P1\n", ",NEW1\n")
     run = runner.sync("t", upload(tmp_path, files, "moved.zip"), source="cli")
-    assert run.status == "completed", run.document["errors"]
+    assert run.status == "completed", run.document.to_json()["errors"]
     state = people(store)
     assert "P1" not in state and state["NEW1"]["account"] == account
 
@@ -242,7 +242,7 @@ def test_oneroster_delta_deactivates(runner: Runner, store: Store, tmp_path: Pat
                  "enrollments.csv"):
         files[name] = files[name].splitlines()[0] + "\n"
     run = runner.sync("t", upload(tmp_path, files, "delta.zip"), source="cli")
-    assert run.status in ("completed", "completed_with_warnings"), run.document["errors"]
+    assert run.status in ("completed", "completed_with_warnings"), run.document.to_json()["errors"]
     state = people(store)
     assert state["U2"]["status"] == "inactive"
     assert state["U1"]["status"] == "active" and state["U9"]["status"] == "active"

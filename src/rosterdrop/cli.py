@@ -130,7 +130,7 @@ def validate(ctx: _Context, zip_path: Path, tenant_key: str | None, as_json: boo
         _readable_file(zip_path), tenant=tenant, limits=settings.limits,
         today=date.today(), progress=_progress(),
     )
-    document = check_document(checked)
+    document = check_document(checked).to_json()
     if as_json:
         _emit_json(document)
     else:
@@ -180,35 +180,20 @@ def _runner(ctx: _Context) -> Any:
 
 def _run_summary(run: Any) -> dict[str, Any]:
     """A run document without its issue lists (history --json)."""
-    document = dict(run.document or {})
-    document.pop("errors", None)
-    document.pop("warnings", None)
-    document.update(
-        run_id=run.run_id, tenant=run.tenant, source=run.source, status=run.status,
-        file=run.file_name, sha256=run.sha256, layout=run.layout, dry_run=run.dry_run,
-        created_at=run.created_at.isoformat() if run.created_at else None,
-        finished_at=run.finished_at.isoformat() if run.finished_at else None,
-    )
-    document.setdefault("counts", run.counts)
-    document.setdefault("issue_counts", run.issue_counts)
-    return document
+    summary: dict[str, Any] = run.summary().to_json()
+    return summary
 
 
 def _run_document(run: Any) -> dict[str, Any]:
     """One full run (show --json): the sync document plus timings and artifacts."""
     from rosterdrop.runs import artifacts
 
-    document = _run_summary(run)
-    document["errors"] = (run.document or {}).get("errors", [])
-    document["warnings"] = (run.document or {}).get("warnings", [])
     folder = Path(run.artifact_dir) if run.artifact_dir else None
     names = (artifacts.REPORT_JSON, artifacts.ISSUES_CSV, artifacts.SUMMARY_CSV,
              artifacts.MODIFIED_ZIP)
-    document["artifacts"] = {
-        name: str(folder / name) for name in names if folder and (folder / name).is_file()
-    }
-    document["timings"] = run.timings
-    return document
+    paths = {name: str(folder / name) for name in names if folder and (folder / name).is_file()}
+    details: dict[str, Any] = run.summary().details_json(paths, run.timings)
+    return details
 
 
 def _render_run(document: dict[str, Any]) -> str:
@@ -244,7 +229,7 @@ def sync(ctx: _Context, zip_path: Path, tenant_key: str, dry_run: bool, as_json:
 
     runner = _runner(ctx)
     run = runner.sync(tenant_key, upload, source="cli", dry_run=dry_run)
-    document = run.document
+    document = run.document.to_json()
     _emit_json(document) if as_json else click.echo(_render_run(document))
     sys.exit(exit_code(run.status))
 
@@ -364,7 +349,7 @@ def pull(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
         checked = check_upload(pulled.path, tenant=settings.tenant(tenant_key),
                                limits=settings.limits, today=date.today(),
                                name=pulled.path.name)
-    document = check_document(checked)
+    document = check_document(checked).to_json()
     click.echo("")
     click.echo(render_check(document))
     click.echo("\n(dry run: nothing was queued or recorded)")

@@ -53,6 +53,9 @@ class Code(StrEnum):
     SOURCE_UNREACHABLE = "SOURCE_UNREACHABLE"
     SOURCE_REFUSED = "SOURCE_REFUSED"
     SOURCE_INVALID = "SOURCE_INVALID"
+    # run (rosterdrop itself could not finish the run; nothing was applied)
+    RUN_TIMED_OUT = "RUN_TIMED_OUT"
+    RUN_INTERRUPTED = "RUN_INTERRUPTED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,15 @@ CATALOGUE: dict[Code, CodeInfo] = {
         E, "The SIS answered with something that is not OneRoster data",
         "Check that base_url points at the OneRoster API (ending in /ims/oneroster/v1p1 or "
         "/ims/oneroster/rostering/v1p2) and ask the SIS vendor about the answer quoted."),
+    Code.RUN_TIMED_OUT: CodeInfo(
+        E, "The run took longer than its time limit and was stopped",
+        "Nothing was applied. Upload again; if it keeps happening with uploads of this size, "
+        "raise job_timeout_seconds or give the server more CPU."),
+    Code.RUN_INTERRUPTED: CodeInfo(
+        E, "The server could not finish the run",
+        "Nothing was applied. The message names the cause (a full disk, the database not "
+        "answering); ask whoever runs the rosterdrop server to fix it, then upload again "
+        "or run `rosterdrop resync --tenant T`."),
 }
 
 

@@ -7,7 +7,8 @@ cases where rosterdrop itself cannot go on::
     RosterdropError
     ├── ConfigError          the TOML config is unreadable or invalid
     ├── UsageError           a command was called with arguments that cannot work
-    │   └── NotFound         an unknown tenant, run id or person
+    │   ├── NotFound         an unknown tenant, run id or person
+    │   └── ConflictError    the run was moved by someone else meanwhile (approved twice)
     ├── InputError           a path cannot be read or written
     ├── StoreError           the database failed or is not reachable
     ├── MailError            a report email could not be delivered
@@ -36,6 +37,10 @@ class UsageError(RosterdropError):
 
 class NotFound(UsageError):
     """A tenant, run or person named on the command line does not exist."""
+
+
+class ConflictError(UsageError):
+    """The thing to change changed meanwhile: e.g. a held run another admin approved."""
 
 
 class InputError(RosterdropError):

@@ -62,6 +62,13 @@ class StatePaths:
     def instance_file(self) -> Path:
         return self.root / "instance-id"
 
+    def kept_uploads(self, tenant: str) -> Path:
+        """Uploads kept for ``approve`` and ``resync``, one per run (runs/kept.py)."""
+        return self.tenant(tenant) / "uploads"
+
+    def kept_upload(self, tenant: str, run_id: str) -> Path:
+        return self.kept_uploads(tenant) / f"{run_id}.zip"
+
     def reports(self, tenant: str) -> Path:
         return self.tenant(tenant) / "reports"
 

@@ -10,6 +10,7 @@ from rosterdrop.daemon.intake import SEPARATOR, upload_kind
 from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.errors import NotFound
 from rosterdrop.paths import StatePaths
+from rosterdrop.runs.kept import KeptUploads
 from rosterdrop.runs.runner import utc_now
 from rosterdrop.store.engine import Store
 from rosterdrop.store.history import list_runs
@@ -18,10 +19,10 @@ from rosterdrop.store.history import list_runs
 def queue_last_upload(settings: Settings, store: Store, tenant: str) -> tuple[int, str]:
     """Copy the tenant's most recent kept upload into the spool and queue it."""
     paths = StatePaths.of(settings)
-    kept = paths.tenant(tenant) / "uploads"
+    kept = KeptUploads(paths)
     for run in list_runs(store, tenant, limit=50):
-        upload = kept / f"{run.run_id}.zip"
-        if not upload.is_file():
+        upload = kept.find(tenant, run.run_id)
+        if upload is None:
             continue
         name = run.file_name or upload.name
         spool = paths.spool / tenant

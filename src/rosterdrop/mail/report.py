@@ -28,6 +28,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from rosterdrop.codes import CATALOGUE, Code, Severity
 from rosterdrop.config import MailSettings, TenantSettings
+from rosterdrop.documents import RunDocument
 
 RUN_HEADER = "X-Rosterdrop-Run"
 STATUS_HEADER = "X-Rosterdrop-Status"
@@ -133,7 +134,7 @@ class _View:
 
 
 def build_report_email(
-    run: Mapping[str, Any],
+    document: RunDocument,
     tenant: TenantSettings,
     mail: MailSettings,
     attachments: Mapping[str, Path],
@@ -143,16 +144,17 @@ def build_report_email(
 ) -> EmailMessage:
     """The report email of one finished run.
 
-    ``run`` is the run document (the ``sync --json`` shape plus ``run_id``,
-    ``tenant``, ``status``, ``changes``, ``filtered``, ``patched``);
+    ``document`` is the run document; the email lays out its JSON form (the
+    ``sync --json`` shape), so the email and ``report.json`` never disagree;
     ``attachments`` maps an attachment name (``issues.csv``) to its file;
     ``artifacts_hint`` is where the admin finds the run's artifacts, as a
     folder they can reach (``reports/<run-id>/``): oversized attachments are
     named relative to it. Missing or empty (header-only) attachment files are
     left out; files over ``mail.attach_max_bytes`` are named, not attached.
     """
-    run_id = str(run.get("run_id") or "")
-    status = str(run.get("status") or "failed")
+    run = document.to_json()
+    run_id = document.run_id
+    status = document.status.value
     tenant_name = _clean(tenant.name or str(run.get("tenant") or ""), 120) or "rosterdrop"
     totals = _issue_totals(run)
     n_errors = sum(n for (severity, _), n in totals.items() if severity == Severity.ERROR)

@@ -20,6 +20,7 @@ import polars as pl
 
 from rosterdrop.codes import Code, Severity
 from rosterdrop.config import LimitSettings, TenantSettings
+from rosterdrop.documents import CheckStatus
 from rosterdrop.pipeline import detect
 from rosterdrop.pipeline.archive import UploadArchive, open_upload
 from rosterdrop.pipeline.filter import apply_filter, summary_frame
@@ -54,10 +55,10 @@ class Checked:
     summary: pl.DataFrame = field(default_factory=lambda: summary_frame([]))
 
     @property
-    def status(self) -> str:
+    def status(self) -> CheckStatus:
         if self.issues.has_errors():
-            return "failed"
-        return "warnings" if len(self.issues) else "ok"
+            return CheckStatus.FAILED
+        return CheckStatus.WARNINGS if len(self.issues) else CheckStatus.OK
 
 
 def sha256_of(source: Path | bytes) -> str:

@@ -40,9 +40,6 @@ class Issue:
     value: str | None
     message: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in ISSUE_FIELDS}
-
 
 def empty_issues() -> pl.DataFrame:
     return pl.DataFrame(schema=ISSUE_SCHEMA)

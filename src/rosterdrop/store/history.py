@@ -1,9 +1,12 @@
 """Run history: one row per sync run, newest first.
 
-The runner creates a run when it starts (``status = "running"``), updates it
+The runner creates a run when it starts (``RunStatus.RUNNING``), updates it
 as steps finish, and marks it ``applied`` when its plan was written.
 ``last_applied_sha256`` lets the runner record a byte-identical re-upload as
-``unchanged`` without planning it again.
+``unchanged`` without planning it again. Statuses, sources and the run document
+are the typed ones of ``rosterdrop.documents``; the document is stored as its
+JSON form. A status change can name the status it expects to replace
+(``expected=``), so two processes (or two admins) never both move the same run.
 """
 
 from __future__ import annotations
@@ -15,20 +18,10 @@ from typing import Any
 
 from sqlalchemy import RowMapping, insert, select, update
 
-from rosterdrop.errors import NotFound, UsageError
+from rosterdrop.documents import RunDocument, RunSource, RunStatus, RunSummary
+from rosterdrop.errors import ConflictError, NotFound, UsageError
 from rosterdrop.store.engine import Store, translate
 from rosterdrop.store.tables import RUNS
-
-RUN_STATUSES = (
-    "running",
-    "completed",
-    "completed_with_warnings",
-    "failed",
-    "held",
-    "unchanged",
-    "discarded",
-)
-RUN_SOURCES = ("sftp", "watch", "cli", "resync", "oneroster-api")
 
 
 @dataclass
@@ -37,8 +30,8 @@ class RunRecord:
 
     run_id: str
     tenant: str
-    source: str
-    status: str = "running"
+    source: RunSource
+    status: RunStatus = RunStatus.RUNNING
     file_name: str | None = None
     size: int | None = None
     sha256: str | None = None
@@ -47,15 +40,24 @@ class RunRecord:
     applied: bool = False
     counts: dict[str, Any] = field(default_factory=dict)
     issue_counts: dict[str, Any] = field(default_factory=dict)
-    document: dict[str, Any] = field(default_factory=dict)
-    """The full ``sync --json`` document (empty in ``list_runs`` unless asked for)."""
+    document: RunDocument | None = None
+    """The full ``sync --json`` document (None while running, and in ``list_runs``
+    unless asked for)."""
     timings: dict[str, Any] = field(default_factory=dict)
     """Seconds per pipeline step."""
     created_at: datetime | None = None
     finished_at: datetime | None = None
     applied_at: datetime | None = None
     artifact_dir: str | None = None
-    held_plan: str | None = None
+
+    def summary(self) -> RunSummary:
+        return RunSummary(
+            run_id=self.run_id, tenant=self.tenant, source=self.source, status=self.status,
+            file=self.file_name, sha256=self.sha256, layout=self.layout,
+            dry_run=self.dry_run, created_at=self.created_at, finished_at=self.finished_at,
+            document=self.document, counts=dict(self.counts),
+            issue_counts=dict(self.issue_counts),
+        )
 
 
 _FIELDS = tuple(f.name for f in fields(RunRecord))
@@ -69,12 +71,17 @@ def new_run_id(now: datetime) -> str:
 
 
 def _check(values: dict[str, Any]) -> dict[str, Any]:
-    status = values.get("status")
-    if status is not None and status not in RUN_STATUSES:
-        raise UsageError(f"unknown run status {status!r}")
-    source = values.get("source")
-    if source is not None and source not in RUN_SOURCES:
-        raise UsageError(f"unknown run source {source!r}")
+    """Values as the table keeps them: enums by value, the document as JSON, UTC times."""
+    for name, kind in (("status", RunStatus), ("source", RunSource)):
+        value = values.get(name)
+        if value is not None:
+            try:
+                values[name] = kind(value).value
+            except ValueError:
+                raise UsageError(f"unknown run {name} {value!r}") from None
+    if "document" in values:
+        document = values["document"]
+        values["document"] = document.to_json() if document is not None else {}
     for name in _TIMES:
         moment = values.get(name)
         if moment is not None:
@@ -85,7 +92,11 @@ def _check(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record(row: RowMapping) -> RunRecord:
-    values = {name: row[name] for name in _FIELDS if name in row}
+    values: dict[str, Any] = {name: row[name] for name in _FIELDS if name in row}
+    values["status"] = RunStatus(values["status"])
+    values["source"] = RunSource(values["source"])
+    document = values.get("document")
+    values["document"] = RunDocument.from_json(document) if document else None
     for name in _TIMES:
         moment = values.get(name)
         if moment is not None:  # SQLite keeps naive UTC; PostgreSQL answers in its zone
@@ -102,22 +113,33 @@ def create_run(store: Store, run: RunRecord) -> RunRecord:
         values["created_at"] = datetime.now(UTC)
     with translate(f"recording run {run.run_id}"), store.write() as conn:
         conn.execute(insert(RUNS).values(**values))
-    return RunRecord(**values)
+        row = conn.execute(select(RUNS).where(RUNS.c.run_id == run.run_id)).mappings().one()
+    return _record(row)
 
 
-def update_run(store: Store, run_id: str, **changes: Any) -> RunRecord:
-    """Change some fields of a run; returns the run as stored."""
+def update_run(store: Store, run_id: str, *, expected: RunStatus | None = None,
+               **changes: Any) -> RunRecord:
+    """Change some fields of a run; returns the run as stored.
+
+    With ``expected``, the change is made only while the run's status is still
+    ``expected``; otherwise ``ConflictError`` (someone else moved it first).
+    """
     unknown = sorted(set(changes) - set(_FIELDS) | ({"run_id"} & set(changes)))
     if unknown:
         raise UsageError(f"cannot update run field(s) {', '.join(unknown)}")
     table = RUNS
+    where = table.c.run_id == run_id
+    if expected is not None:
+        where &= table.c.status == expected.value
     with translate(f"updating run {run_id}"), store.write() as conn:
         if changes:
-            result = conn.execute(
-                update(table).where(table.c.run_id == run_id).values(**_check(dict(changes)))
-            )
+            result = conn.execute(update(table).where(where).values(**_check(dict(changes))))
             if result.rowcount != 1:
-                raise NotFound(f"no run {run_id!r}")
+                current = conn.execute(
+                    select(table.c.status).where(table.c.run_id == run_id)).scalar_one_or_none()
+                if current is None:
+                    raise NotFound(f"no run {run_id!r}")
+                raise ConflictError(f"run {run_id} is {current} now, no longer {expected}")
         row = conn.execute(select(table).where(table.c.run_id == run_id)).mappings().first()
     if row is None:
         raise NotFound(f"no run {run_id!r}")

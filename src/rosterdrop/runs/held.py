@@ -1,0 +1,55 @@
+"""Held runs: runs the change threshold stopped, waiting for an admin.
+
+A held run keeps its upload (runs/kept.py) until it is approved (planned again
+against the directory as it is then, and applied) or discarded. A newer upload
+of the tenant that is really run discards older held runs: an admin never
+approves a stale export over a newer one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import structlog
+
+from rosterdrop.documents import RunStatus
+from rosterdrop.errors import ConflictError, UsageError
+from rosterdrop.runs.lifecycle import move
+from rosterdrop.store.engine import Store
+from rosterdrop.store.history import RunRecord, get_run, list_runs
+
+log = structlog.get_logger("rosterdrop.runner")
+
+HELD_LOOKBACK = 200
+"""Runs looked at for held ones (a tenant has one held run at most, its newest)."""
+
+
+def held_run(store: Store, run_id: str) -> RunRecord:
+    """The held run ``run_id``; ``UsageError`` when it is in any other status."""
+    run = get_run(store, run_id)
+    if run.status is not RunStatus.HELD:
+        raise UsageError(f"run {run_id} is {run.status}, not held; only held runs can be "
+                         f"approved or discarded")
+    return run
+
+
+def held_runs(store: Store, tenant: str) -> list[RunRecord]:
+    return [r for r in list_runs(store, tenant, limit=HELD_LOOKBACK)
+            if r.status is RunStatus.HELD]
+
+
+def discard(store: Store, run: RunRecord, now: datetime) -> RunRecord:
+    log.info("run_discarded", tenant=run.tenant, run_id=run.run_id)
+    return move(store, run, RunStatus.DISCARDED, finished_at=now)
+
+
+def discard_older(store: Store, tenant: str, newer: str, now: datetime) -> None:
+    """A newer upload runs: its tenant's held runs are out of date."""
+    for run in held_runs(store, tenant):
+        if run.run_id == newer:
+            continue
+        try:
+            move(store, run, RunStatus.DISCARDED, finished_at=now)
+        except ConflictError:
+            continue  # approved or discarded meanwhile
+        log.info("run_discarded", tenant=tenant, run_id=run.run_id, newer_run=newer)
