@@ -138,6 +138,11 @@ def test_store_unreachable_or_newer_schema_fails(tmp_path: Path) -> None:
     conn.close()
     newer = check_store(parse_settings({"state_dir": str(tmp_path / "state")}))
     assert newer.status == FAIL and "newer than this rosterdrop" in newer.detail
+    # The same file named by store.url: read without SQLAlchemy, and through it when
+    # the URL carries options.
+    for url in (f"sqlite:///{database}", f"sqlite:///{database}?timeout=5"):
+        named = check_store(parse_settings({"store": {"url": url}}))
+        assert named.status == FAIL and str(database) in named.detail, url
     fresh = check_store(parse_settings({"state_dir": str(tmp_path / "none")}))
     assert fresh.status == OK and not (tmp_path / "none").exists()
 
@@ -230,6 +235,13 @@ def test_missing_host_key_is_not_created(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()  # a state folder without host_keys/ yet
     assert check_host_key(parse_settings({"state_dir": str(tmp_path / "state")})).status == OK
     assert list((tmp_path / "state").iterdir()) == []
+
+
+def test_doctor_looks_for_the_host_key_file_serve_makes() -> None:
+    """doctor keeps its own copy of the file name (sftp.hostkey loads asyncssh)."""
+    from rosterdrop.tools import doctor as doctor_module
+
+    assert doctor_module.HOST_KEY_NAME == HOST_KEY_NAME
 
 
 def test_unreadable_or_invalid_host_key_fails(tmp_path: Path) -> None:

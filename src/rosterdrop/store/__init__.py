@@ -8,4 +8,12 @@ that reads the history does not load polars and the directory code).
 - ``directory``: ``load_snapshot``, ``apply_plan``, ``list_people``,
   ``set_person``, ``purge``;
 - ``history``: runs (create, update, get, list, last applied upload).
+
+The one name defined here is :data:`SCHEMA_VERSION` (``tables`` imports it), so
+that ``rosterdrop doctor`` can compare a database's version without loading
+SQLAlchemy.
 """
+
+SCHEMA_VERSION = 2
+"""1: the first schema. 2: ``ix_people_lifecycle`` (the purge's "anyone due?" query
+read every person of the tenant without it: 0.25 s per sync at L). See tables.py."""

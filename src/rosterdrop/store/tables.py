@@ -25,7 +25,8 @@ brings a store from *n* to *n + 1* (ALTER TABLE and data moves, in one
 transaction with the version bump). ``engine.open_store`` runs the missing
 steps in order and then ``create_all``, which adds tables new in this version
 (so a step never needs to create a whole new table). To change the schema:
-bump :data:`SCHEMA_VERSION`, change the tables below, add the step.
+bump :data:`SCHEMA_VERSION` (in ``store/__init__.py``), change the tables below,
+add the step.
 
 Plain Core tables (no ORM, no SQLModel): every reader and writer works with
 these ``Table`` objects, and importing them costs the CLI's ``history`` and
@@ -55,9 +56,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
-"""1: the first schema. 2: ``ix_people_lifecycle`` (the purge's "anyone due?" query
-read every person of the tenant without it: 0.25 s per sync at L)."""
+from rosterdrop.store import SCHEMA_VERSION as SCHEMA_VERSION  # defined there: doctor reads it
 
 metadata = MetaData()
 

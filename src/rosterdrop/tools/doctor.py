@@ -33,17 +33,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import asyncssh
 import click
-from sqlalchemy import create_engine, inspect, select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rosterdrop.config import Settings, find_config, load_settings, parse_listen
 from rosterdrop.errors import ConfigError
 from rosterdrop.paths import StatePaths
-from rosterdrop.sftp.hostkey import HOST_KEY_NAME
-from rosterdrop.store.tables import SCHEMA_VERSION, SCHEMA_VERSION_TABLE
+from rosterdrop.store import SCHEMA_VERSION
+
+# SQLAlchemy (the schema's tables) is loaded for a PostgreSQL store only, asyncssh
+# only when there is a host key to read: on the embedded defaults doctor starts in
+# about the time of the config alone.
+
+HOST_KEY_NAME = "ssh_host_ed25519_key"
+"""``rosterdrop.sftp.hostkey.HOST_KEY_NAME`` (that module loads asyncssh; a test keeps
+the two equal)."""
+_SQLITE_FILE = "sqlite:///"
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 MIN_FREE_BYTES = 1024**3
@@ -138,6 +142,15 @@ def check_free_space(folders: list[Path], min_free: int = MIN_FREE_BYTES,
 
 def check_store(settings: Settings) -> Check:
     url = settings.database_url
+    plain_sqlite = url.startswith(_SQLITE_FILE) and "?" not in url
+    if plain_sqlite:  # what make_url makes of it, without loading SQLAlchemy
+        return _check_sqlite(Path(url.removeprefix(_SQLITE_FILE)))
+    from sqlalchemy import create_engine, inspect, select
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from rosterdrop.store.tables import SCHEMA_VERSION_TABLE
+
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -227,19 +240,23 @@ def check_host_key(settings: Settings) -> HostKeyCheck:
     """The SFTP host key's fingerprint; a missing key is not created here."""
     path = StatePaths.of(settings).host_keys / HOST_KEY_NAME
     try:
-        key = asyncssh.read_private_key(path)
+        data = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return HostKeyCheck("host key", OK, f"no host key yet: the first rosterdrop serve "
                             f"creates {path}; doctor then shows its fingerprint")
+    except OSError as exc:
+        return HostKeyCheck("host key", FAIL, f"cannot read {path}: {exc.strerror or exc}",
+                            f"run doctor as the user that runs rosterdrop, or chown it "
+                            f"(e.g. chown rosterdrop: {path})")
+    import asyncssh
+
+    try:
+        key = asyncssh.import_private_key(data)
     except asyncssh.KeyImportError as exc:
         return HostKeyCheck("host key", FAIL, f"{path} is not a valid private key: {exc}",
                             "restore it from a backup (clients pinned its fingerprint), or "
                             "move it away to get a new one at the next start and tell every "
                             "tenant the new fingerprint")
-    except OSError as exc:
-        return HostKeyCheck("host key", FAIL, f"cannot read {path}: {exc.strerror or exc}",
-                            f"run doctor as the user that runs rosterdrop, or chown it "
-                            f"(e.g. chown rosterdrop: {path})")
     fingerprint, key_type = key.get_fingerprint(), key.get_algorithm()
     return HostKeyCheck("host key", OK, f"{key_type} {fingerprint} ({path})",
                         host_key_fingerprint=fingerprint, key_type=key_type)
