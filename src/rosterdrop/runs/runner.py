@@ -160,9 +160,8 @@ class Runner:
             if run.status is not RunStatus.RUNNING:
                 self.ensure_mailed(run)
                 return run
-            kept = self.kept.keep(tenant_key, run.run_id, upload)
-            return self._run(_Progress(run, tenant, deadline), kept, dry_run=dry_run,
-                             force=force, approved=False)
+            return self._run(_Progress(run, tenant, deadline), upload, dry_run=dry_run,
+                             force=force, approved=False, keep=True)
 
     def superseded(self, tenant_key: str, upload: Path, *, source: str, file_name: str,
                    run_id: str | None, newer: str,
@@ -220,7 +219,7 @@ class Runner:
         with bound_contextvars(tenant=run.tenant, run_id=run_id):
             log.info("run_approved")
             return self._run(_Progress(run, tenant, None), upload, dry_run=False, force=True,
-                             approved=True)
+                             approved=True, keep=False)
 
     def discard(self, run_id: str) -> RunRecord:
         return held.discard(self.store, held.held_run(self.store, run_id), self.clock())
@@ -248,11 +247,13 @@ class Runner:
         return run
 
     def _run(self, progress: _Progress, upload: Path, *, dry_run: bool, force: bool,
-             approved: bool) -> RunRecord:
+             approved: bool, keep: bool) -> RunRecord:
         # The side pool writes modified.zip while the store is planned and written; leaving
         # the block waits for it, so no writer outlives its run, however the run ends.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rosterdrop-artifacts") as side:
             try:
+                if keep:
+                    upload = self.kept.keep(progress.run.tenant, progress.run.run_id, upload)
                 return self._pipeline(progress, upload, side, dry_run=dry_run, force=force,
                                       approved=approved)
             except _Overdue:
