@@ -10,6 +10,7 @@ The client runs on the test's own event loop (pytest-asyncio); the server runs o
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import asyncssh
 import pytest
 from asyncssh.constants import FXP_WRITE
+from asyncssh.logging import SSHLogger
+from asyncssh.packet import SSHPacket, SSHPacketLogger
 from asyncssh.sftp import SFTPServerHandler
 from test_sftp_support import PASSWORD, random_bytes, running_server
 
@@ -142,3 +145,150 @@ async def test_close_then_eof_completes_the_upload(tmp_path: Path) -> None:
         [upload] = srv.wait_uploads(1)
         assert srv.logs.named("upload_aborted") == []
     assert upload.data == data
+
+
+def _write(handle: bytes, request_id: int, offset: int, data: bytes) -> bytes:
+    return _packet(FXP_WRITE, request_id, _string(handle) + struct.pack(">Q", offset)
+                   + _string(data))
+
+
+def test_check_installs_gathered_answers_and_quiet_logs_once() -> None:
+    """The session writer and the log level checks are asyncssh's own wrapped once."""
+    asyncssh_seam.check()
+    wrapped = (SFTPServerHandler.__init__, SFTPServerHandler._cleanup,
+               SSHPacketLogger._log_packet, SSHLogger.log)
+    asyncssh_seam.check()
+    assert (SFTPServerHandler.__init__, SFTPServerHandler._cleanup,
+            SSHPacketLogger._log_packet, SSHLogger.log) == wrapped
+    assert all(getattr(function, "rosterdrop_seam", False) for function in wrapped)
+
+
+@pytest.mark.asyncio
+async def test_pipelined_writes_are_all_answered_in_order(tmp_path: Path) -> None:
+    """Many WRITEs sent at once, as ``sftp`` sends them: every one answered OK, in the
+    order asked (answers are gathered per event-loop turn and written together)."""
+    pieces = [random_bytes(32768) for _ in range(40)]
+
+    async def steps(raw: Raw) -> None:
+        handle = await raw.open(b"dropbox/pipelined.zip")
+        raw.writer.write(b"".join(_write(handle, 10 + i, i * 32768, piece)
+                                  for i, piece in enumerate(pieces)))
+        for i in range(len(pieces)):
+            kind, request_id, rest = await raw.reply()
+            assert (kind, request_id) == (FXP_STATUS, 10 + i)
+            assert struct.unpack(">I", rest[:4])[0] == FX_OK
+        raw.writer.write(_packet(FXP_CLOSE, 99, _string(handle)))
+        assert await raw.status() == FX_OK
+
+    with running_server(tmp_path) as srv:
+        await _session(srv.port, steps)
+        [upload] = srv.wait_uploads(1)
+    assert upload.data == b"".join(pieces)
+
+
+@pytest.mark.asyncio
+async def test_answers_held_when_the_client_stops_sending_are_still_sent(
+        tmp_path: Path) -> None:
+    """Two WRITEs and EOF in one go: the session ends in the same turn as its last
+    requests, and their answers are written before asyncssh closes the channel (the
+    upload itself is aborted: the client never closed it)."""
+
+    async def steps(raw: Raw) -> None:
+        handle = await raw.open(b"dropbox/hurried.zip")
+        raw.writer.write(_write(handle, 2, 0, random_bytes(7000))
+                         + _write(handle, 3, 7000, random_bytes(5000)))
+        raw.writer.write_eof()
+        assert [(await raw.reply())[:2] for _ in range(2)] == [(FXP_STATUS, 2),
+                                                               (FXP_STATUS, 3)]
+        assert await asyncio.wait_for(raw.reader.read(), 10) == b""
+
+    with running_server(tmp_path) as srv:
+        await _session(srv.port, steps)
+        assert srv.logs.wait("upload_aborted", file="hurried.zip")["bytes"] == 12000
+    assert srv.uploads == []
+
+
+@pytest.mark.asyncio
+async def test_gathering_writer_keeps_the_order_and_writes_once_a_turn() -> None:
+    """Small answers wait for the end of the turn and go as one write; a large one
+    goes at once, after what was held; close writes what is held first."""
+    written: list[bytes] = []
+
+    class Channel:
+        closing = False
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+    class Writer:
+        channel = Channel()
+
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+        def close(self) -> None:
+            written.append(b"<closed>")
+
+    gathering = asyncssh_seam.GatheringWriter(Writer())
+    gathering.write(b"a")
+    gathering.write(b"b")
+    assert written == []
+    await asyncio.sleep(0)
+    assert written == [b"ab"]
+    big = b"x" * asyncssh_seam.GATHER_BYTES
+    gathering.write(b"c")
+    gathering.write(big)
+    assert written == [b"ab", b"c" + big]
+    gathering.write(b"d")
+    gathering.close()
+    assert written == [b"ab", b"c" + big, b"d", b"<closed>"]
+    await asyncio.sleep(0)  # the turn's flush finds nothing left
+    Writer.channel.closing = True
+    gathering.write(b"e")
+    await asyncio.sleep(0)
+    assert written[-1] == b"<closed>"  # as asyncssh drops answers on a closing channel
+
+
+class _Logged(SSHPacketLogger):
+    _handler_names = {FXP_WRITE: "FXP_WRITE"}  # noqa: RUF012 - asyncssh's class table
+
+    def __init__(self) -> None:
+        self._logger = asyncssh.logging.logger.get_child("sftp")
+
+    @property
+    def logger(self) -> SSHLogger:
+        return self._logger
+
+
+class _Unformattable(SSHPacket):
+    def get_full_payload(self) -> bytes:
+        raise AssertionError("formatted a packet log line nobody will see")
+
+
+class _Untextable:
+    def __str__(self) -> str:
+        raise AssertionError("turned a debug message's argument into text below its level")
+
+
+def test_packet_logs_are_formatted_only_at_debug_level_3(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Below debug level 3 asyncssh would drop the line: it is not even formatted; at
+    level 3 with DEBUG enabled, asyncssh logs it as before."""
+    asyncssh_seam.check()
+    packets = _Logged()
+    with caplog.at_level(logging.DEBUG, logger="asyncssh"):
+        packets.log_received_packet(FXP_WRITE, 1, _Unformattable(b"x"))
+        packets.logger.debug1("debug %s", b"on")  # DEBUG enabled: logged as before
+        assert [r.getMessage() for r in caplog.records] == ["debug on"]
+        caplog.clear()
+        asyncssh.set_debug_level(3)
+        try:
+            packets.log_received_packet(FXP_WRITE, 7, b"\x06abc")
+        finally:
+            asyncssh.set_debug_level(1)
+        [record] = caplog.records
+        assert "Received FXP_WRITE (6), 4 bytes" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="asyncssh"):
+        packets.logger.debug1("%s", [_Untextable()])  # its arguments not even made text
+    assert caplog.records == []
