@@ -110,7 +110,7 @@ class Daemon:
         check_port_free(settings.sftp.listen)
         self.store: Store = open_store(settings.database_url, cache_dir=settings.state_dir / "cache")
         self.metrics = Metrics()
-        self.runner = Runner(settings, self.store)
+        self.runner = Runner(settings, self.store, telemetry=self.metrics)
         self.queue = JobQueue(self.store, lease_seconds=settings.lease_seconds)
         self.intake = Intake(self.paths, self.queue, list(settings.tenants), utc_now,
                              telemetry=self.metrics)
