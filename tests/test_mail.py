@@ -1,13 +1,16 @@
-"""The report email: its content, and delivery over a real SMTP server or the outbox."""
+"""The report email: its content, delivery over a real SMTP server or the outbox (one
+attempt per call), and the mail ledger's retries of a failed report."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email
 import email.policy
 import ipaddress
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,6 +25,9 @@ from rosterdrop.config import MailSettings, Settings, TenantSettings
 from rosterdrop.documents import RunDocument
 from rosterdrop.errors import MailError
 from rosterdrop.mail import build_report_email, send_mail
+from rosterdrop.runs.runner import Runner
+from rosterdrop.store.engine import open_store
+from uploads import asm_files, make_zip
 
 RUN_ID = "20261123-114349-7f3a"
 TENANT = TenantSettings(
@@ -154,10 +160,6 @@ def _settings(tmp_path: Path, port: int = 0, **mail: Any) -> Settings:
                     tenants={"springfield": TENANT})
 
 
-def _no_sleep(seconds: float) -> None:
-    pytest.fail(f"unexpected retry (would wait {seconds} s)")
-
-
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -206,7 +208,7 @@ def test_report_delivered_over_smtp_with_both_parts_and_attachments(
     patch_csv.write_text("file,line,record_id\nenrollments.csv,4,e1\n")
     message = _build(_run(), {"issues.csv": issues_csv, "patch-summary.csv": patch_csv})
 
-    where = send_mail(message, _settings(tmp_path, controller.port), sleep=_no_sleep)
+    where = send_mail(message, _settings(tmp_path, controller.port))
 
     assert where == f"127.0.0.1:{controller.port}, 2 recipient(s)"
     assert len(recorder.envelopes) == 1
@@ -376,7 +378,7 @@ def test_starttls_and_auth_use_the_password_from_settings(
                                        authenticator=authenticator, auth_required=True)
     settings = _settings(tmp_path, controller.port, starttls=True, username="mailer")
     with capture_logs() as logs:
-        send_mail(_build(_run()), settings, sleep=_no_sleep)
+        send_mail(_build(_run()), settings)
     assert logins == [(b"mailer", b"s3cret-pw")]
     assert len(recorder.envelopes) == 1
     assert [e["event"] for e in logs] == ["mail_sent"]
@@ -393,40 +395,95 @@ def test_implicit_tls(
     server_tls.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     controller, recorder = smtp_server(ssl_context=server_tls)
-    send_mail(_build(_run()), _settings(tmp_path, controller.port, tls=True), sleep=_no_sleep)
+    send_mail(_build(_run()), _settings(tmp_path, controller.port, tls=True))
     assert len(recorder.envelopes) == 1
 
 
-def test_temporary_failures_are_retried_with_backoff_and_delivered_once(
+class _Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@contextlib.contextmanager
+def _ledger_run(tmp_path: Path, settings: Settings, clock: _Clock) -> Iterator[Runner]:
+    """A run of an ASM upload whose report the runner mails (its first attempt) with the
+    real transport; the runner is yielded for the retries."""
+    upload = tmp_path / "d.zip"
+    upload.write_bytes(make_zip(dict(asm_files())))
+    with open_store(settings.database_url) as store:
+        runner = Runner(settings, store, clock=clock)
+        runner.sync("springfield", upload, source="cli")
+        yield runner
+
+
+def _transport_failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """mail_failed lines of the transport (one per SMTP attempt; the runner's carry no
+    SMTP code)."""
+    return [e for e in logs if e["event"] == "mail_failed" and "transient" in e]
+
+
+def test_one_attempt_per_send_retries_come_from_the_ledger_when_due(
     tmp_path: Path, smtp_server: Callable[..., tuple[Controller, Recorder]]
 ) -> None:
-    """Two 451 replies, then success: waits 2 s and 4 s, one message delivered."""
+    """Two 451 replies, then success: each send is one SMTP attempt; the ledger tries
+    again only when due (after retry_seconds, then twice that), and the report is
+    delivered exactly once."""
     controller, recorder = smtp_server(Recorder(fail_first=2))
-    delays: list[float] = []
-    with capture_logs() as logs:
-        send_mail(_build(_run()), _settings(tmp_path, controller.port), sleep=delays.append)
-    assert delays == [2.0, 4.0]
-    assert recorder.attempts == 3 and len(recorder.envelopes) == 1
-    failed = [e for e in logs if e["event"] == "mail_failed"]
-    assert [(e["attempt"], e["smtp_code"], e["log_level"]) for e in failed] == [
-        (1, 451, "warning"), (2, 451, "warning")]
+    settings = _settings(tmp_path, controller.port, retries=3, retry_seconds=60)
+    clock = _Clock()
+    with capture_logs() as logs, _ledger_run(tmp_path, settings, clock) as runner:
+        assert (recorder.attempts, len(recorder.envelopes)) == (1, 0)
+        assert runner.retry_mails() == 0 and recorder.attempts == 1  # not due yet
+        clock.now += dt.timedelta(seconds=60)
+        assert runner.retry_mails() == 1 and recorder.attempts == 2
+        clock.now += dt.timedelta(seconds=60)
+        assert runner.retry_mails() == 0 and recorder.attempts == 2  # backoff doubled
+        clock.now += dt.timedelta(seconds=60)
+        assert runner.retry_mails() == 1
+        assert recorder.attempts == 3 and len(recorder.envelopes) == 1
+        clock.now += dt.timedelta(days=1)
+        assert runner.retry_mails() == 0 and recorder.attempts == 3
+    failed = _transport_failures(logs)
+    assert [(e["smtp_code"], e["log_level"], e["transient"]) for e in failed] == [
+        (451, "warning", True), (451, "warning", True)]
     assert failed[0]["error"] == "SMTPDataError" and failed[0]["recipients"] == 2
-    assert [e["event"] for e in logs][-1] == "mail_sent"
+    assert [e["event"] for e in logs if e["event"] in ("mail_sent", "mail_failed")][-1] \
+        == "mail_sent"
+    assert recorder.message()["X-Rosterdrop-Run"] == failed[0]["run_id"]
     assert "springfield.example" not in repr(logs)
 
 
-def test_nothing_listening_retries_then_raises_mail_error(tmp_path: Path) -> None:
-    """A port with no server: every attempt logged, backoff doubling, then MailError."""
-    delays: list[float] = []
+def test_nothing_listening_fails_at_once_without_waiting(tmp_path: Path) -> None:
+    """A port with no server: one attempt, MailError at once (no backoff sleep)."""
     settings = _settings(tmp_path, _closed_port(), retries=3)
-    with capture_logs() as logs, pytest.raises(MailError, match="after 4 attempts") as raised:
-        send_mail(_build(_run()), settings, sleep=delays.append)
-    assert delays == [2.0, 4.0, 8.0]
+    started = time.monotonic()
+    refused = r"via 127\.0\.0\.1:\d+: Connection refused$"
+    with capture_logs() as logs, pytest.raises(MailError, match=refused) as raised:
+        send_mail(_build(_run()), settings)
+    assert time.monotonic() - started < 1.5  # the old in-process retries slept 2 s first
     assert isinstance(raised.value.__cause__, ConnectionRefusedError)
-    failed = [e for e in logs if e["event"] == "mail_failed"]
-    assert [e["attempt"] for e in failed] == [1, 2, 3, 4]
-    assert {e["error"] for e in failed} == {"ConnectionRefusedError"}
-    assert failed[-1]["log_level"] == "error" and failed[-1]["retry_in_seconds"] is None
+    failed = _transport_failures(logs)
+    assert [(e["error"], e["transient"]) for e in failed] == [("ConnectionRefusedError", True)]
+
+
+def test_ledger_gives_up_after_mail_retries_further_attempts(tmp_path: Path) -> None:
+    """Nothing listening: the first attempt and mail.retries = 2 retries, due after
+    60 s and 120 s; then the report is given up and never attempted again."""
+    settings = _settings(tmp_path, _closed_port(), retries=2, retry_seconds=60)
+    clock = _Clock()
+    with capture_logs() as logs, _ledger_run(tmp_path, settings, clock) as runner:
+        for wait in (60, 120):
+            clock.now += dt.timedelta(seconds=wait - 1)
+            assert runner.retry_mails() == 0
+            clock.now += dt.timedelta(seconds=1)
+            assert runner.retry_mails() == 1
+        clock.now += dt.timedelta(days=1)
+        assert runner.retry_mails() == 0
+    assert len(_transport_failures(logs)) == 3
+    assert [e["event"] for e in logs].count("mail_abandoned") == 1
 
 
 def test_permanent_rejection_is_not_retried(
@@ -434,9 +491,10 @@ def test_permanent_rejection_is_not_retried(
 ) -> None:
     """A 5xx reply fails at once: asking again cannot help."""
     controller, recorder = smtp_server(Recorder(fail_first=99, reply="554 5.7.1 Rejected"))
-    with pytest.raises(MailError, match="after 1 attempt: SMTP 554"):
-        send_mail(_build(_run()), _settings(tmp_path, controller.port), sleep=_no_sleep)
+    with capture_logs() as logs, pytest.raises(MailError, match=": SMTP 554"):
+        send_mail(_build(_run()), _settings(tmp_path, controller.port))
     assert recorder.attempts == 1
+    assert [e["transient"] for e in _transport_failures(logs)] == [False]
 
 
 def test_without_smtp_host_the_mail_lands_in_the_outbox(tmp_path: Path) -> None:
@@ -444,7 +502,7 @@ def test_without_smtp_host_the_mail_lands_in_the_outbox(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     message = _build(_run())
     with capture_logs() as logs:
-        where = send_mail(message, settings, sleep=_no_sleep)
+        where = send_mail(message, settings)
     files = list((tmp_path / "state" / "outbox").iterdir())
     assert [str(f) for f in files] == [where]
     assert files[0].name.endswith(f"-{RUN_ID}.eml")

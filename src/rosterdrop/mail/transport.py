@@ -1,11 +1,14 @@
-"""Delivering a report email: SMTP with retries, or a file in the outbox.
+"""Delivering a report email: one SMTP attempt, or a file in the outbox.
 
 With ``mail.smtp_host`` set the message goes over SMTP (STARTTLS or implicit
-TLS, AUTH when a username is configured). Connection problems and 4xx replies
-are retried with exponential backoff, ``mail.retries`` times; 5xx replies,
-TLS certificate failures and missing server features are not, since asking
-again cannot help. Without an SMTP host the message is written atomically to
-``state_dir/outbox/``.
+TLS, AUTH when a username is configured), in exactly one attempt bounded by
+``mail.timeout_seconds`` per socket operation: no sleeping, no retry loop, so
+a mail server that is down never holds a worker. Retries are the mail
+ledger's job (``runs/mailing.py``): a failed report is attempted again after
+``mail.retry_seconds`` × 2ⁿ, ``mail.retries`` times. ``mail_failed`` says
+whether the failure looked ``transient`` (connection problems, 4xx) or not
+(5xx, TLS certificate failures, missing server features). Without an SMTP
+host the message is written atomically to ``state_dir/outbox/``.
 
 Logs carry counts and error classes only: never addresses, never the server's
 reply text (it often quotes the address), never the password.
@@ -19,8 +22,6 @@ import re
 import smtplib
 import ssl
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import getaddresses
@@ -35,29 +36,18 @@ from rosterdrop.paths import StatePaths
 
 log = structlog.get_logger("rosterdrop.mail")
 
-BACKOFF_FIRST_SECONDS = 2.0
-"""Wait before the first retry; each further retry waits twice as long."""
-BACKOFF_MAX_SECONDS = 300.0
-
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def send_mail(
-    message: EmailMessage, settings: Settings, *, sleep: Callable[[float], None] = time.sleep
-) -> str:
-    """Deliver ``message``; return where it went.
+def send_mail(message: EmailMessage, settings: Settings) -> str:
+    """Deliver ``message`` in one attempt; return where it went.
 
-    SMTP: ``"smtp.example.org:587, 2 recipients"``. Outbox: the path of the
-    ``.eml`` file written. Raises ``MailError`` when delivery finally fails.
+    SMTP: ``"smtp.example.org:587, 2 recipient(s)"``. Outbox: the path of the
+    ``.eml`` file written. Raises ``MailError`` when the attempt fails.
     """
     if not settings.mail.smtp_host:
         return str(write_outbox(message, StatePaths.of(settings).outbox))
-    return _send_smtp(message, settings.mail, settings.smtp_password, sleep)
-
-
-def backoff_delay(attempt: int) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-    return min(BACKOFF_FIRST_SECONDS * float(2 ** (attempt - 1)), BACKOFF_MAX_SECONDS)
+    return _send_smtp(message, settings.mail, settings.smtp_password)
 
 
 def _recipients(message: EmailMessage) -> list[str]:
@@ -65,9 +55,7 @@ def _recipients(message: EmailMessage) -> list[str]:
     return [address for _, address in getaddresses(fields) if address]
 
 
-def _send_smtp(
-    message: EmailMessage, mail: MailSettings, password: str, sleep: Callable[[float], None]
-) -> str:
+def _send_smtp(message: EmailMessage, mail: MailSettings, password: str) -> str:
     recipients = len(_recipients(message))
     context = {
         "host": mail.smtp_host,
@@ -76,34 +64,18 @@ def _send_smtp(
         "run_id": message.get(RUN_HEADER),
     }
     if not recipients:
-        log.error("mail_failed", attempt=0, error="NoRecipients", **context)
+        log.error("mail_failed", error="NoRecipients", transient=False, **context)
         raise MailError("the report email has no recipients: set report_to for the tenant")
-    attempts = mail.retries + 1
-    for attempt in range(1, attempts + 1):
-        try:
-            refused = _deliver(message, mail, password)
-        except (smtplib.SMTPException, OSError) as exc:
-            retry = attempt < attempts and _is_transient(exc)
-            delay = backoff_delay(attempt) if retry else None
-            (log.warning if retry else log.error)(
-                "mail_failed",
-                attempt=attempt,
-                attempts=attempts,
-                error=type(exc).__name__,
-                smtp_code=_smtp_code(exc),
-                retry_in_seconds=delay,
-                **context,
-            )
-            if delay is None:
-                raise MailError(_failure(exc, mail, attempt)) from exc
-            sleep(delay)
-        else:
-            log.info("mail_sent", transport="smtp", attempt=attempt, refused=len(refused),
-                     **context)
-            delivered = recipients - len(refused)
-            where = f"{mail.smtp_host}:{mail.smtp_port}, {delivered} recipient(s)"
-            return where + (f", {len(refused)} refused" if refused else "")
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    try:
+        refused = _deliver(message, mail, password)
+    except (smtplib.SMTPException, OSError) as exc:
+        log.warning("mail_failed", error=type(exc).__name__, smtp_code=_smtp_code(exc),
+                    transient=_is_transient(exc), **context)
+        raise MailError(_failure(exc, mail)) from exc
+    log.info("mail_sent", transport="smtp", refused=len(refused), **context)
+    delivered = recipients - len(refused)
+    where = f"{mail.smtp_host}:{mail.smtp_port}, {delivered} recipient(s)"
+    return where + (f", {len(refused)} refused" if refused else "")
 
 
 def _deliver(message: EmailMessage, mail: MailSettings, password: str) -> dict[str, object]:
@@ -157,13 +129,11 @@ def _smtp_code(exc: BaseException) -> int | None:
     return exc.smtp_code if isinstance(exc, smtplib.SMTPResponseException) else None
 
 
-def _failure(exc: BaseException, mail: MailSettings, attempts: int) -> str:
+def _failure(exc: BaseException, mail: MailSettings) -> str:
     code = _smtp_code(exc)
     reason = f"SMTP {code}" if code else (
         exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__)
-    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
-    return (f"could not send the report email via {mail.smtp_host}:{mail.smtp_port} "
-            f"after {tries}: {reason}")
+    return f"could not send the report email via {mail.smtp_host}:{mail.smtp_port}: {reason}"
 
 
 def write_outbox(message: EmailMessage, outbox: Path) -> Path:
@@ -191,8 +161,7 @@ def write_outbox(message: EmailMessage, outbox: Path) -> Path:
             raise
         _fsync_dir(outbox)
     except OSError as exc:
-        log.error("mail_failed", transport="outbox", attempt=1, error=type(exc).__name__,
-                  **context)
+        log.error("mail_failed", transport="outbox", error=type(exc).__name__, **context)
         raise MailError(
             f"could not write the report email to {outbox}: {exc.strerror or exc}"
         ) from exc
