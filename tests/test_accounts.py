@@ -16,7 +16,7 @@ from rosterdrop.pipeline.accounts import (
     LOCAL_PATTERN,
     _suffixed,
     assign_accounts,
-    clean_local_text,
+    clean_local,
     fold_ascii,
     fold_series,
     resolve_collisions,
@@ -27,6 +27,12 @@ from rosterdrop.pipeline.plan import plan_sync
 from rosterdrop.pipeline.snapshot import Snapshot
 
 NAME = re.compile(r"^[a-z0-9._-]{1,64}$")
+
+
+def clean_local_text(text: str) -> str:
+    """The account-name cleaning of one string, as the pipeline does it to a column."""
+    frame = pl.DataFrame({"v": [fold_ascii(text)]}, schema={"v": pl.String})
+    return str(frame.select(clean_local(pl.col("v")))["v"][0])
 
 
 def people(*rows: dict[str, Any]) -> pl.DataFrame:

@@ -86,12 +86,6 @@ def clean_local(expr: pl.Expr) -> pl.Expr:
     )
 
 
-def clean_local_text(text: str) -> str:
-    """:func:`clean_local` of one folded string (for tests and single edits)."""
-    frame = pl.DataFrame({"v": [fold_ascii(text)]}, schema={"v": pl.String})
-    return str(frame.select(clean_local(pl.col("v")))["v"][0])
-
-
 def format_fields(account_format: str) -> list[str]:
     """The person fields ``account_format`` uses, in order of first use."""
     used: list[str] = []

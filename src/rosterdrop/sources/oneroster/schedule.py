@@ -142,11 +142,3 @@ def decide(schedule: Schedule, now: datetime, last_slot: datetime | None, *,
     if slot is None and not requested:
         return None
     return Decision(slot, requested)
-
-
-def next_check(schedule: Schedule, now: datetime, last_slot: datetime | None) -> datetime:
-    """When the next slot falls due (for how long a scheduler may sleep)."""
-    latest = schedule.latest(now)
-    if last_slot is None or latest > _aware(last_slot):
-        return _aware(now)
-    return schedule.next_after(now)
