@@ -88,7 +88,7 @@ class MailSettings(_Section):
     username: str = ""
     timeout_seconds: Annotated[float, Field(gt=0)] = 30
     retries: NonNegativeInt = 5
-    """Attempts within one send, with backoff (2, 4, 8 … s)."""
+    """Further attempts of a report whose first one failed, retry_seconds apart, doubling."""
     retry_seconds: Annotated[float, Field(gt=0)] = 60
     """After a send finally failed, the daemon tries again after this, doubling up to 1 h."""
     attach_max_bytes: PositiveInt = 5 * 1000 * 1000
@@ -277,6 +277,11 @@ class Settings(_Section):
     workers: PositiveInt = 2
     lease_seconds: Annotated[float, Field(gt=0)] = 120
     """A job whose worker stopped renewing its lease this long ago is claimed again."""
+    job_timeout_seconds: Annotated[float, Field(gt=0)] = 1800
+    """A job still running after this ends failed (RUN_TIMED_OUT); one that does not
+    return 30 s later is given up by its worker and tried again elsewhere."""
+    drain_seconds: Annotated[float, Field(gt=0)] = 10
+    """On SIGTERM, running jobs get this long to finish before they are given back."""
     store: StoreSettings = StoreSettings()
     sftp: SftpSettings = SftpSettings()
     mail: MailSettings = MailSettings()
