@@ -284,8 +284,8 @@ def _diff(
     key = list(KEYS[kind])
     values = list(TABLE_VALUES[kind])
     # Gathering rows from a frame in many chunks (the CSV reader's; polars reads the
-    # cache in several) is ~7x slower than from one: 28 ms against 4 ms for the rosters
-    # at L, and one copy into a single chunk costs ~4 ms.
+    # cache in several) is much slower than from one, and one copy into a single chunk
+    # is cheap (benchmarks/README.md, "Measurements behind the code").
     new = snapshot_frame(kind, upserts).drop_nulls(key).rechunk()
     old = old.rechunk()
     new_hash = new.select(key).hash_rows()
@@ -326,7 +326,7 @@ def _pairs(
     numbers on both sides, and the rows themselves.
 
     Keys are unique on both sides. The join is on a 64-bit hash of the key
-    (2-3x faster than on the strings at L); pairs whose keys differ (a hash
+    (faster than on the strings; benchmarks/README.md); pairs whose keys differ (a hash
     collision) are then dropped, so a collision costs a comparison, never a
     wrong match.
     """
@@ -422,8 +422,8 @@ def _plan_people(
     sis_changed = pl.col("_sis_changed")
     id_changed = pl.col("person_id") != pl.col("person_id__old")
     back = pl.col("status__old") == INACTIVE
-    # In two steps: polars 2.1 took 7x longer (140 ms at L) to evaluate the list
-    # comparison inside the three expressions below than as a column of its own.
+    # In two steps: polars evaluates the list comparison far faster as a column of its
+    # own than inside each of the three expressions below (benchmarks/README.md).
     both = both.with_columns(_sis_changed=pl.any_horizontal(differs)).with_columns(
         _write=(sis_changed & ~local) | id_changed | back,
         _back=back,

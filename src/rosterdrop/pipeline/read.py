@@ -549,8 +549,7 @@ def _polars(source: bytes, sep: str, names: list[str], skip_rows: int,
 
     The numbers come from the reader itself, so they are chunked like the
     values: a column added afterwards (one chunk against the reader's dozens)
-    made the first ``select`` copy every column into one chunk (13 ms for the
-    enrollments at L).
+    would make the first ``select`` copy every column into one chunk.
     """
     try:
         frame = pl.read_csv(

@@ -47,7 +47,7 @@ def _spread(frame: pl.DataFrame, list_column: str, base: str, minimum: int) -> p
 
 def asm_tables(model: Model) -> dict[str, pl.DataFrame]:
     """The six ASM files; records keep the upload's order (sorting the rosters by id
-    cost 40 ms at L and helped no reader)."""
+    costs time and helps no reader)."""
     live = pl.col("active")
     people = model.people.filter(live)
     tables: dict[str, pl.DataFrame] = {

@@ -2,9 +2,9 @@
 
 SQLite's automatic checkpoint runs inside the COMMIT of whichever write makes
 the WAL cross 1000 pages, so that writer pays for copying every page back into
-the database file and for two fsyncs. A sync that changes 1 % of an L district
-touches ~6,000 scattered b-tree pages (a 25 MB WAL): its commit took 0.38 s,
-of which 0.32 s was the checkpoint. With ``wal_autocheckpoint=0`` the commit
+the database file and for two fsyncs; for a sync that touches thousands of
+scattered b-tree pages that is most of its commit (benchmarks/README.md,
+"Measurements behind the code"). With ``wal_autocheckpoint=0`` the commit
 only appends to the WAL; this thread copies it back while the run goes on
 (artifacts, the report email), so the WAL still never outgrows one write.
 
@@ -30,7 +30,7 @@ class Lane:
     """Work done after a commit on one background thread, in order; ``wait()`` for it.
 
     The snapshot cache of a sync's result is written here while the run goes on
-    to its report (0.2 s at L): whatever reads the cache waits for the lane first.
+    to its report: whatever reads the cache waits for the lane first.
     """
 
     def __init__(self, name: str) -> None:
