@@ -20,7 +20,9 @@ For each workload size the harness
    columns of P1), ``rosterdrop -c CFG sync ZIP --tenant bench --json`` into a
    fresh state folder (P5 on S/M/L, P6 on XL).
 
-Then, once, the **daemon** measurements P7–P9 (``daemon_bench.py``).
+Then, once, the **daemon** measurements P7–P9 (``daemon_bench.py``) and P10,
+the interactive commands against a bare interpreter with click and pydantic
+(``commands_bench.py``).
 
 Ratios are medians over the floor's median of the same run; every target in
 performance.md is such a ratio or a memory bound, so absolute seconds are
@@ -80,8 +82,9 @@ class Measurement:
     """One performance.md target.
 
     ``kind``: ``inproc`` (measured in the worker process against the floor),
-    ``cli`` (a ``rosterdrop`` subprocess: wall time and peak RSS) or ``daemon``
-    (P7–P9, once per run, not per size). Targets bind on the ``binding``
+    ``cli`` (a ``rosterdrop`` subprocess: wall time and peak RSS), ``daemon``
+    (P7–P9, once per run, not per size) or ``commands`` (P10, once per run).
+    Targets bind on the ``binding``
     workloads and are shown in parentheses, for information, elsewhere; a
     measurement runs on the ``sizes`` workloads only.
     """
@@ -118,10 +121,13 @@ MEASUREMENTS: dict[str, Measurement] = {
                     "whole session ≥0.8×; 32 KiB transfer ≥0.5×"),
         Measurement("P8", "S upload close → email", "daemon", "median ≤0.5 s"),
         Measurement("P9", "200 clients at once, 20 tenants", "daemon", "200/200, once, ≤1 GiB"),
+        Measurement("P10", "history/show/people/discard/doctor", "commands",
+                    "each ≤3× python+click", max_ratio=3.0, binding=_NONE, sizes=_NONE),
     ]
 }
 INPROC = [k for k, m in MEASUREMENTS.items() if m.kind == "inproc"]
 DAEMON = [k for k, m in MEASUREMENTS.items() if m.kind == "daemon"]
+ONCE = [k for k, m in MEASUREMENTS.items() if m.kind in ("daemon", "commands")]
 
 
 # --- one workload: the worker process, then the CLI processes ------------------------------------
@@ -413,6 +419,42 @@ def bench_daemon(keys: list[str], *, smoke: bool, repeats: int, out_dir: Path,
     return results
 
 
+# --- the interactive commands ------------------------------------------------------------------------
+
+
+def bench_commands(*, smoke: bool, repeats: int) -> dict[str, Any]:
+    """P10: each command's median wall time over the baseline's median, same rounds."""
+    import commands_bench
+
+    m = MEASUREMENTS["P10"]
+    entry = _entry(m, "commands")
+    entry["binding"] = not smoke
+    progress(f"P10: {m.title}")
+    try:
+        found = commands_bench.p10_commands(rounds=3 if smoke else max(3 * repeats, 9))
+    except Exception as exc:
+        traceback.print_exc()
+        entry.update(status="broken", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return {"P10": entry}
+    rows = found["commands"]
+    binding = {name: row for name, row in rows.items() if row["binding"]}
+    worst = max(binding, key=lambda name: binding[name]["ratio"])
+    limit = m.max_ratio or 0.0
+    entry.update(
+        workload=f"{found['students']} students", baseline=found["baseline_seconds"],
+        seconds=binding[worst]["seconds"], ratio=binding[worst]["ratio"],
+        passed=all(r["ratio"] <= limit and r["answered"] for r in binding.values()),
+        peak_rss_mib=max(r["peak_rss_mib"] for r in rows.values()), details=found,
+        notes=[f"baseline {found['baseline']}: median {found['baseline_seconds']:.3f} s over "
+               f"{found['rounds']} rounds; worst: {worst}"]
+        + [f"{name}: {row['seconds']:.3f} s, {row['ratio']:.2f}×"
+           + ("" if row["binding"] else " (reported, not binding)")
+           + ("" if row["answered"] else f", WRONG exit {row['exit_statuses']}: {row['last_stderr']}")
+           for name, row in rows.items()],
+    )
+    return {"P10": entry}
+
+
 # --- output -----------------------------------------------------------------------------------------
 
 
@@ -432,6 +474,7 @@ def _num(value: Any, fmt: str) -> str:
 
 
 def table(workloads: Sequence[dict[str, Any]], daemon: dict[str, Any]) -> str:
+    """The table; ``daemon`` holds every measurement taken once (P7–P10)."""
     body: list[tuple[str, ...]] = []
     notes: list[str] = []
     for w in workloads:
@@ -550,8 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC)
     results = []
     for name in args.sizes:
-        keys = [k for k in args.only if MEASUREMENTS[k].kind != "daemon"
-                and name in MEASUREMENTS[k].sizes]
+        keys = [k for k in args.only if k not in ONCE and name in MEASUREMENTS[k].sizes]
         if not keys:
             continue
         workload = prepare_workload(name, args.out_dir, regenerate=args.regenerate)
@@ -560,7 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     daemon_keys = [k for k in args.only if k in DAEMON]
     daemon = bench_daemon(daemon_keys, smoke=args.smoke, repeats=args.repeats,
                           out_dir=args.out_dir, regenerate=args.regenerate) if daemon_keys else {}
-    print(table(results, daemon))
+    commands = bench_commands(smoke=args.smoke, repeats=args.repeats) if "P10" in args.only else {}
+    print(table(results, {**daemon, **commands}))
     document = {
         "started": started.isoformat(timespec="seconds"),
         "seconds": (datetime.now(UTC) - started).total_seconds(),
@@ -571,11 +614,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "smoke": args.smoke,
         "workloads": results,
         "daemon": daemon,
+        "commands": commands,
     }
     if args.json:
         args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
         progress(f"wrote {args.json}")
-    everything = [m for w in results for m in w["measurements"].values()] + list(daemon.values())
+    everything = [m for w in results for m in w["measurements"].values()] + list(daemon.values()) \
+        + list(commands.values())
     failed = any(m["status"] == "broken" or (m["status"] == "ok" and m["binding"] and not m["passed"])
                  for m in everything)
     return 1 if failed else 0
