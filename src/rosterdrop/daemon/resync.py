@@ -17,11 +17,12 @@ from rosterdrop.store.history import list_runs
 
 
 def queue_last_upload(settings: Settings, store: Store, tenant: str) -> tuple[int, str]:
-    """Copy the tenant's most recent kept upload into the spool and queue it."""
+    """Copy the tenant's last applied upload (still kept) into the spool and queue it."""
     paths = StatePaths.of(settings)
     kept = KeptUploads(paths)
     for run in list_runs(store, tenant, limit=50):
-        upload = kept.find(tenant, run.run_id)
+        # Only what was applied: never a dry run's preview, a held or a failed upload.
+        upload = kept.find(tenant, run.run_id) if run.applied else None
         if upload is None:
             continue
         name = run.file_name or upload.name
@@ -33,4 +34,5 @@ def queue_last_upload(settings: Settings, store: Store, tenant: str) -> tuple[in
                                          source="resync", kind=upload_kind(spooled),
                                          now=utc_now())
         return job_id, name
-    raise NotFound(f"tenant {tenant!r} has no upload to sync again")
+    raise NotFound(f"tenant {tenant!r} has no applied upload still kept to sync again "
+                   f"(a held upload is released with 'rosterdrop approve RUN_ID')")

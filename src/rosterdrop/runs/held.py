@@ -30,12 +30,17 @@ def held_run(store: Store, run_id: str) -> RunRecord:
     if run.status is not RunStatus.HELD:
         raise UsageError(f"run {run_id} is {run.status}, not held; only held runs can be "
                          f"approved or discarded")
+    if run.dry_run:
+        raise UsageError(f"run {run_id} is a dry run: 'held' says what a real run of its "
+                         f"upload would do; upload it (or run sync without --dry-run) to "
+                         f"hold it for approval")
     return run
 
 
 def held_runs(store: Store, tenant: str) -> list[RunRecord]:
+    """The tenant's runs waiting for an admin (a dry run's 'held' is only a preview)."""
     return [r for r in list_runs(store, tenant, limit=HELD_LOOKBACK)
-            if r.status is RunStatus.HELD]
+            if r.status is RunStatus.HELD and not r.dry_run]
 
 
 def discard(store: Store, run: RunRecord, now: datetime) -> RunRecord:

@@ -160,8 +160,9 @@ class Runner:
             if run.status is not RunStatus.RUNNING:
                 self.ensure_mailed(run)
                 return run
+            # A dry run's upload is not kept: nothing may resync or approve a preview.
             return self._run(_Progress(run, tenant, deadline), upload, dry_run=dry_run,
-                             force=force, approved=False, keep=True)
+                             force=force, approved=False, keep=not dry_run)
 
     def superseded(self, tenant_key: str, upload: Path, *, source: str, file_name: str,
                    run_id: str | None, newer: str,
@@ -302,9 +303,10 @@ class Runner:
                 return self._finish(progress, RunStatus.FAILED, dry_run=dry_run,
                                     applied=False, now=now)
             decision = check_guard(plan, tenant.guard, run.run_id)
-            if decision.held and not approved and not dry_run:
+            if decision.held and not approved:
+                # A dry run says what the real run would do: held, and why.
                 decision.record(checked.issues)
-                return self._finish(progress, RunStatus.HELD, dry_run=False, applied=False,
+                return self._finish(progress, RunStatus.HELD, dry_run=dry_run, applied=False,
                                     now=now)
             if dry_run:
                 return self._finish(progress, self._completed(checked), dry_run=True,
