@@ -3,6 +3,11 @@
     python -m rosterdrop.tools.docs            # writes docs/configuration.md
     python -m rosterdrop.tools.docs --check    # exit 1 when it is out of date
 
+A tool for the repository, run from its root: it reads ``config.example.toml``
+and writes ``docs/configuration.md`` there (``--example`` and ``--output`` name
+other paths). Neither file is part of the installed package, so the package
+never looks for them next to its own files.
+
 Each section of the TOML file is one table: key, type (with its limits),
 default, and what it does. The description is the attribute docstring in
 ``config.py`` when there is one, else the key's inline comment in
@@ -32,7 +37,7 @@ from pydantic.fields import FieldInfo
 from rosterdrop.config import Settings
 
 OUTPUT = Path("docs/configuration.md")
-EXAMPLE = Path(__file__).resolve().parents[3] / "config.example.toml"
+EXAMPLE = Path("config.example.toml")
 TENANT = "<tenant>"
 
 
@@ -107,8 +112,6 @@ def example_comments(path: Path = EXAMPLE) -> dict[str, str]:
     """``section.key`` → the inline comment of that key in config.example.toml."""
     found: dict[str, str] = {}
     section = ""
-    if not path.is_file():
-        return found
     for line in path.read_text(encoding="utf-8").splitlines():
         header = re.match(r"^\s*\[\[?([^\]]+)\]\]?", line)
         if header:
@@ -169,8 +172,9 @@ def default_text(info: FieldInfo) -> str:
     return f"`{json.dumps(value, ensure_ascii=False)}`"
 
 
-def render() -> str:
-    comments = example_comments()
+def render(example: Path = EXAMPLE) -> str:
+    """The reference; key descriptions missing from ``config.py`` come from ``example``."""
+    comments = example_comments(example)
     lines = [
         "# Configuration reference",
         "",
@@ -212,10 +216,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rosterdrop.tools.docs",
                                      description="Write the configuration reference.")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--example", type=Path, default=EXAMPLE,
+                        help="the commented example config (default: ./config.example.toml)")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when the file differs from what would be written")
     args = parser.parse_args(argv)
-    text = render()
+    if not args.example.is_file():
+        print(f"{args.example}: no such file; run from the repository root or pass --example",
+              file=sys.stderr)
+        return 2
+    text = render(args.example)
     current = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
     if args.check:
         if current != text:
