@@ -69,3 +69,21 @@ def test_resync_never_picks_a_held_or_failed_upload(
     assert runner.sync("t", broken, source="cli").status is RunStatus.FAILED
     _, name = queue_last_upload(settings, store, "t")
     assert name == "first.zip"
+
+
+def test_a_failing_upload_never_discards_a_held_run(
+        settings: Settings, store: Store, tmp_path: Path) -> None:  # noqa: F811
+    runner = Runner(settings, store, clock=Clock(), mailer=Sent())
+    runner.sync("t", upload(tmp_path, district(10)), source="cli")
+    held = runner.sync("t", upload(tmp_path, district(4), "held.zip"), source="cli")
+    garbage = tmp_path / "garbage.zip"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    assert runner.sync("t", garbage, source="sftp").status is RunStatus.FAILED
+    assert runner.approve(held.run_id).applied  # still held, still approvable
+    assert runner.sync("t", upload(tmp_path, district(10), "back.zip"), source="cli").applied
+    newer = runner.sync("t", upload(tmp_path, district(3), "newer.zip"), source="cli")
+    assert newer.status is RunStatus.HELD
+    held_again = runner.sync("t", upload(tmp_path, district(2), "newest.zip"), source="cli")
+    assert held_again.status is RunStatus.HELD
+    with pytest.raises(UsageError, match="discarded, not held"):
+        runner.approve(newer.run_id)  # a valid newer export replaced it

@@ -279,9 +279,6 @@ class Runner:
         if not (dry_run or force) and progress.sha256 == last_applied_sha256(self.store,
                                                                               run.tenant):
             return self._finish_unchanged(progress)
-        if not dry_run and not approved:
-            held.discard_older(self.store, run.tenant, run.run_id, self.clock())
-
         progress.on_time()
         with timer.step("check"):
             progress.checked = checked = check_upload(
@@ -290,6 +287,10 @@ class Runner:
         if checked.model is None or checked.issues.has_errors():
             return self._finish(progress, RunStatus.FAILED, dry_run=dry_run, applied=False,
                                 now=now)
+        if not dry_run and not approved:
+            # A newer export that reads and validates replaces a held one; one that fails
+            # never does.
+            held.discard_older(self.store, run.tenant, run.run_id, self.clock())
         progress.on_time()
         for attempt in (1, 2):
             with timer.step("snapshot"):  # before the writer starts: it reads faster alone
