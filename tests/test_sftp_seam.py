@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from asyncssh.connection import SSHConnection
 from asyncssh.constants import FXP_WRITE
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacket, SSHPacketLogger
@@ -292,3 +293,36 @@ def test_packet_logs_are_formatted_only_at_debug_level_3(
     with caplog.at_level(logging.WARNING, logger="asyncssh"):
         packets.logger.debug1("%s", [_Untextable()])  # its arguments not even made text
     assert caplog.records == []
+
+
+def test_input_goes_to_asyncssh_in_pieces_and_stops_once_closed() -> None:
+    """A large read reaches asyncssh's parser ``PIECE_BYTES`` at a time, every byte in
+    order; once a piece closes the connection, the rest is not parsed."""
+    asyncssh_seam.check()
+    assert getattr(SSHConnection.data_received, "rosterdrop_seam", False)
+
+    class Conn:
+        def __init__(self, close_after: int) -> None:
+            self._inpbuf = b""
+            self._transport: object | None = object()
+            self.pieces: list[int] = []
+            self.close_after = close_after
+
+        def _recv_data(self) -> None:  # asyncssh's parser: takes the whole buffer
+            self.pieces.append(len(self._inpbuf))
+            self.parsed = getattr(self, "parsed", b"") + self._inpbuf
+            self._inpbuf = b""
+            if len(self.pieces) == self.close_after:
+                self._transport = None
+
+    data = random_bytes(3 * asyncssh_seam.PIECE_BYTES + 100)
+    conn = Conn(close_after=0)
+    SSHConnection.data_received(conn, data)  # type: ignore[arg-type]
+    assert conn.pieces == [asyncssh_seam.PIECE_BYTES] * 3 + [100]
+    assert conn.parsed == data
+    closing = Conn(close_after=2)
+    SSHConnection.data_received(closing, data)  # type: ignore[arg-type]
+    assert closing.pieces == [asyncssh_seam.PIECE_BYTES] * 2
+    small = Conn(close_after=0)
+    SSHConnection.data_received(small, b"tiny")  # type: ignore[arg-type]
+    assert small.parsed == b"tiny"
