@@ -394,32 +394,46 @@ class DropboxFS(SFTPServer):
                 f"names may be at most {MAX_UPLOAD_NAME_BYTES} bytes")
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int | Awaitable[int]:
-        if not isinstance(file_obj, Upload):
-            raise SFTPPermissionDenied("/reports is read-only")
-        upload = file_obj
-        if upload.refused:
-            raise SFTPFailure(upload.refused)
-        limit = self._ctx.max_upload_bytes
-        if offset + len(data) > limit:
-            self._refuse(upload, f"upload refused: larger than the limit of {limit} bytes",
-                         reason="too_large", limit=limit)
-            raise SFTPQuotaExceeded(upload.refused or "")
+        # Called for every WRITE request, so not wrapped by ``_plainly``: it answers a
+        # failure it did not foresee itself, by the same rule (``_refusal``).
         try:
-            backlog = upload.write(offset, data)
-        except OSError as exc:
-            self._write_failed(upload, exc)
-        if backlog is None:
-            return len(data)
-        return self._after(upload, backlog, len(data))
+            if not isinstance(file_obj, Upload):
+                raise SFTPPermissionDenied("/reports is read-only")
+            upload = file_obj
+            if upload.refused:
+                raise SFTPFailure(upload.refused)
+            limit = self._ctx.max_upload_bytes
+            if offset + len(data) > limit:
+                self._refuse(upload, f"upload refused: larger than the limit of {limit} bytes",
+                             reason="too_large", limit=limit)
+                raise SFTPQuotaExceeded(upload.refused or "")
+            try:
+                backlog = upload.write(offset, data)
+            except OSError as exc:
+                self._write_failed(upload, exc)
+            if backlog is None:
+                return len(data)  # a plain answer: asyncssh sends OK without awaiting
+            return self._after(upload, backlog, len(data))
+        except Exception as exc:
+            answer = _refusal(self, "write", exc)
+            if answer is exc:
+                raise
+            raise answer from None
 
     async def _after(self, upload: Upload, write: Future[None], count: int) -> int:
         """Answer a WRITE once the disk has caught up (bounded memory per upload)."""
         try:
-            await asyncio.wrap_future(write)
-            upload.flush()
-        except OSError as exc:
-            self._write_failed(upload, exc)
-        return count
+            try:
+                await asyncio.wrap_future(write)
+                upload.flush()
+            except OSError as exc:
+                self._write_failed(upload, exc)
+            return count
+        except Exception as exc:
+            answer = _refusal(self, "write", exc)
+            if answer is exc:
+                raise
+            raise answer from None
 
     async def _drain(self, upload: Upload) -> None:
         """Everything the client wrote is in the file, or the upload is refused."""
@@ -666,28 +680,32 @@ REQUESTS = (
     "posix_rename", "mkdir", "rmdir", "symlink", "link", "readlink", "exit",
 )
 """The ``SFTPServer`` methods asyncssh calls for client requests (``scandir`` aside)."""
+ANSWERED_THEMSELVES = frozenset({"write"})
+"""Requests whose method applies ``_refusal`` itself (one call per request of an
+upload: no wrapper, no awaitable check around each)."""
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
-def _plainly(name: str, method: _Method) -> _Method:
-    """``method``, answering any failure it did not foresee with a plain SFTP refusal
-    (asyncssh would send "Uncaught exception: " and the Python message)."""
+def _refusal(fs: DropboxFS, request: str, exc: Exception) -> Exception:
+    """``exc`` itself when asyncssh answers it plainly (an SFTP status, or an OS
+    error it sends as its code and strerror, no path); else a plain refusal (asyncssh
+    would send "Uncaught exception: " and the Python message), logged with its
+    traceback."""
+    if isinstance(exc, SFTPError) or (isinstance(exc, OSError) and exc.strerror):
+        return exc
+    fs._log.exception("sftp_request_failed", request=request)
+    return SFTPFailure("the server could not complete this request; it has logged why")
 
-    def refusal(self: DropboxFS, exc: Exception) -> Exception:
-        """``exc`` itself when asyncssh answers it plainly (an SFTP status, or an OS
-        error it sends as its code and strerror, no path); else a plain refusal."""
-        if isinstance(exc, SFTPError) or (
-                isinstance(exc, OSError) and exc.strerror):
-            return exc
-        self._log.exception("sftp_request_failed", request=name)
-        return SFTPFailure("the server could not complete this request; it has logged why")
+
+def _plainly(name: str, method: _Method) -> _Method:
+    """``method``, answering any failure it did not foresee with ``_refusal``."""
 
     async def awaited(self: DropboxFS, pending: Awaitable[Any]) -> Any:
         try:
             return await pending
         except Exception as exc:
-            answer = refusal(self, exc)
+            answer = _refusal(self, name, exc)
             if answer is exc:
                 raise
             raise answer from None
@@ -697,7 +715,7 @@ def _plainly(name: str, method: _Method) -> _Method:
         try:
             result = method(self, *args)
         except Exception as exc:
-            answer = refusal(self, exc)
+            answer = _refusal(self, name, exc)
             if answer is exc:
                 raise
             raise answer from None
@@ -710,7 +728,7 @@ def _plainly(name: str, method: _Method) -> _Method:
 
 def _answer_plainly(cls: type[DropboxFS]) -> None:
     for name in REQUESTS:
-        if name in vars(cls):
+        if name in vars(cls) and name not in ANSWERED_THEMSELVES:
             setattr(cls, name, _plainly(name, vars(cls)[name]))
 
 
