@@ -45,6 +45,7 @@ class Code(StrEnum):
     ENCODING_CONVERTED = "ENCODING_CONVERTED"
     # sync
     MATCH_AMBIGUOUS = "MATCH_AMBIGUOUS"
+    MATCH_MISSING = "MATCH_MISSING"
     ACCOUNT_NAME_FAILED = "ACCOUNT_NAME_FAILED"
     CHANGE_THRESHOLD = "CHANGE_THRESHOLD"
     ACCOUNT_LOCAL = "ACCOUNT_LOCAL"
@@ -152,6 +153,10 @@ CATALOGUE: dict[Code, CodeInfo] = {
     Code.ACCOUNT_NAME_FAILED: CodeInfo(
         E, "A managed account name could not be made",
         "Fill in the field the account name format uses, or change account_format."),
+    Code.MATCH_MISSING: CodeInfo(
+        E, "A new person matched no existing account (require_match)",
+        "Import the account (`rosterdrop people import`), correct the person's values in the "
+        "SIS, or turn duplicates.require_match off once the migration is done."),
     Code.CHANGE_THRESHOLD: CodeInfo(
         E, "The sync would deactivate or remove too much and was held",
         "Check the export; release the run with `rosterdrop approve RUN_ID` or drop it with "

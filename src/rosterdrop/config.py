@@ -140,6 +140,14 @@ MatchField = Literal["first_name", "last_name", "email_address", "person_number"
 class DuplicateSettings(_Section):
     prevent: bool = True
     match_on: list[MatchField] = ["first_name", "last_name", "email_address"]
+    require_match: bool = False
+    """Migration mode: a new person who matches no account is an error (MATCH_MISSING)."""
+
+    @model_validator(mode="after")
+    def _require_needs_prevent(self) -> DuplicateSettings:
+        if self.require_match and not self.prevent:
+            raise ValueError("require_match needs prevent = true (it is a kind of matching)")
+        return self
 
 
 class GuardSettings(_Section):

@@ -151,19 +151,21 @@ class RunDocument:
     changes: Mapping[str, Mapping[str, int]] = field(default_factory=no_changes)
     filtered: Mapping[str, int] = field(default_factory=dict)
     patched: Mapping[str, int] = field(default_factory=dict)
+    matched: int = 0
+    """New SIS people who took over an existing account (duplicate prevention; matches.csv)."""
 
     @classmethod
     def of_check(cls, check: CheckDocument, *, run_id: str, tenant: str, status: RunStatus,
                  dry_run: bool = False, changes: Mapping[str, Mapping[str, int]] | None = None,
                  filtered: Mapping[str, int] | None = None,
-                 patched: Mapping[str, int] | None = None) -> Self:
+                 patched: Mapping[str, int] | None = None, matched: int = 0) -> Self:
         return cls(
             run_id=run_id, tenant=tenant, file=check.file, sha256=check.sha256,
             status=status, layout=check.layout, dry_run=dry_run, counts=check.counts,
             issue_counts=check.issue_counts, errors=check.errors, warnings=check.warnings,
             files_ignored=check.files_ignored,
             changes=changes if changes is not None else no_changes(),
-            filtered=filtered or {}, patched=patched or {},
+            filtered=filtered or {}, patched=patched or {}, matched=matched,
         )
 
     def with_status(self, status: RunStatus) -> Self:
@@ -187,6 +189,7 @@ class RunDocument:
             "run_id": self.run_id, "tenant": self.tenant, "dry_run": self.dry_run,
             "changes": {group: dict(kinds) for group, kinds in self.changes.items()},
             "filtered": dict(self.filtered), "patched": dict(self.patched),
+            "matched": self.matched,
         }
 
     @classmethod
@@ -203,6 +206,7 @@ class RunDocument:
             files_ignored=tuple(str(f) for f in data.get("files_ignored") or ()),
             changes={**no_changes(), **{str(g): _ints(k) for g, k in changes.items()}},
             filtered=_ints(data.get("filtered")), patched=_ints(data.get("patched")),
+            matched=int(data.get("matched") or 0),
         )
 
 

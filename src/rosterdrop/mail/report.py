@@ -312,6 +312,9 @@ def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str) -> list[t
     rows.append(("Layout", _clean(str(run.get("layout") or "not recognised"), 40)))
     if run.get("sha256"):
         rows.append(("SHA-256", _clean(str(run["sha256"]), 80)))
+    matched = run.get("matched") or 0
+    if matched:
+        rows.append(("Existing accounts matched", f"{int(matched):,} (listed in matches.csv)"))
     if artifacts_hint:
         rows.append(("Files for this run", _clean(artifacts_hint, MAX_VALUE_CHARS)))
     return rows

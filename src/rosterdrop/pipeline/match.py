@@ -1,8 +1,9 @@
 """Duplicate prevention (pipeline.md "Prevent duplicate accounts").
 
 An incoming person whose person_id is unknown to the store is compared with
-every existing account of the tenant, active or inactive, on the tenant's
-``duplicates.match_on`` fields: all of them must be equal; names and emails
+every existing account of the tenant *of the same role*, active or inactive
+(a student never takes over a staff account, nor the reverse), on the
+tenant's ``duplicates.match_on`` fields: all of them must be equal; names and emails
 are compared trimmed and case-insensitively, person_number and sis_username
 trimmed; a blank value never matches. Exactly one candidate → the person
 takes over that account (same account_id and name; the new SIS id replaces
@@ -13,6 +14,10 @@ when one account would be claimed twice: by two incoming people, or by an
 incoming person while the account's own SIS id is still in the upload. The
 message lists the candidate accounts by name and account_id, and the other
 claimants by SIS id: no other personal data. Everything is joins.
+
+``MATCH_MISSING`` (an error, only with ``duplicates.require_match``, the
+migration mode) when an unknown person matches no account at all: the
+message names the person and the values tried.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import polars as pl
 
 from rosterdrop.codes import Code
 from rosterdrop.pipeline.issues import IssueLog
-from rosterdrop.pipeline.messages import joined, person_issues
+from rosterdrop.pipeline.messages import joined, person_issues, quoted
 
 CASE_INSENSITIVE = frozenset({"first_name", "last_name", "middle_name", "email_address"})
 
@@ -41,9 +46,17 @@ class Matches:
     """The outcome of duplicate prevention for the unknown incoming people."""
 
     matched: pl.DataFrame
-    """``person_id`` (incoming) → ``account_id`` (existing), one row per unambiguous match."""
+    """One row per unambiguous match: ``person_id`` (incoming) → ``account_id`` and
+    ``account`` (existing), ``previous_id`` (the account's SIS id until now, null for an
+    account that had none)."""
     ambiguous: pl.Series
     """Incoming person_ids reported as ``MATCH_AMBIGUOUS``."""
+    missing: pl.Series
+    """Incoming person_ids that matched no account (``MATCH_MISSING`` under require_match)."""
+
+
+MATCHED_SCHEMA = {"person_id": pl.String, "account_id": pl.Int64, "account": pl.String,
+                  "previous_id": pl.String}
 
 
 def match_duplicates(
@@ -52,31 +65,48 @@ def match_duplicates(
     claimed: pl.Series,
     match_on: Sequence[str],
     issues: IssueLog,
+    *,
+    require_match: bool = False,
 ) -> Matches:
     """Match ``unknown`` incoming people (model rows) to ``existing`` accounts.
 
     ``existing`` is the snapshot's people frame; ``claimed`` holds the
     account_ids that incoming people already claim by their own person_id.
     """
-    empty = Matches(
-        pl.DataFrame(schema={"person_id": pl.String, "account_id": pl.Int64}),
-        pl.Series("person_id", [], pl.String),
-    )
-    if not match_on or unknown.height == 0 or existing.height == 0:
-        return empty
-    keys = [f"_m_{name}" for name in match_on]
+    no_one = pl.Series("person_id", [], pl.String)
+    if not match_on or unknown.height == 0:
+        return Matches(pl.DataFrame(schema=MATCHED_SCHEMA), no_one, no_one)
+    fields_ = [*match_on, "role"]
+    keys = [f"_m_{name}" for name in fields_]
     left = unknown.select(
-        "person_id", "_file", "_line", *[_normalised(name) for name in match_on]
-    ).drop_nulls(keys)
+        "person_id", "_file", "_line", *[_normalised(name) for name in fields_]
+    )
     right = existing.select(
         "account_id",
         pl.col("person_id").alias("_own_id"),
         "account",
-        *[_normalised(name) for name in match_on],
+        *[_normalised(name) for name in fields_],
     ).drop_nulls(keys)
-    pairs = left.join(right, on=keys, how="inner")
+    pairs = left.drop_nulls(keys).join(right, on=keys, how="inner")
+    missing = left.join(pairs.select("person_id"), on="person_id", how="anti")
+    if require_match and missing.height:
+        tried = [pl.lit(f"{name} ") + quoted(pl.col(f"_m_{name}")) for name in match_on]
+        issues.extend(
+            person_issues(
+                missing,
+                pl.lit("new person '") + pl.col("person_id")
+                + pl.lit("' (") + pl.col("_m_role").fill_null("no role")
+                + pl.lit(") matches no existing account; tried ")
+                + pl.concat_str(tried, separator=", ")
+                + pl.lit(". duplicates.require_match is on (a migration): every new person "
+                         "must match exactly one existing account of the same role; import "
+                         "the account (rosterdrop people import), correct the values in the "
+                         "SIS, or turn require_match off."),
+            ),
+            Code.MATCH_MISSING,
+        )
     if pairs.height == 0:
-        return empty
+        return Matches(pl.DataFrame(schema=MATCHED_SCHEMA), no_one, missing["person_id"])
     pairs = pairs.with_columns(
         _n=pl.len().over("person_id"),
         _label=pl.col("account") + pl.lit(" (account ") + pl.col("account_id").cast(pl.String)
@@ -154,6 +184,6 @@ def match_duplicates(
         )
     ambiguous = pl.concat([several["person_id"], contested["person_id"]]).unique()
     matched = single.filter(~pl.col("person_id").is_in(ambiguous.implode())).select(
-        "person_id", "account_id"
+        "person_id", "account_id", "account", previous_id=pl.col("_own_id")
     )
-    return Matches(matched, ambiguous.rename("person_id"))
+    return Matches(matched, ambiguous.rename("person_id"), missing["person_id"])

@@ -42,7 +42,7 @@ from rosterdrop.codes import Code
 from rosterdrop.config import TenantSettings
 from rosterdrop.pipeline.accounts import assign_accounts
 from rosterdrop.pipeline.issues import IssueLog
-from rosterdrop.pipeline.match import match_duplicates
+from rosterdrop.pipeline.match import MATCHED_SCHEMA, match_duplicates
 from rosterdrop.pipeline.messages import person_issues, quoted
 from rosterdrop.pipeline.model import Model
 from rosterdrop.pipeline.snapshot import (
@@ -102,6 +102,8 @@ class PeopleChanges:
     reactivated: int = 0
     unchanged: dict[str, int] = field(default_factory=dict)
     """Per change kind (students/staff)."""
+    matched: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MATCHED_SCHEMA))
+    """Duplicate prevention's matches (``match.MATCHED_SCHEMA``): the ``matches.csv`` rows."""
 
     def rows(self) -> int:
         return self.create.height + self.update.height + self.deactivate.height
@@ -374,6 +376,7 @@ def _plan_people(
         old.select("account_id", "person_id"), on="person_id", how="left", maintain_order="left"
     )
     # 2. Duplicate prevention for the unknown ones.
+    matched = pl.DataFrame(schema=MATCHED_SCHEMA)
     if tenant.duplicates.prevent:
         matches = match_duplicates(
             incoming.filter(pl.col("account_id").is_null()),
@@ -381,11 +384,13 @@ def _plan_people(
             incoming["account_id"].drop_nulls(),
             tenant.duplicates.match_on,
             log,
+            require_match=tenant.duplicates.require_match,
         )
+        matched = matches.matched
         incoming = (
             incoming.filter(~pl.col("person_id").is_in(matches.ambiguous.implode()))
             .join(
-                matches.matched.rename({"account_id": "_matched"}),
+                matches.matched.select("person_id", _matched="account_id"),
                 on="person_id",
                 how="left",
                 maintain_order="left",
@@ -487,6 +492,7 @@ def _plan_people(
         deactivate=snapshot_frame("people", deactivate),
         reactivated=int(written["_back"].sum()),
         unchanged=role_counts,
+        matched=matched,
     )
     return changes, dead_ids
 

@@ -23,6 +23,7 @@ REPORT_JSON = "report.json"
 ISSUES_CSV = "issues.csv"
 SUMMARY_CSV = "patch-summary.csv"
 MODIFIED_ZIP = "modified.zip"
+MATCHES_CSV = "matches.csv"
 
 
 def formula_safe(frame: pl.DataFrame) -> pl.DataFrame:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import polars as pl
 import structlog
 from structlog.contextvars import bound_contextvars
 
@@ -354,6 +355,7 @@ class Runner:
             status=status, dry_run=dry_run,
             changes=plan.changes() if plan is not None else no_changes(),
             filtered=checked.filtered, patched=checked.patched,
+            matched=plan.people.matched.height if plan is not None else 0,
         )
 
     def _interrupted(self, progress: _Progress, code: Code, cause: str) -> RunRecord:
@@ -411,6 +413,11 @@ class Runner:
             return {artifacts.REPORT_JSON: folder / artifacts.REPORT_JSON}
         written = artifacts.write_artifacts(folder, document.to_json(), checked.issues.frame(),
                                             checked.summary, None)
+        if progress.plan is not None and progress.plan.people.matched.height:
+            fields = " and ".join(progress.tenant.duplicates.match_on) + " (same role)"
+            matches = progress.plan.people.matched.with_columns(matched_on=pl.lit(fields))
+            written[artifacts.MATCHES_CSV] = folder / artifacts.MATCHES_CSV
+            artifacts.write_csv(matches, written[artifacts.MATCHES_CSV])
         if progress.modified is not None:
             modified, progress.modified = progress.modified, None
             if document.status is RunStatus.FAILED:
