@@ -87,8 +87,9 @@ class MailSettings(_Section):
     """Implicit TLS (port 465 style) instead of STARTTLS."""
     username: str = ""
     timeout_seconds: Annotated[float, Field(gt=0)] = 30
-    retries: NonNegativeInt = 5
-    """Further attempts of a report whose first one failed, retry_seconds apart, doubling."""
+    retries: NonNegativeInt = 24
+    """Further attempts of a report whose first one failed, retry_seconds apart, doubling
+    up to an hour (the default keeps trying for about 19 hours: an overnight outage)."""
     retry_seconds: Annotated[float, Field(gt=0)] = 60
     """After a send finally failed, the daemon tries again after this, doubling up to 1 h."""
     attach_max_bytes: PositiveInt = 5 * 1000 * 1000
