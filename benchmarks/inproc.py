@@ -180,7 +180,7 @@ class Worker:
     def check(self) -> dict[str, Any]:
         seconds, checked = _timed(lambda: check_upload(
             self.zip, tenant=TenantSettings(), limits=LimitSettings(), today=self.today))
-        document = check_document(checked)
+        document = check_document(checked).to_json()
         return {"seconds": seconds, "status": document["status"], "layout": document["layout"],
                 "counts": document["counts"], "issue_counts": document["issue_counts"]}
 
@@ -193,6 +193,7 @@ class Worker:
         changes_after = store.db_changes()
         steps = dict(run.timings or {})
         applied = EVENTS.applied_rows[applied_before:]
+        document = run.document.to_json()
         return {
             "seconds": seconds,
             "status": run.status,
@@ -204,9 +205,9 @@ class Worker:
             "db_changes": None if changes_before is None or changes_after is None
             else changes_after - changes_before,
             "changes": {kind: {k: v for k, v in counts.items() if v}
-                        for kind, counts in (run.document.get("changes") or {}).items()
+                        for kind, counts in (document.get("changes") or {}).items()
                         if kind != "unchanged"},
-            "issue_counts": run.document.get("issue_counts"),
+            "issue_counts": document.get("issue_counts"),
         }
 
     # chains of syncs on one store
