@@ -87,3 +87,38 @@ def test_a_failing_upload_never_discards_a_held_run(
     assert held_again.status is RunStatus.HELD
     with pytest.raises(UsageError, match="discarded, not held"):
         runner.approve(newer.run_id)  # a valid newer export replaced it
+
+
+def test_a_held_run_and_a_dry_run_write_a_preview_an_admin_can_read(
+        settings: Settings, store: Store, tmp_path: Path) -> None:  # noqa: F811
+    """preview.csv names every person to be created (with the account name they would
+    get), deactivated or reactivated, and every class created or removed; it goes with
+    the email. An applied run has none."""
+    import csv
+
+    sent = Sent()
+    runner = Runner(settings, store, clock=Clock(), mailer=sent)
+    first = runner.sync("t", upload(tmp_path, district(10)), source="cli")
+    assert not (Path(first.artifact_dir or "") / "preview.csv").exists()
+    files = district(4)
+    files["students.csv"] = str(files["students.csv"]) + (
+        "P99,1099,New,,Person,9,new.person@d.example,np,,S1\n")
+    held = runner.sync("t", upload(tmp_path, files, "held.zip"), source="cli")
+    assert held.status is RunStatus.HELD
+    with (Path(held.artifact_dir or "") / "preview.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    by_action: dict[str, set[str]] = {}
+    for row in rows:
+        by_action.setdefault(f"{row['record']} {row['action']}", set()).add(row["id"])
+    assert by_action["person create"] == {"P99"}
+    assert by_action["person deactivate"] == {f"P{n}" for n in range(5, 11)}
+    new = next(r for r in rows if r["id"] == "P99")
+    assert new["account"].endswith("@t.example") and new["role"] == "student"
+    names = [part.get_filename() for part in sent.messages[-1].iter_attachments()]
+    assert "preview.csv" in names
+    assert runner.approve(held.run_id).applied
+    dry = runner.sync("t", upload(tmp_path, district(10), "back.zip"), source="cli",
+                      dry_run=True)
+    with (Path(dry.artifact_dir or "") / "preview.csv").open(encoding="utf-8") as handle:
+        back = {r["id"] for r in csv.DictReader(handle) if r["action"] == "reactivate"}
+    assert back == {f"P{n}" for n in range(5, 11)}

@@ -190,7 +190,7 @@ def _run_document(run: Any) -> dict[str, Any]:
 
     folder = Path(run.artifact_dir) if run.artifact_dir else None
     names = (artifacts.REPORT_JSON, artifacts.ISSUES_CSV, artifacts.SUMMARY_CSV,
-             artifacts.MODIFIED_ZIP)
+             artifacts.MODIFIED_ZIP, artifacts.MATCHES_CSV, artifacts.PREVIEW_CSV)
     paths = {name: str(folder / name) for name in names if folder and (folder / name).is_file()}
     details: dict[str, Any] = run.summary().details_json(paths, run.timings)
     return details

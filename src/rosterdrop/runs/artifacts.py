@@ -24,6 +24,7 @@ ISSUES_CSV = "issues.csv"
 SUMMARY_CSV = "patch-summary.csv"
 MODIFIED_ZIP = "modified.zip"
 MATCHES_CSV = "matches.csv"
+PREVIEW_CSV = "preview.csv"
 
 
 def formula_safe(frame: pl.DataFrame) -> pl.DataFrame:

@@ -115,7 +115,8 @@ class Mailer:
     def _message(self, run: RunRecord, tenant: TenantSettings, document: RunDocument,
                  written: Mapping[str, Path]) -> EmailMessage:
         attachments = {name: written[name] for name in (artifacts.ISSUES_CSV,
-                                                        artifacts.SUMMARY_CSV)
+                                                        artifacts.SUMMARY_CSV,
+                                                        artifacts.PREVIEW_CSV)
                        if name in written}
         return build_report_email(document, tenant, self.settings.mail, attachments,
                                   f"reports/{run.run_id}/", now=self.clock())

@@ -44,6 +44,7 @@ from rosterdrop.pipeline.check import Checked, check_upload, sha256_of
 from rosterdrop.pipeline.guard import check_guard
 from rosterdrop.pipeline.model import Model
 from rosterdrop.pipeline.plan import Plan, plan_sync
+from rosterdrop.pipeline.preview import preview_frame
 from rosterdrop.runs import artifacts, held
 from rosterdrop.runs.document import check_document
 from rosterdrop.runs.kept import KeptUploads
@@ -413,6 +414,10 @@ class Runner:
             return {artifacts.REPORT_JSON: folder / artifacts.REPORT_JSON}
         written = artifacts.write_artifacts(folder, document.to_json(), checked.issues.frame(),
                                             checked.summary, None)
+        if progress.plan is not None and (document.dry_run
+                                          or document.status is RunStatus.HELD):
+            written[artifacts.PREVIEW_CSV] = folder / artifacts.PREVIEW_CSV
+            artifacts.write_csv(preview_frame(progress.plan), written[artifacts.PREVIEW_CSV])
         if progress.plan is not None and progress.plan.people.matched.height:
             fields = " and ".join(progress.tenant.duplicates.match_on) + " (same role)"
             matches = progress.plan.people.matched.with_columns(matched_on=pl.lit(fields))
