@@ -214,7 +214,8 @@ def test_startup_errors_are_clear(tmp_path: Path) -> None:
 
 
 def test_reports_go_to_a_real_smtp_server(tmp_path: Path, samples: dict[str, Path]) -> None:
-    """With [mail] smtp_host set, the daemon's report reaches an aiosmtpd server."""
+    """With [mail] smtp_host set, the daemon's report reaches an aiosmtpd server; the
+    first attempt gets a 451 and the daemon's mail retrier sends it once it is due."""
     from test_mail import Recorder, _LoopbackController
 
     recorder = Recorder(fail_first=1)
@@ -224,7 +225,7 @@ def test_reports_go_to_a_real_smtp_server(tmp_path: Path, samples: dict[str, Pat
         daemon = Daemon(tmp_path, {"alpha": {"username": "alpha",
                                              "password_hash": password_hash(PASSWORD)}},
                         extra=f'[mail]\nsmtp_host = "127.0.0.1"\nsmtp_port = {controller.port}\n'
-                              "starttls = false\ntimeout_seconds = 5\n")
+                              "starttls = false\ntimeout_seconds = 5\nretry_seconds = 0.5\n")
         daemon.start()
         try:
             with paramiko_sftp(daemon.port, "alpha", password=PASSWORD) as sftp:
@@ -234,7 +235,11 @@ def test_reports_go_to_a_real_smtp_server(tmp_path: Path, samples: dict[str, Pat
             assert recorder.envelopes[0].rcpt_tos == ["admin@alpha.example"]
             message = recorder.message()
             assert "alpha: sync completed with" in str(message["Subject"])
-            assert daemon.named("mail_failed")
+            failed = daemon.named("mail_failed", logger="rosterdrop.mail")
+            assert [(e["smtp_code"], e["transient"]) for e in failed] == [(451, True)]
+            sent = daemon.named("mail_sent")
+            assert len(sent) == 1 and sent[0]["ts"] > failed[0]["ts"]
+            assert recorder.attempts == 2
             assert daemon.outbox() == []
         finally:
             assert daemon.stop() == 0

@@ -60,7 +60,7 @@ def test_smtp_down_then_back(tmp_path: Path, samples: dict[str, Path],
     port = free_port()
     daemon = Daemon(tmp_path, ALPHA, extra=(
         f'[mail]\nsmtp_host = "127.0.0.1"\nsmtp_port = {port}\nstarttls = false\n'
-        "retries = 0\nretry_seconds = 0.5\ntimeout_seconds = 2\n"))
+        "retries = 10\nretry_seconds = 0.5\ntimeout_seconds = 2\n"))
     stop_after.append(daemon.start())
     upload(daemon, samples["small"], "d.zip")
     finished = daemon.wait_event("run_finished")

@@ -1,14 +1,46 @@
-"""``rosterdrop serve``: start-up checks, the parts wired together, clean shutdown."""
+"""``rosterdrop serve``: start-up checks, the parts wired together, clean shutdown.
+
+Concurrency: asyncio owns all I/O and every background task; the CPU-heavy
+pipeline runs in one bounded thread pool (`workers` threads); blocking calls
+(store, SMTP) run one attempt at a time with a timeout in asyncio's default
+executor; every task is tracked and reaped at shutdown, every job has a
+timeout.
+
+- The loop runs the SFTP/SCP server (asyncssh), the worker tasks and the
+  lease task of each running job (``workers.py``), the intake of each upload
+  the SFTP server completed, the mail retrier (every ``min(5,
+  mail.retry_seconds)`` s one ``Runner.retry_mails`` in the executor; its
+  ledger decides what is due) and the pull scheduler with a task per pull
+  (``sources/oneroster/puller.py``). Each is created by ``Daemon._spawn`` or
+  the pool, kept in a set, and cancelled and awaited at shutdown.
+- Jobs run in the pipeline pool (``rosterdrop-pipeline``, ``workers``
+  threads), each with a deadline of ``job_timeout_seconds``.
+- SMTP is one attempt per call (``mail/transport.py``), bounded by
+  ``mail.timeout_seconds``; retries come from the mail ledger, never a sleep.
+- Outside the loop by nature: the watcher's inotify observer (a watchdog
+  thread that only hands files to intake) and the metrics HTTP listener.
+
+Shutdown (SIGTERM, SIGINT) is bounded by ``drain_seconds`` plus a few
+seconds: stop accepting, let running jobs finish until the bound, give the
+rest back (``job_released``), cancel and await every task. A pipeline thread
+cannot be killed; if one is still busy the process exits without it
+(``serve``), and its job, given back, is claimed again.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import signal
 import socket
+import sys
 import threading
+import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -28,7 +60,10 @@ from rosterdrop.store.engine import Store, open_store
 
 log = structlog.get_logger("rosterdrop.daemon")
 
-DRAIN_SECONDS = 10.0
+STORE_TIMEOUT_SECONDS = 60.0
+"""One blocking store call of the daemon itself (longer than SQLite's busy timeout)."""
+STOP_GRACE_SECONDS = 3.0
+"""What the parts that are not jobs get beyond drain_seconds to stop."""
 
 
 def check_state_dir(paths: StatePaths) -> None:
@@ -76,32 +111,6 @@ def generated_passwords(settings: Settings, paths: StatePaths) -> dict[str, str]
     return hashes
 
 
-class MailRetrier:
-    """Re-sends reports whose delivery failed, when their backoff is due."""
-
-    def __init__(self, runner: Runner, interval: float) -> None:
-        self.runner = runner
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="rosterdrop-mail-retry",
-                                        daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.runner.retry_mails()
-            except Exception:  # a store hiccup must not end the retries
-                log.exception("mail_retry_error")
-
-
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -114,7 +123,9 @@ class Daemon:
         self.queue = JobQueue(self.store, lease_seconds=settings.lease_seconds)
         self.intake = Intake(self.paths, self.queue, list(settings.tenants), utc_now,
                              telemetry=self.metrics)
-        self.pool = WorkerPool(self.runner, self.queue, count=settings.workers, clock=utc_now)
+        self.pool = WorkerPool(self.runner, self.queue, count=settings.workers, clock=utc_now,
+                               job_timeout_seconds=settings.job_timeout_seconds,
+                               telemetry=self.metrics)
         self.server = DropboxServer(
             settings, self.paths, self._uploaded,
             passwords=generated_passwords(settings, self.paths), telemetry=self.metrics,
@@ -124,44 +135,77 @@ class Daemon:
             rescan_seconds=settings.sftp.rescan_seconds, is_busy=self.server.is_uploading,
             on_queued=self.pool.wake,
         )
-        self.mail_retrier = MailRetrier(self.runner, min(5.0, settings.mail.retry_seconds))
         self.pulls = daemon_scheduler(settings, runner=self.runner, take=self.intake.take,
                                       on_queued=self.pool.wake, clock=utc_now)
         self.monitoring = Monitoring(settings.metrics.listen, DaemonState.of(
             self.store, self.queue, self.server, self.pool, clock=utc_now,
             stuck_seconds=settings.metrics.stuck_seconds), self.metrics)
         self._stop: asyncio.Event | None = None
-        self._intake_tasks: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._intake: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Start a background task the shutdown cancels and awaits."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _uploaded(self, tenant: str, path: Path) -> None:
         """The SFTP server's word that an upload is complete: queue it now (the
         watcher stays for files copied in by other means)."""
-        loop = asyncio.get_running_loop()
-        task = loop.run_in_executor(None, self._take_upload, tenant, path)
-        self._intake_tasks.add(task)
-        task.add_done_callback(self._intake_tasks.discard)
+        task = self._spawn(self._take_upload(tenant, path), f"rosterdrop-intake-{tenant}")
+        self._intake.add(task)
+        task.add_done_callback(self._intake.discard)
 
-    def _take_upload(self, tenant: str, path: Path) -> None:
+    async def _take_upload(self, tenant: str, path: Path) -> None:
         try:
-            if self.intake.take(tenant, path, "sftp") is not None:
-                self.pool.wake()
+            job = await asyncio.wait_for(
+                asyncio.to_thread(self.intake.take, tenant, path, "sftp"), STORE_TIMEOUT_SECONDS)
         except Exception:  # the file stays in the drop folder: the watcher's rescan takes it
             log.exception("intake_failed", tenant=tenant, file=path.name)
+            return
+        if job is not None:
+            self.pool.wake()
+
+    async def _retry_mails(self) -> None:
+        """Every few seconds, the reports whose retry the mail ledger says is due."""
+        interval = min(5.0, self.settings.mail.retry_seconds)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                # No timeout: each SMTP attempt has its own, and a second round started
+                # beside a slow one would only queue behind it.
+                await asyncio.to_thread(self.runner.retry_mails)
+            except Exception:  # a store hiccup must not end the retries
+                log.exception("mail_retry_error")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        try:
+            await self._serve()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    async def _serve(self) -> None:
+        assert self._stop is not None
+        loop = asyncio.get_running_loop()
         self.monitoring.start(loop)
         await self.server.start()
-        released = self.queue.release_orphans() if self.store.is_sqlite else 0
-        recovered = self.intake.recover()
+        released = 0
+        if self.store.is_sqlite:
+            released = await asyncio.wait_for(asyncio.to_thread(self.queue.release_orphans),
+                                              STORE_TIMEOUT_SECONDS)
+        recovered = await asyncio.to_thread(self.intake.recover)
         self.watcher.start()
         self.pool.start()
-        self.mail_retrier.start()
+        self._spawn(self._retry_mails(), "rosterdrop-mail-retry")
         if self.pulls is not None:
-            self.pulls.start()
+            self._spawn(self.pulls.run(), "rosterdrop-pull-scheduler")
         log.info("daemon_started", listen=f"{self.settings.sftp.listen.rsplit(':', 1)[0]}:"
                  f"{self.server.port}", store=self.store.dialect, workers=self.settings.workers,
                  state_dir=str(self.paths.root), recovered=recovered, released=released,
@@ -169,27 +213,63 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
-            log.info("daemon_stopping")
-            self.monitoring.close()
-            await self.server.close()
-            if self._intake_tasks:
-                await asyncio.wait(set(self._intake_tasks), timeout=DRAIN_SECONDS)
-            await loop.run_in_executor(None, self._stop_workers)
-            self.store.close()
-            log.info("daemon_stopped")
+            await self._shutdown()
 
-    def _stop_workers(self) -> None:
-        self.mail_retrier.stop()
+    async def _shutdown(self) -> None:
+        log.info("daemon_stopping")
+        drain = self.settings.drain_seconds
+        deadline = time.monotonic() + drain
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        self.monitoring.close()
+        try:
+            await asyncio.wait_for(self.server.close(), drain + STOP_GRACE_SECONDS)
+        except Exception:  # the rest of the stop must happen all the same
+            log.exception("sftp_stop_failed")
+        if self._intake:  # uploads completed just before: still queued
+            await asyncio.wait(set(self._intake), timeout=left())
         if self.pulls is not None:
-            self.pulls.stop(DRAIN_SECONDS)
-        self.watcher.stop()
-        self.pool.stop(DRAIN_SECONDS)
-
-    def request_stop(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
+            self.pulls.cancel.set()  # a pull in progress gives up at its next request
+        watcher = asyncio.create_task(asyncio.to_thread(self.watcher.stop))
+        await self.pool.stop(left())
+        tasks = {*self._tasks, watcher}
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+        await asyncio.gather(*(t for t in tasks if t.done()), return_exceptions=True)
+        self.queue.close()
+        self.store.close()
+        log.info("daemon_stopped", threads_busy=self.pool.threads_busy())
 
 
 def serve(settings: Settings) -> None:
     daemon = Daemon(settings)
-    asyncio.run(daemon.run())
+    # Not asyncio.run: it waits for every default-executor thread (up to 5 minutes), and
+    # a call stuck in one must not hold up the exit.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(daemon.run())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+    _exit_without_busy_threads()
+
+
+def _exit_without_busy_threads(wait_seconds: float = 1.0) -> None:
+    """Idle executor threads end at once; a thread still inside a job or a blocking call
+    would keep the interpreter from exiting (it joins them): leave it behind."""
+    deadline = time.monotonic() + wait_seconds
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    busy = [t.name for t in threading.enumerate()
+            if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not busy:
+        return
+    log.info("threads_left_behind", threads=busy)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

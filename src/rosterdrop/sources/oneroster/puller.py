@@ -1,4 +1,4 @@
-"""The I/O shell of a pull: fetch, bundle, queue; and the daemon's scheduler thread.
+"""The I/O shell of a pull: fetch, bundle, queue; and the daemon's pull scheduler.
 
 ``fetch_bundle`` reads a tenant's SIS into a OneRoster CSV bundle ZIP.
 ``PullService.pull`` does one whole pull under the tenant's pull lock: fetch,
@@ -6,9 +6,11 @@ then hand the ZIP to the intake (spool + job, ``source = "oneroster-api"``)
 exactly like an upload; when the SIS cannot be read it records one failed run
 (``SOURCE_UNREACHABLE``/``SOURCE_REFUSED``/``SOURCE_INVALID``) and its email
 instead, so every pull ends in one history run and one email.
-``PullScheduler`` is the thread ``rosterdrop serve`` runs: it asks
-``schedule.decide`` for every API tenant once a second and starts due pulls,
-one per tenant at a time.
+``PullScheduler`` is the scheduler ``rosterdrop serve`` runs as an asyncio
+task (``PullScheduler.run``): it asks ``schedule.decide`` for every API tenant
+once a second and starts due pulls, one per tenant at a time, each a task
+whose blocking pull runs in asyncio's default executor. (``start``/``stop``
+drive the same schedule from threads of its own, for callers without a loop.)
 
 State lives in ``<shared folder>/pulls/``: ``<tenant>.json`` (the last slot
 pulled for, when, and how it ended), ``<tenant>.lock`` (held with ``flock``
@@ -19,6 +21,7 @@ while a pull runs, so two processes never pull one tenant at once),
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -349,10 +352,10 @@ class PullService:
 class PullScheduler:
     """Starts each API tenant's pulls at its slots; one pull per tenant at a time.
 
-    ``pull(tenant, decision)`` runs in a thread of its own per tenant, so a slow
-    SIS never delays another tenant. ``tick`` is one look at every tenant
-    (the thread calls it every ``poll_seconds``; tests call it directly with
-    an injected clock).
+    ``pull(tenant, decision)`` runs apart per tenant (a thread, or under ``run`` a
+    task awaiting it in the default executor), so a slow SIS never delays another
+    tenant. ``tick`` is one look at every tenant (``start``'s thread calls it every
+    ``poll_seconds``; tests call it directly with an injected clock).
     """
 
     def __init__(self, schedules: Mapping[str, Schedule], states: PullStates,
@@ -364,16 +367,50 @@ class PullScheduler:
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.cancel = cancel or threading.Event()
-        self._running: dict[str, threading.Thread] = {}
+        self._running: dict[str, threading.Thread | asyncio.Task[None]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def _announce(self) -> None:
         for tenant, schedule in self.schedules.items():
             state = self.states.read(tenant)
             log.info("pull_scheduled", tenant=tenant, schedule=schedule.describe(),
                      last_slot=state.last_slot.isoformat() if state.last_slot else None,
                      next_slot=schedule.next_after(self.clock()).isoformat())
+
+    # --- as an asyncio task (the daemon) ---------------------------------------------------
+
+    async def run(self) -> None:
+        """Schedule until cancelled; cancelling also cancels the pulls' tasks (a pull in
+        progress gives up at its next request, as ``cancel`` is set)."""
+        await asyncio.to_thread(self._announce)
+        try:
+            while not self.cancel.is_set():
+                try:
+                    for tenant, decision in await asyncio.to_thread(self._due):
+                        task = asyncio.get_running_loop().create_task(
+                            asyncio.to_thread(self._run, tenant, decision),
+                            name=f"rosterdrop-pull-{tenant}")
+                        with self._lock:
+                            self._running[tenant] = task
+                except Exception:  # a state folder hiccup must not end the schedule
+                    log.exception("pull_scheduler_error")
+                await asyncio.sleep(self.poll_seconds)
+        finally:
+            self.cancel.set()
+            tasks = [t for t in self._tasks() if not t.done()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        with self._lock:
+            return [t for t in self._running.values() if isinstance(t, asyncio.Task)]
+
+    # --- with threads of its own -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._announce()
         self._thread = threading.Thread(target=self._loop, name="rosterdrop-pull-scheduler",
                                         daemon=True)
         self._thread.start()
@@ -389,7 +426,7 @@ class PullScheduler:
 
     def threads(self) -> list[threading.Thread]:
         with self._lock:
-            return list(self._running.values())
+            return [t for t in self._running.values() if isinstance(t, threading.Thread)]
 
     def running(self) -> set[str]:
         with self._lock:
@@ -404,16 +441,9 @@ class PullScheduler:
             self.cancel.wait(self.poll_seconds)
 
     def tick(self) -> list[str]:
-        """Start every due pull; returns the tenants started."""
-        now = self.clock()
+        """Start every due pull on a thread of its own; returns the tenants started."""
         started = []
-        for tenant, schedule in self.schedules.items():
-            with self._lock:
-                running = tenant in self._running
-            decision = decide(schedule, now, self.states.read(tenant).last_slot,
-                              running=running, requested=self.states.requested(tenant))
-            if decision is None or self.cancel.is_set():
-                continue
+        for tenant, decision in self._due():
             thread = threading.Thread(target=self._run, args=(tenant, decision),
                                       name=f"rosterdrop-pull-{tenant}", daemon=True)
             with self._lock:
@@ -421,6 +451,19 @@ class PullScheduler:
             thread.start()
             started.append(tenant)
         return started
+
+    def _due(self) -> list[tuple[str, Decision]]:
+        """The pulls to start now (reads the state folder: blocking)."""
+        now = self.clock()
+        due = []
+        for tenant, schedule in self.schedules.items():
+            with self._lock:
+                running = tenant in self._running
+            decision = decide(schedule, now, self.states.read(tenant).last_slot,
+                              running=running, requested=self.states.requested(tenant))
+            if decision is not None and not self.cancel.is_set():
+                due.append((tenant, decision))
+        return due
 
     def _run(self, tenant: str, decision: Decision) -> None:
         try:
