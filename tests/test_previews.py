@@ -122,3 +122,63 @@ def test_a_held_run_and_a_dry_run_write_a_preview_an_admin_can_read(
     with (Path(dry.artifact_dir or "") / "preview.csv").open(encoding="utf-8") as handle:
         back = {r["id"] for r in csv.DictReader(handle) if r["action"] == "reactivate"}
     assert back == {f"P{n}" for n in range(5, 11)}
+
+
+def test_approve_and_discard_each_send_their_own_email(
+        settings: Settings, store: Store, tmp_path: Path) -> None:  # noqa: F811
+    """A held run's approval and a discard are mails of their own: a distinct Message-ID
+    (the held mail's would make a mail client drop them as duplicates) and a subject
+    that says what happened."""
+    sent = Sent()
+    runner = Runner(settings, store, clock=Clock(), mailer=sent)
+    runner.sync("t", upload(tmp_path, district(10)), source="cli")
+    first = runner.sync("t", upload(tmp_path, district(4), "a.zip"), source="cli")
+    held_mail = sent.messages[-1]
+    assert "held for approval" in str(held_mail["Subject"])
+    runner.approve(first.run_id)
+    approved_mail = sent.messages[-1]
+    assert "sync completed" in str(approved_mail["Subject"])
+    assert approved_mail["Message-ID"] != held_mail["Message-ID"]
+    runner.sync("t", upload(tmp_path, district(10), "b.zip"), source="cli")
+    second = runner.sync("t", upload(tmp_path, district(4), "c.zip"), source="cli")
+    count = len(sent.messages)
+    discarded = runner.discard(second.run_id)
+    assert len(sent.messages) == count + 1
+    mail = sent.messages[-1]
+    assert "held sync discarded" in str(mail["Subject"])
+    assert mail["Message-ID"] != sent.messages[-2]["Message-ID"]
+    body = mail.get_body(("plain",))
+    assert body is not None and "nothing of it was applied" in body.get_content()
+    assert discarded.document is not None
+    assert discarded.document.status is RunStatus.DISCARDED
+
+
+def test_a_failed_pull_speaks_of_the_sis_not_of_an_upload(
+        settings: Settings, store: Store) -> None:  # noqa: F811
+    from rosterdrop.codes import Code
+
+    sent = Sent()
+    runner = Runner(settings, store, clock=Clock(), mailer=sent)
+    run = runner.source_failed("t", source="oneroster-api", file_name="pull.zip",
+                               code=Code.SOURCE_UNREACHABLE,
+                               message="the SIS at https://sis.example did not answer")
+    assert run.status is RunStatus.FAILED
+    body = sent.messages[-1].get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "could not be pulled from the SIS" in text
+    assert "SHA-256" not in text and "export again" not in text.lower()
+
+
+def test_a_failed_run_reports_no_patch_counts(settings: Settings, store: Store,
+                                              tmp_path: Path) -> None:  # noqa: F811
+    sent = Sent()
+    runner = Runner(settings, store, clock=Clock(), mailer=sent)
+    files = district(3)
+    files["rosters.csv"] = str(files["rosters.csv"]) + "R99,K404,P1\n"  # patched away
+    files["students.csv"] = str(files["students.csv"]) + "P1,dup,,,,,,,,\n"  # an error
+    run = runner.sync("t", upload(tmp_path, files), source="cli")
+    assert run.status is RunStatus.FAILED
+    body = sent.messages[-1].get_body(("plain",))
+    assert body is not None
+    assert "Patched" not in body.get_content() and "Filtered" not in body.get_content()

@@ -53,6 +53,7 @@ _STATUS_STYLE = {
     "failed": ("Sync failed", "#b91c1c"),
     "held": ("Sync held for approval", "#6d28d9"),
     "unchanged": ("Upload unchanged", "#4b5563"),
+    "discarded": ("Held sync discarded", "#4b5563"),
 }
 
 # C0/C1 controls and the bidirectional overrides that can make a value read
@@ -174,7 +175,8 @@ def build_report_email(
         warning_count=f"{n_warnings:,}",
         errors=_groups(run.get("errors"), Severity.ERROR, totals, run_id),
         warnings=_groups(run.get("warnings"), Severity.WARNING, totals, run_id),
-        next_steps=_next_steps(status, run_id, n_warnings, bool(run.get("dry_run"))),
+        next_steps=_next_steps(status, run_id, n_warnings, bool(run.get("dry_run")),
+                               pulled=_is_pull_failure(run)),
         details=_details(run, run_id, artifacts_hint),
         files_ignored=[_clean(str(f), MAX_VALUE_CHARS) for f in run.get("files_ignored") or []],
         attached=[name for name, _ in files],
@@ -191,9 +193,12 @@ def build_report_email(
         message["To"] = ", ".join(tenant.report_to)
     message["Date"] = format_datetime(now or datetime.now(UTC))
     safe_run = re.sub(r"[^A-Za-z0-9.-]", "", run_id)[:64]
-    # One Message-ID per run: a mail re-sent after a crash is recognisably the same mail.
+    # One Message-ID per run and status: a mail re-sent after a crash is recognisably the
+    # same mail, while a held run's later approval or discard is a mail of its own (with
+    # the held mail's ID, mail clients would drop it as a duplicate).
     message["Message-ID"] = (
-        f"<{safe_run}.report@{_domain(mail.from_)}>" if safe_run
+        f"<{safe_run}.{_HEADER_SAFE.sub('_', status)}.report@{_domain(mail.from_)}>"
+        if safe_run
         else make_msgid(domain=_domain(mail.from_))
     )
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies
@@ -229,6 +234,8 @@ def _subject(tenant_name: str, status: str, errors: int, warnings: int, dry_run:
         what = "sync held for approval"
     elif status == "unchanged":
         what = "upload unchanged"
+    elif status == "discarded":
+        what = "held sync discarded"
     else:
         what = f"sync {_clean(status, 40)}"
     return f"[rosterdrop] {tenant_name}: {what}{' (dry run)' if dry_run else ''}"
@@ -255,9 +262,17 @@ def _headline(run: Mapping[str, Any], status: str, errors: int, warnings: int) -
             return (f"{upload} {applied} with {_plural(warnings, 'warning')}; "
                     "nothing needed to change.")
         return f"{upload} {applied} with {_plural(warnings, 'warning')}: {summary}."
+    if status == "failed" and _is_pull_failure(run):
+        return "The roster could not be pulled from the SIS; nothing in the directory changed."
     if status == "failed":
         because = f" because of {_plural(errors, 'error')}" if errors else ""
         return f"{upload} was not applied{because}; nothing in the directory changed."
+    if status == "held" and dry_run:
+        return (f"{upload} was checked in a dry run: the real run would be held, because it "
+                f"would deactivate {changes['deactivated']:,} and remove "
+                f"{changes['removed']:,} records, more than the change threshold allows.")
+    if status == "discarded":
+        return f"{upload} was held and has now been discarded; nothing of it was applied."
     if status == "held":
         return (f"{upload} was held and not applied: it would deactivate "
                 f"{changes['deactivated']:,} and remove {changes['removed']:,} records, more "
@@ -277,8 +292,30 @@ def _counts_caption(status: str, dry_run: bool) -> str:
     return "Counts"
 
 
-def _next_steps(status: str, run_id: str, warnings: int, dry_run: bool) -> list[list[Segment]]:
+def _is_pull_failure(run: Mapping[str, Any]) -> bool:
+    """The run records a pull from the SIS that produced no upload (SOURCE_* errors only)."""
+    codes = [str(i.get("code")) for i in _issue_list(run.get("errors"))]
+    return bool(codes) and all(code.startswith("SOURCE_") for code in codes)
+
+
+def _next_steps(status: str, run_id: str, warnings: int, dry_run: bool, *,
+                pulled: bool = False) -> list[list[Segment]]:
     shown = run_id or "RUN_ID"
+    if status == "held" and dry_run:
+        return [
+            [Segment("This was a dry run: the real run of this upload would be held for "
+                     "approval. preview.csv lists every account and class it would change.")],
+            [Segment("If the changes are expected, upload it for real (or run the sync "
+                     "without --dry-run) and approve the held run.")],
+        ]
+    if status == "discarded":
+        return [[Segment("Nothing to do: the held upload was dropped and nothing of it was "
+                         "applied. The directory still holds the last applied upload.")]]
+    if status == "failed" and pulled:
+        return [[Segment("rosterdrop could not get the roster from the SIS. Check the "
+                         "connection named above; the next scheduled pull tries again, or "
+                         "pull now with "), Segment("rosterdrop resync --tenant T", code=True),
+                 Segment(". Nothing was changed.")]]
     if status == "held":
         return [
             [Segment("Check the export and the changes above.")],
@@ -309,9 +346,10 @@ def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str) -> list[t
         rows.append(("Tenant", _clean(str(run["tenant"]), 80)))
     if run.get("file"):
         rows.append(("File", _clean(str(run["file"]), MAX_VALUE_CHARS)))
-    rows.append(("Layout", _clean(str(run.get("layout") or "not recognised"), 40)))
-    if run.get("sha256"):
-        rows.append(("SHA-256", _clean(str(run["sha256"]), 80)))
+    if not _is_pull_failure(run):  # no upload: no layout, no bytes to fingerprint
+        rows.append(("Layout", _clean(str(run.get("layout") or "not recognised"), 40)))
+        if run.get("sha256"):
+            rows.append(("SHA-256", _clean(str(run["sha256"]), 80)))
     matched = run.get("matched") or 0
     if matched:
         rows.append(("Existing accounts matched", f"{int(matched):,} (listed in matches.csv)"))
@@ -349,7 +387,11 @@ def _kind_key(kind: str) -> tuple[int, str]:
 
 def _count_rows(run: Mapping[str, Any]) -> list[CountRow]:
     rows = []
+    # Nothing of a failed run was applied: filter and patch counts would read as done.
+    skipped = {"filtered", "patched"} if run.get("status") == "failed" else set()
     for metric in METRICS:
+        if metric in skipped:
+            continue
         per_kind = _metric(run, metric)
         detail = " · ".join(
             f"{_clean(kind, 40)} {n:,}"

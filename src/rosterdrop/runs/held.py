@@ -45,16 +45,23 @@ def held_runs(store: Store, tenant: str) -> list[RunRecord]:
 
 def discard(store: Store, run: RunRecord, now: datetime) -> RunRecord:
     log.info("run_discarded", tenant=run.tenant, run_id=run.run_id)
-    return move(store, run, RunStatus.DISCARDED, finished_at=now)
+    return move(store, run, RunStatus.DISCARDED, finished_at=now, **_discarded(run))
 
 
 def discard_older(store: Store, tenant: str, newer: str, now: datetime) -> None:
     """A newer upload runs: its tenant's held runs are out of date."""
-    for run in held_runs(store, tenant):
-        if run.run_id == newer:
+    for listed in held_runs(store, tenant):
+        if listed.run_id == newer:
             continue
+        run = get_run(store, listed.run_id)  # with its document
         try:
-            move(store, run, RunStatus.DISCARDED, finished_at=now)
+            move(store, run, RunStatus.DISCARDED, finished_at=now, **_discarded(run))
         except ConflictError:
             continue  # approved or discarded meanwhile
         log.info("run_discarded", tenant=tenant, run_id=run.run_id, newer_run=newer)
+
+
+def _discarded(run: RunRecord) -> dict[str, object]:
+    """The stored document follows the status, so history and the email agree."""
+    return {} if run.document is None else {"document": run.document.with_status(
+        RunStatus.DISCARDED)}

@@ -225,7 +225,11 @@ class Runner:
                              approved=True, keep=False)
 
     def discard(self, run_id: str) -> RunRecord:
-        return held.discard(self.store, held.held_run(self.store, run_id), self.clock())
+        """Drop a held run; its admins get a confirmation (approve's is the run's own end)."""
+        record = held.discard(self.store, held.held_run(self.store, run_id), self.clock())
+        if record.document is not None:
+            self.mail.deliver(record, record.document, {})
+        return record
 
     # --- the run --------------------------------------------------------------------------
 
