@@ -3,10 +3,11 @@ do, guard included, and nothing can apply a preview afterwards."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_run_lifecycle import Sent, codes, settings, store  # noqa: F401 - fixtures
+from test_run_lifecycle import Sent, codes, make_settings
 from test_sync_runner import Clock, district, people, upload
 
 from rosterdrop.config import Settings
@@ -15,11 +16,22 @@ from rosterdrop.daemon.resync import queue_last_upload
 from rosterdrop.documents import RunStatus
 from rosterdrop.errors import NotFound, UsageError
 from rosterdrop.runs.runner import Runner, exit_code
-from rosterdrop.store.engine import Store
+from rosterdrop.store.engine import Store, open_store
 
+
+@pytest.fixture
+def settings(tmp_path: Path, backend_url: str) -> Settings:
+    return make_settings(tmp_path, backend_url)
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with open_store(settings.database_url) as opened:
+        yield opened
 
 def test_a_dry_run_of_an_upload_the_guard_would_hold_says_held(
-        settings: Settings, store: Store, tmp_path: Path) -> None:  # noqa: F811
+        settings: Settings, store: Store, tmp_path: Path) -> None:
     """The same upload, dry run then real run: both say held, for the same reason."""
     runner = Runner(settings, store, clock=Clock(), mailer=Sent())
     runner.sync("t", upload(tmp_path, district(10)), source="cli")
@@ -40,7 +52,7 @@ def test_a_dry_run_of_an_upload_the_guard_would_hold_says_held(
 
 
 def test_resync_after_a_dry_run_queues_the_last_applied_upload(
-        settings: Settings, store: Store, tmp_path: Path) -> None:  # noqa: F811
+        settings: Settings, store: Store, tmp_path: Path) -> None:
     """A dry run of an upload that drops three students, then resync: the applied upload
     goes back into the queue, not the preview (8 active people stay 8)."""
     runner = Runner(settings, store, clock=Clock(), mailer=Sent())
@@ -56,7 +68,7 @@ def test_resync_after_a_dry_run_queues_the_last_applied_upload(
 
 
 def test_resync_never_picks_a_held_or_failed_upload(
-        settings: Settings, store: Store, tmp_path: Path) -> None:  # noqa: F811
+        settings: Settings, store: Store, tmp_path: Path) -> None:
     runner = Runner(settings, store, clock=Clock(), mailer=Sent())
     with pytest.raises(NotFound, match="no applied upload"):
         queue_last_upload(settings, store, "t")
@@ -72,7 +84,7 @@ def test_resync_never_picks_a_held_or_failed_upload(
 
 
 def test_a_failing_upload_never_discards_a_held_run(
-        settings: Settings, store: Store, tmp_path: Path) -> None:  # noqa: F811
+        settings: Settings, store: Store, tmp_path: Path) -> None:
     runner = Runner(settings, store, clock=Clock(), mailer=Sent())
     runner.sync("t", upload(tmp_path, district(10)), source="cli")
     held = runner.sync("t", upload(tmp_path, district(4), "held.zip"), source="cli")
@@ -90,7 +102,7 @@ def test_a_failing_upload_never_discards_a_held_run(
 
 
 def test_a_held_run_and_a_dry_run_write_a_preview_an_admin_can_read(
-        settings: Settings, store: Store, tmp_path: Path) -> None:  # noqa: F811
+        settings: Settings, store: Store, tmp_path: Path) -> None:
     """preview.csv names every person to be created (with the account name they would
     get), deactivated or reactivated, and every class created or removed; it goes with
     the email. An applied run has none."""
@@ -125,7 +137,7 @@ def test_a_held_run_and_a_dry_run_write_a_preview_an_admin_can_read(
 
 
 def test_approve_and_discard_each_send_their_own_email(
-        settings: Settings, store: Store, tmp_path: Path) -> None:  # noqa: F811
+        settings: Settings, store: Store, tmp_path: Path) -> None:
     """A held run's approval and a discard are mails of their own: a distinct Message-ID
     (the held mail's would make a mail client drop them as duplicates) and a subject
     that says what happened."""
@@ -154,7 +166,7 @@ def test_approve_and_discard_each_send_their_own_email(
 
 
 def test_a_failed_pull_speaks_of_the_sis_not_of_an_upload(
-        settings: Settings, store: Store) -> None:  # noqa: F811
+        settings: Settings, store: Store) -> None:
     from rosterdrop.codes import Code
 
     sent = Sent()
@@ -171,7 +183,7 @@ def test_a_failed_pull_speaks_of_the_sis_not_of_an_upload(
 
 
 def test_a_failed_run_reports_no_patch_counts(settings: Settings, store: Store,
-                                              tmp_path: Path) -> None:  # noqa: F811
+                                              tmp_path: Path) -> None:
     sent = Sent()
     runner = Runner(settings, store, clock=Clock(), mailer=sent)
     files = district(3)
