@@ -393,19 +393,23 @@ def render_pull(pulled: Any, problems: int = 10) -> str:
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--tenant", "tenant_key", metavar="T",
+              help="The tenant (before or after a subcommand's arguments).")
 @click.option("--search", metavar="TEXT", help="Match person_id, names, email or account.")
 @click.option("--inactive", is_flag=True, help="Include deactivated accounts.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def people(click_ctx: click.Context, tenant_key: str, search: str | None, inactive: bool,
-           as_json: bool) -> None:
-    """The tenant's accounts; `people set` edits one locally."""
+def people(click_ctx: click.Context, tenant_key: str | None, search: str | None,
+           inactive: bool, as_json: bool) -> None:
+    """The tenant's accounts; `people set` edits one locally, `people reset` hands it back."""
     ctx: _Context = click_ctx.obj
-    ctx.settings.tenant(tenant_key)
-    click_ctx.meta["tenant"] = tenant_key
+    if tenant_key:
+        ctx.settings.tenant(tenant_key)
+        click_ctx.meta["tenant"] = tenant_key
     if click_ctx.invoked_subcommand is not None:
         return
+    if not tenant_key:
+        raise UsageError("people needs --tenant T")
     from rosterdrop.store.directory import list_people
 
     rows = list_people(_open_store(ctx.settings), tenant_key, search, inactive)
@@ -442,6 +446,23 @@ def people_set(click_ctx: click.Context, person_id: str, assignments: tuple[str,
         fields[name.strip()] = value
     set_person(_open_store(ctx.settings), tenant, person_id, fields)
     click.echo(f"{person_id}: updated {', '.join(sorted(fields))} (source = local)")
+
+
+@people.command("reset")
+@click.argument("person_id")
+@click.option("--tenant", "tenant_key", metavar="T")
+@click.pass_context
+def people_reset(click_ctx: click.Context, person_id: str, tenant_key: str | None) -> None:
+    """Hand a local account back to the SIS; the next sync applies the SIS's values."""
+    from rosterdrop.store.directory import reset_person
+
+    ctx: _Context = click_ctx.obj
+    tenant = tenant_key or click_ctx.meta.get("tenant")
+    if not tenant:
+        raise UsageError("people reset needs --tenant T")
+    ctx.settings.tenant(tenant)
+    reset_person(_open_store(ctx.settings), tenant, person_id)
+    click.echo(f"{person_id}: source = sis; the next sync applies the SIS's values")
 
 
 @cli.command()

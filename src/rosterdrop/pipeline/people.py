@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 from rosterdrop.codes import Code
@@ -92,3 +94,35 @@ def _check_cross_file_ids(people: pl.DataFrame, issues: IssueLog) -> None:
         ),
         Code.ID_DUPLICATE,
     )
+
+
+REQUIRED_FIELDS = ("first_name", "last_name")
+SIS_ONLY_FIELDS = ("role",)
+
+
+def edit_problems(fields: dict[str, str | None], known_locations: set[str]) -> list[str]:
+    """Why a local edit (``people set``) cannot be made, as an upload's checks would say;
+    empty when it can. ``fields`` hold the new values (blank: None)."""
+    problems = []
+    for name in SIS_ONLY_FIELDS:
+        if name in fields:
+            problems.append(f"{name} cannot be set locally: it comes from the SIS file the "
+                            f"person is in (students.csv or staff.csv, or the OneRoster role)")
+    for name in REQUIRED_FIELDS:
+        if name in fields and not fields[name]:
+            problems.append(f"{name} cannot be blank: every account needs one")
+    email = fields.get("email_address")
+    if email:
+        if "'" in email or "’" in email:
+            problems.append(f"email_address {email!r} contains an apostrophe, which managed "
+                            f"accounts do not allow")
+        elif re.match(EMAIL_PATTERN, email) is None or ".." in email:
+            problems.append(f"email_address {email!r} is not a valid email address")
+    raw = fields.get("location_ids")
+    if raw:
+        unknown = sorted({part.strip() for part in raw.split(",") if part.strip()}
+                         - known_locations)
+        if unknown:
+            problems.append(f"location_ids names unknown location(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(known_locations)) or 'none'}")
+    return problems

@@ -18,7 +18,9 @@ People (keyed by ``account_id``):
   retention purges them;
 - a locally edited account (``source = "local"``) keeps its values; one
   ``ACCOUNT_LOCAL`` warning per such person lists the SIS values not applied.
-  Its lifecycle still follows the SIS (deactivation, reactivation, SIS id).
+  It is no longer the SIS's to end: absent from a bulk upload or tombstoned, it
+  stays active and one ``ACCOUNT_LOCAL`` warning says so (``people reset`` hands
+  it back). Reactivation and a new SIS id still follow the SIS.
 
 Locations, courses, classes, instructors and rosters: created, updated (a
 value changed), removed (absent from a bulk upload, or tombstoned in a delta)
@@ -479,6 +481,10 @@ def _plan_people(
             & pl.col("person_id").is_in(dead_ids.implode())
             & ~pl.col("account_id").is_in(seen["account_id"].implode())
         )
+    # A local account is no longer the SIS's: its absence is reported, not acted on.
+    kept_local = gone.filter(pl.col("source") == LOCAL)
+    gone = gone.filter(pl.col("source") != LOCAL)
+    _report_local_absent(kept_local, log)
     deactivate = gone.with_columns(status=pl.lit(INACTIVE), deactivated_on=pl.lit(today))
 
     role_counts = dict.fromkeys(ROLE_KINDS.values(), 0)
@@ -495,6 +501,23 @@ def _plan_people(
         matched=matched,
     )
     return changes, dead_ids
+
+
+def _report_local_absent(local: pl.DataFrame, log: IssueLog) -> None:
+    """One ``ACCOUNT_LOCAL`` warning per local account the SIS no longer sends."""
+    if local.height == 0:
+        return
+    log.extend(
+        person_issues(
+            local.with_columns(_file=pl.lit(None, pl.String), _line=pl.lit(None, pl.Int64)),
+            pl.lit("account ") + pl.col("account") + pl.lit(" (person '") + pl.col("person_id")
+            + pl.lit("') is a local account and the SIS no longer sends it; it stays active. "
+                     "Hand it back to the SIS with `rosterdrop people reset "),
+            pl.col("person_id"),
+            pl.lit(" --tenant T` if the SIS should decide (the next sync then deactivates it)."),
+        ),
+        Code.ACCOUNT_LOCAL,
+    )
 
 
 def _warn_local(both: pl.DataFrame, differs: list[pl.Expr], log: IssueLog) -> None:

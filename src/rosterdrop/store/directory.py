@@ -39,6 +39,7 @@ import structlog
 from sqlalchemy import Connection, Table, delete, func, or_, select, text, update
 
 from rosterdrop.errors import NotFound, StoreError, UsageError
+from rosterdrop.pipeline.people import edit_problems
 from rosterdrop.pipeline.plan import Plan, advance
 from rosterdrop.pipeline.retention import choose_purge
 from rosterdrop.pipeline.snapshot import (
@@ -46,6 +47,7 @@ from rosterdrop.pipeline.snapshot import (
     KEYS,
     LOCAL,
     PERSON_FIELDS,
+    SIS,
     SNAPSHOT_SCHEMAS,
     TABLE_KINDS,
     Snapshot,
@@ -648,6 +650,18 @@ def set_person(
     if not fields:
         raise UsageError(f"nothing to set; editable fields: {', '.join(EDITABLE_FIELDS)}")
     values = {name: _edited_value(name, value) for name, value in fields.items()}
+    with translate("reading the tenant's locations"), store.engine.connect() as conn:
+        known = {str(v) for v in conn.execute(
+            select(DIRECTORY_TABLES["locations"].c.location_id)
+            .where(DIRECTORY_TABLES["locations"].c.tenant == tenant)).scalars()}
+    texts = {name: (None if value is None else str(value).strip() or None)
+             for name, value in fields.items() if name != "location_ids"}
+    if "location_ids" in fields:
+        raw = fields["location_ids"]
+        texts["location_ids"] = ",".join(raw) if isinstance(raw, list | tuple) else raw
+    problems = edit_problems(texts, known)
+    if problems:
+        raise UsageError(f"cannot edit person {person_id!r}: " + "; ".join(problems))
     moment = _utc(now or datetime.now(UTC))
     people = PEOPLE
     match = (people.c.tenant == tenant) & (people.c.person_id == person_id)
@@ -662,6 +676,28 @@ def set_person(
         row = conn.execute(select(people).where(match)).one()
     _refresh_cached_people(store, tenant, before)
     return _person_dict(row._mapping)
+
+
+def reset_person(store: Store, tenant: str, person_id: str,
+                 now: datetime | None = None) -> dict[str, Any]:
+    """Hand a local account back to the SIS (``source = "sis"``): the next sync
+    overwrites its values with the SIS's and ends it when the SIS no longer sends it."""
+    moment = _utc(now or datetime.now(UTC))
+    people = PEOPLE
+    match = (people.c.tenant == tenant) & (people.c.person_id == person_id)
+    with translate(f"resetting person {person_id!r}"), store.write() as conn:
+        row = conn.execute(select(people.c.source).where(match)).one_or_none()
+        if row is None:
+            raise NotFound(f"no person {person_id!r} in tenant {tenant!r}")
+        if row.source != LOCAL:
+            raise UsageError(f"person {person_id!r} is not a local account (source = "
+                             f"{row.source}); nothing to reset")
+        conn.execute(update(people).where(match).values(source=SIS, updated_at=moment))
+        before = current_revision(conn, tenant)
+        _bump(conn, tenant)
+        person = conn.execute(select(people).where(match)).one()
+    _refresh_cached_people(store, tenant, before)
+    return _person_dict(person._mapping)
 
 
 def purge(store: Store, tenant: str, today: date, retention_days: int) -> list[str]:
@@ -733,5 +769,6 @@ __all__ = [
     "list_people",
     "load_snapshot",
     "purge",
+    "reset_person",
     "set_person",
 ]
