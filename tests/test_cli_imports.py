@@ -97,23 +97,16 @@ def test_history_of_a_real_run_loads_no_heavy_library(synced: tuple[Path, str]) 
     assert loaded_by(["-c", str(config), "history"], config.parent) == (0, [])
 
 
-# Not yet: each loads polars through a module it imports at the top (issue 15, part 7).
-# strict: the day one passes, drop its marker so it stays that way.
-@pytest.mark.xfail(strict=True, reason="show: runs.artifacts (artifact names) imports polars")
 def test_show_of_a_real_run_loads_no_heavy_library(synced: tuple[Path, str]) -> None:
     config, run_id = synced
     assert loaded_by(["-c", str(config), "show", run_id], config.parent) == (0, [])
 
 
-@pytest.mark.xfail(strict=True, reason="people: store.directory imports polars, the pipeline "
-                                       "and structlog at the top")
 def test_people_loads_no_heavy_library(synced: tuple[Path, str]) -> None:
     config, _ = synced
     assert loaded_by(["-c", str(config), "people", "--tenant", "demo"], config.parent)[1] == []
 
 
-@pytest.mark.xfail(strict=True, reason="discard/approve: _runner() imports runs.runner (polars, "
-                                       "jinja2, structlog) before the run is looked up")
 def test_discard_of_a_run_not_held_loads_no_heavy_library(synced: tuple[Path, str]) -> None:
     config, run_id = synced
     assert loaded_by(["-c", str(config), "discard", run_id], config.parent) == (2, [])

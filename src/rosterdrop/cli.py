@@ -170,12 +170,22 @@ def _open_store(settings: Settings) -> Any:
     return open_store(settings.database_url, cache_dir=settings.state_dir / "cache")
 
 
-def _runner(ctx: _Context) -> Any:
+def _runner(ctx: _Context, store: Any = None) -> Any:
     from rosterdrop.logs import configure_logging
     from rosterdrop.runs.runner import Runner
 
     configure_logging(ctx.settings.log.model_copy(update={"level": "warning"}), sys.stderr)
-    return Runner(ctx.settings, _open_store(ctx.settings))
+    return Runner(ctx.settings, store if store is not None else _open_store(ctx.settings))
+
+
+def _held_runner(ctx: _Context, run_id: str) -> Any:
+    """A runner for approve/discard, once the run is known to be held (a wrong run id is
+    answered without loading the pipeline)."""
+    from rosterdrop.runs.lifecycle import held_run
+
+    store = _open_store(ctx.settings)
+    held_run(store, run_id)
+    return _runner(ctx, store)
 
 
 def _run_summary(run: Any) -> dict[str, Any]:
@@ -186,12 +196,11 @@ def _run_summary(run: Any) -> dict[str, Any]:
 
 def _run_document(run: Any) -> dict[str, Any]:
     """One full run (show --json): the sync document plus timings and artifacts."""
-    from rosterdrop.runs import artifacts
+    from rosterdrop.runs.names import ARTIFACT_NAMES
 
     folder = Path(run.artifact_dir) if run.artifact_dir else None
-    names = (artifacts.REPORT_JSON, artifacts.ISSUES_CSV, artifacts.SUMMARY_CSV,
-             artifacts.MODIFIED_ZIP, artifacts.MATCHES_CSV, artifacts.PREVIEW_CSV)
-    paths = {name: str(folder / name) for name in names if folder and (folder / name).is_file()}
+    paths = {name: str(folder / name) for name in ARTIFACT_NAMES
+             if folder and (folder / name).is_file()}
     details: dict[str, Any] = run.summary().details_json(paths, run.timings)
     return details
 
@@ -282,7 +291,7 @@ def approve(ctx: _Context, run_id: str) -> None:
     """Release a run held by the change threshold: apply it now."""
     from rosterdrop.runs.runner import exit_code
 
-    run = _runner(ctx).approve(run_id)
+    run = _held_runner(ctx, run_id).approve(run_id)
     click.echo(f"run {run.run_id}: {run.status}")
     sys.exit(exit_code(run.status))
 
@@ -292,7 +301,7 @@ def approve(ctx: _Context, run_id: str) -> None:
 @pass_ctx
 def discard(ctx: _Context, run_id: str) -> None:
     """Drop a run held by the change threshold; nothing is applied."""
-    run = _runner(ctx).discard(run_id)
+    run = _held_runner(ctx, run_id).discard(run_id)
     click.echo(f"run {run.run_id}: {run.status}")
 
 
@@ -410,7 +419,7 @@ def people(click_ctx: click.Context, tenant_key: str | None, search: str | None,
         return
     if not tenant_key:
         raise UsageError("people needs --tenant T")
-    from rosterdrop.store.directory import list_people
+    from rosterdrop.store.people import list_people
 
     rows = list_people(_open_store(ctx.settings), tenant_key, search, inactive)
     if as_json:

@@ -16,15 +16,15 @@ import polars as pl
 
 from rosterdrop.pipeline.model import Model
 from rosterdrop.runs.asm_writer import write_asm_zip
+from rosterdrop.runs.names import ISSUES_CSV as ISSUES_CSV
+from rosterdrop.runs.names import MATCHES_CSV as MATCHES_CSV
+from rosterdrop.runs.names import MODIFIED_ZIP as MODIFIED_ZIP
+from rosterdrop.runs.names import PREVIEW_CSV as PREVIEW_CSV
+from rosterdrop.runs.names import REPORT_JSON as REPORT_JSON
+from rosterdrop.runs.names import SUMMARY_CSV as SUMMARY_CSV
 
 FORMULA_START = r"^[=+\-@\t\r]"
 
-REPORT_JSON = "report.json"
-ISSUES_CSV = "issues.csv"
-SUMMARY_CSV = "patch-summary.csv"
-MODIFIED_ZIP = "modified.zip"
-MATCHES_CSV = "matches.csv"
-PREVIEW_CSV = "preview.csv"
 
 
 def formula_safe(frame: pl.DataFrame) -> pl.DataFrame:

@@ -13,7 +13,8 @@ from datetime import datetime
 import structlog
 
 from rosterdrop.documents import RunStatus
-from rosterdrop.errors import ConflictError, UsageError
+from rosterdrop.errors import ConflictError
+from rosterdrop.runs.lifecycle import held_run as held_run
 from rosterdrop.runs.lifecycle import move
 from rosterdrop.store.engine import Store
 from rosterdrop.store.history import RunRecord, get_run, list_runs
@@ -22,19 +23,6 @@ log = structlog.get_logger("rosterdrop.runner")
 
 HELD_LOOKBACK = 200
 """Runs looked at for held ones (a tenant has one held run at most, its newest)."""
-
-
-def held_run(store: Store, run_id: str) -> RunRecord:
-    """The held run ``run_id``; ``UsageError`` when it is in any other status."""
-    run = get_run(store, run_id)
-    if run.status is not RunStatus.HELD:
-        raise UsageError(f"run {run_id} is {run.status}, not held; only held runs can be "
-                         f"approved or discarded")
-    if run.dry_run:
-        raise UsageError(f"run {run_id} is a dry run: 'held' says what a real run of its "
-                         f"upload would do; upload it (or run sync without --dry-run) to "
-                         f"hold it for approval")
-    return run
 
 
 def held_runs(store: Store, tenant: str) -> list[RunRecord]:

@@ -36,7 +36,7 @@ from typing import Any
 
 import polars as pl
 import structlog
-from sqlalchemy import Connection, Table, delete, func, or_, select, text, update
+from sqlalchemy import Connection, Table, delete, func, select, text, update
 
 from rosterdrop.errors import NotFound, StoreError, UsageError
 from rosterdrop.pipeline.people import edit_problems
@@ -54,6 +54,7 @@ from rosterdrop.pipeline.snapshot import (
     snapshot_frame,
 )
 from rosterdrop.store.engine import Store, translate
+from rosterdrop.store.people import _person_dict, list_people
 from rosterdrop.store.tables import ALL_TABLES, DIRECTORY_TABLES, PEOPLE
 
 log = structlog.get_logger(__name__)
@@ -551,57 +552,6 @@ def _with_revision(snapshot: Snapshot, revision: int) -> Snapshot:
 
 
 # --- people: list, edit, purge -----------------------------------------------------------------
-
-
-def _person_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
-    return {
-        "person_id": row["person_id"],
-        "role": row["role"],
-        "first_name": row["first_name"],
-        "last_name": row["last_name"],
-        "email_address": row["email_address"],
-        "location_ids": json.loads(row["location_ids"]) if row["location_ids"] else [],
-        "account": row["account"],
-        "status": row["status"],
-        "source": row["source"],
-    }
-
-
-def list_people(
-    store: Store,
-    tenant: str,
-    search: str | None = None,
-    include_inactive: bool = False,
-) -> list[dict[str, Any]]:
-    """The tenant's accounts as ``people --json`` lists them, by last and first name.
-
-    ``search`` matches case-insensitively anywhere in the person_id, names,
-    email address or account name.
-    """
-    people = PEOPLE
-    columns = [people.c[name] for name in (
-        "person_id", "role", "first_name", "last_name", "email_address", "location_ids",
-        "account", "status", "source",
-    )]
-    query = select(*columns).where(people.c.tenant == tenant)
-    if not include_inactive:
-        query = query.where(people.c.status == "active")
-    if search:
-        escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        query = query.where(
-            or_(
-                *[
-                    func.lower(people.c[name]).like(pattern, escape="\\")
-                    for name in ("person_id", "first_name", "last_name", "email_address", "account")
-                ]
-            )
-        )
-    query = query.order_by(
-        people.c.last_name.nulls_last(), people.c.first_name.nulls_last(), people.c.person_id
-    )
-    with translate(f"listing the people of tenant {tenant!r}"), store.engine.connect() as conn:
-        return [_person_dict(row._mapping) for row in conn.execute(query)]
 
 
 def _edited_value(name: str, value: Any) -> Any:
