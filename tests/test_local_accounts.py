@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_cli_sync import as_json, run
+
 from uploads import asm_files, make_zip
 
 CONFIG = """

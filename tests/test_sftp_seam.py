@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import FXP_WRITE
+from asyncssh.constants import FXP_CLOSE, FXP_WRITE
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacket, SSHPacketLogger
 from asyncssh.sftp import SFTPServerHandler
@@ -26,7 +26,7 @@ from test_sftp_support import PASSWORD, random_bytes, running_server
 
 from rosterdrop.sftp import asyncssh_seam
 
-FXP_INIT, FXP_OPEN, FXP_CLOSE = 1, 3, 4
+FXP_INIT, FXP_OPEN = 1, 3
 FXP_STATUS, FXP_HANDLE = 101, 102
 FX_OK = 0
 OPEN_FOR_UPLOAD = 0x02 | 0x08 | 0x10  # WRITE | CREAT | TRUNC
@@ -83,6 +83,16 @@ def test_check_passes_and_installs_the_write_wrapper_once() -> None:
     asyncssh_seam.accept_padded_writes()
     assert SFTPServerHandler._packet_handlers[FXP_WRITE] is handler
     assert getattr(handler, "rosterdrop_unpadded", False)
+
+
+def test_check_wraps_the_close_handler_once_and_marks_only_inside_it() -> None:
+    """The client's CLOSE is told apart from asyncssh's clean-up by a context flag that
+    is set only while asyncssh's own CLOSE handler runs."""
+    asyncssh_seam.check()
+    wrapped = SFTPServerHandler._packet_handlers[FXP_CLOSE]
+    asyncssh_seam.mark_client_closes()
+    assert SFTPServerHandler._packet_handlers[FXP_CLOSE] is wrapped
+    assert asyncssh_seam.closing_for_client() is False
 
 
 @pytest.mark.asyncio

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from test_sftp_support import (
     WAIT_SECONDS,
     openssh_batch,
     paramiko_sftp,
+    paramiko_transport,
     random_bytes,
     running_server,
 )
@@ -200,3 +202,51 @@ def test_rclone_copyto(tmp_path: Path) -> None:
         [upload] = srv.wait_uploads(1)
         assert upload.data == local.read_bytes()
         assert time.monotonic() - started < WAIT_SECONDS
+
+
+def _sftp_packet(kind: int, body: bytes) -> bytes:
+    return struct.pack(">IB", len(body) + 1, kind) + body
+
+
+def _sftp_string(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def test_a_client_that_sends_close_and_eof_at_once_completes_its_upload(
+        tmp_path: Path) -> None:
+    """A pipelining client writes OPEN, WRITE and CLOSE and ends its input in the same
+    breath, reading the answers afterwards: the CLOSE is the client's, so the upload is
+    complete (asyncssh sees the end of input before it handles the CLOSE)."""
+    data = random_bytes(50_000)
+    init = _sftp_packet(1, struct.pack(">I", 3))  # SSH_FXP_INIT, version 3
+    flags = 0x02 | 0x08 | 0x10  # WRITE | CREAT | TRUNC
+    opened = _sftp_packet(3, struct.pack(">I", 1) + _sftp_string(b"pipelined.zip")
+                          + struct.pack(">II", flags, 0))
+    with running_server(tmp_path) as srv:
+        transport = paramiko_transport(srv.port)
+        try:
+            transport.auth_password("acme", PASSWORD)
+            chan = transport.open_session()
+            chan.invoke_subsystem("sftp")
+            chan.sendall(init)
+            version = chan.recv(1024)
+            assert version[4] == 2  # SSH_FXP_VERSION
+            chan.sendall(opened)
+            answer = chan.recv(1024)
+            assert answer[4] == 102  # SSH_FXP_HANDLE
+            handle = answer[13:13 + struct.unpack(">I", answer[9:13])[0]]
+            write = _sftp_packet(6, struct.pack(">I", 2) + _sftp_string(handle)
+                                 + struct.pack(">Q", 0) + _sftp_string(data))
+            close = _sftp_packet(4, struct.pack(">I", 3) + _sftp_string(handle))
+            chan.sendall(write + close)
+            chan.shutdown_write()  # EOF right behind the CLOSE
+            answers = b""
+            while chunk := chan.recv(65536):
+                answers += chunk
+        finally:
+            transport.close()
+        assert answers.count(bytes([101])) >= 2  # two SSH_FXP_STATUS answers
+        [upload] = srv.wait_uploads(1)
+        assert upload.data == data
+        srv.logs.wait("upload_completed", file="pipelined.zip")
+        assert not srv.logs.named("upload_aborted")

@@ -3,10 +3,13 @@
 1. **Which close is the client's.** An upload is complete only when the
 client closes the file itself. asyncssh calls ``SFTPServer.close()`` both for
 a client's CLOSE request and, when a session ends, for every file the client
-left open; the server is not told which. The difference is whether the client is still talking: a client that
-closes a file is, by definition, still sending requests, whereas asyncssh's
-clean-up runs after the channel has stopped receiving (the client sent EOF,
-closed the channel, or the connection dropped).
+left open; the server is not told which. So the CLOSE request's handler is
+wrapped (``mark_client_closes``): while it runs, ``closing_for_client()`` is
+true, even for a pipelining client whose EOF arrived in the same read as its
+CLOSE. SCP has no CLOSE request: asyncssh's SCP sink closes a file it
+received in full while the channel still receives, whereas its clean-up runs
+after the channel has stopped receiving (the client sent EOF, closed the
+channel, or the connection dropped).
 
 A dropped connection or a closed channel is public (``is_closing()``); an EOF
 from a client whose ``ssh`` outlived it (OpenSSH ``sftp`` and ``scp`` killed
@@ -53,6 +56,7 @@ the server instead of treating every aborted upload as complete;
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import struct
 from collections.abc import Awaitable, Callable
@@ -61,7 +65,7 @@ from typing import Any, cast
 from asyncssh import SSHServerChannel
 from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import FXP_WRITE
+from asyncssh.constants import FXP_CLOSE, FXP_WRITE
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacket, SSHPacketLogger
 from asyncssh.sftp import SFTPHandler, SFTPServerHandler
@@ -92,7 +96,8 @@ def check() -> None:
     missing = []
     if _RECEIVE_STATE not in names or _RECEIVE_STATE not in eof_names:
         missing.append("the channel's record of the client's end of input")
-    if not isinstance(handlers, dict) or not callable(handlers.get(FXP_WRITE)):
+    if not isinstance(handlers, dict) or not callable(handlers.get(FXP_WRITE)) or not (
+            callable(handlers.get(FXP_CLOSE))):
         missing.append("the SFTP server's table of request handlers")
     if not all(_WRITER in _code_names(SFTPHandler, name)
                for name in ("__init__", "send_packet", "_cleanup")) or not callable(
@@ -112,6 +117,7 @@ def check() -> None:
             "SFTP server needs them (see rosterdrop/sftp/asyncssh_seam.py)"
         )
     accept_padded_writes()
+    mark_client_closes()
     gather_answers()
     log_only_when_enabled()
     read_in_pieces()
@@ -142,6 +148,35 @@ def accept_padded_writes() -> None:
 
     unpadded.rosterdrop_unpadded = True  # type: ignore[attr-defined]
     handlers[FXP_WRITE] = unpadded
+
+
+_CLIENT_CLOSE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "rosterdrop_client_close", default=False)
+
+
+def mark_client_closes() -> None:
+    """Tell the file system's ``close`` when it answers the client's own CLOSE request,
+    so a client that sends CLOSE and at once ends its input (EOF in the same read) still
+    completes its upload; asyncssh calls the same ``close`` for what a session left open."""
+    handlers: dict[int | bytes, Any] = SFTPServerHandler._packet_handlers
+    current: _WriteHandler = handlers[FXP_CLOSE]
+    if _installed(current):
+        return
+
+    async def by_client(handler: SFTPServerHandler, packet: SSHPacket) -> object:
+        token = _CLIENT_CLOSE.set(True)
+        try:
+            return await current(handler, packet)
+        finally:
+            _CLIENT_CLOSE.reset(token)
+
+    setattr(by_client, _INSTALLED, True)
+    handlers[FXP_CLOSE] = by_client
+
+
+def closing_for_client() -> bool:
+    """True inside the handling of a client's CLOSE request."""
+    return _CLIENT_CLOSE.get()
 
 
 def _without_padding(packet: SSHPacket) -> SSHPacket:

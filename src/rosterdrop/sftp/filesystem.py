@@ -62,7 +62,7 @@ from asyncssh import (
 )
 
 from rosterdrop.paths import StatePaths
-from rosterdrop.sftp.asyncssh_seam import client_still_sending
+from rosterdrop.sftp.asyncssh_seam import client_still_sending, closing_for_client
 from rosterdrop.sftp.files import (
     Download,
     OpenUploads,
@@ -479,9 +479,9 @@ class DropboxFS(SFTPServer):
         assert isinstance(file_obj, Upload)
         upload = file_obj
         self._open.discard(upload)
-        if not client_still_sending(self.channel):
+        if not (closing_for_client() or client_still_sending(self.channel)):
             # asyncssh closes what a session left open when it ends: not the client's
-            # own CLOSE, so not a completed upload.
+            # own CLOSE (nor SCP's end of a file), so not a completed upload.
             if not upload.refused:
                 self._discard(upload)
                 self._log.warning(
