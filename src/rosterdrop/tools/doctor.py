@@ -26,7 +26,6 @@ import os
 import shutil
 import smtplib
 import socket
-import sqlite3
 import ssl
 import urllib.request
 from collections.abc import Callable
@@ -141,62 +140,25 @@ def check_free_space(folders: list[Path], min_free: int = MIN_FREE_BYTES,
 
 
 def check_store(settings: Settings) -> Check:
-    url = settings.database_url
-    plain_sqlite = url.startswith(_SQLITE_FILE) and "?" not in url
-    if plain_sqlite:  # what make_url makes of it, without loading SQLAlchemy
-        return _check_sqlite(Path(url.removeprefix(_SQLITE_FILE)))
-    from sqlalchemy import create_engine, inspect, select
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from rosterdrop.store.probe import Reach, probe_store
 
-    from rosterdrop.store.tables import SCHEMA_VERSION_TABLE
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return Check("store", FAIL, f"invalid store.url {url!r}",
+    probe = probe_store(settings.database_url, timeout_seconds=CONNECT_TIMEOUT_SECONDS)
+    if probe.reach is Reach.INVALID:
+        return Check("store", FAIL, f"invalid store.url {probe.shown!r}: {probe.reason}",
                      "use postgresql+psycopg://USER@HOST/DB, or leave it empty for SQLite")
-    if parsed.get_backend_name() == "sqlite":
-        return _check_sqlite(Path(parsed.database or ""))
-    if parsed.get_backend_name() != "postgresql":
-        return Check("store", FAIL, f"unsupported database {parsed.get_backend_name()!r}",
-                     "use PostgreSQL (postgresql+psycopg://…) or leave store.url empty")
-    shown = parsed.render_as_string(hide_password=True)
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    engine = create_engine(parsed, connect_args={"connect_timeout": int(CONNECT_TIMEOUT_SECONDS)})
-    try:
-        with engine.connect() as conn:
-            if not inspect(conn).has_table(SCHEMA_VERSION_TABLE.name):
-                return Check("store", OK, f"{shown} reachable; empty, the schema is created "
-                             f"at first start")
-            version = conn.execute(select(SCHEMA_VERSION_TABLE.c.version)).scalar_one_or_none()
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        return Check("store", FAIL, f"{shown} unreachable: {reason[0] if reason else exc}",
+    if probe.reach is Reach.ABSENT:
+        return Check("store", OK, f"{probe.shown} is created at first start")
+    if probe.reach is Reach.EMPTY:
+        return Check("store", OK, f"{probe.shown}: empty, the schema is created at first "
+                     f"start")
+    if probe.reach is Reach.UNREACHABLE:
+        if probe.shown.startswith("SQLite"):
+            return Check("store", FAIL, f"{probe.shown} unreadable: {probe.reason}",
+                         "restore the database from a backup (see README, Backups)")
+        return Check("store", FAIL, f"{probe.shown} unreachable: {probe.reason}",
                      "check that PostgreSQL runs, the host and port, the user's password "
                      "(in the URL) and pg_hba.conf")
-    finally:
-        engine.dispose()
-    return _schema_check(shown, version)
-
-
-def _check_sqlite(database: Path) -> Check:
-    if not database.is_file():
-        return Check("store", OK, f"SQLite {database} is created at first start")
-    try:
-        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
-        try:
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        if "no such table" in str(exc):
-            return Check("store", OK, f"SQLite {database}: empty, the schema is created at "
-                         f"first start")
-        return Check("store", FAIL, f"SQLite {database} unreadable: {exc}",
-                     "restore the database from a backup (see README, Backups)")
-    return _schema_check(f"SQLite {database}", row[0] if row else None)
+    return _schema_check(probe.shown, probe.version)
 
 
 def _schema_check(shown: str, version: int | None) -> Check:
