@@ -22,12 +22,12 @@ from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from rosterdrop.config import Settings, parse_settings
-from rosterdrop.daemon.queue import QUEUED, RUNNING, JobQueue
 from rosterdrop.daemon.serve import STOP_GRACE_SECONDS, Daemon
 from rosterdrop.daemon.workers import WorkerPool
 from rosterdrop.errors import StoreError
 from rosterdrop.runs.runner import Runner, utc_now
 from rosterdrop.store.engine import Store, open_store
+from rosterdrop.store.jobs import QUEUED, RUNNING, JobQueue
 from rosterdrop.store.tables import JOBS
 from rosterdrop.telemetry import Telemetry
 from uploads import asm_files, make_zip

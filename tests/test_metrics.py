@@ -28,12 +28,12 @@ from test_sftp_support import make_key, paramiko_sftp, paramiko_transport, passw
 from rosterdrop.config import parse_settings
 from rosterdrop.daemon.intake import Intake
 from rosterdrop.daemon.metrics import DaemonState, Metrics, MetricsServer, Monitoring
-from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.errors import ConfigError
 from rosterdrop.paths import StatePaths
 from rosterdrop.runs.runner import utc_now
 from rosterdrop.sftp.server import DropboxServer
 from rosterdrop.store.engine import Store, open_store
+from rosterdrop.store.jobs import JobQueue
 from rosterdrop.telemetry import Telemetry
 from rosterdrop.tools.sample import write_sample
 

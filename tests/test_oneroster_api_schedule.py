@@ -14,7 +14,6 @@ from oneroster_server import OneRosterServer, load_dataset, serving
 
 from rosterdrop.config import OneRosterSource, parse_settings
 from rosterdrop.daemon.intake import Intake
-from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.errors import ConfigError
 from rosterdrop.paths import StatePaths
 from rosterdrop.runs.runner import Runner
@@ -29,6 +28,7 @@ from rosterdrop.sources.oneroster.puller import (
 from rosterdrop.sources.oneroster.schedule import Decision, Schedule, decide
 from rosterdrop.store.engine import open_store
 from rosterdrop.store.history import list_runs
+from rosterdrop.store.jobs import JobQueue
 from rosterdrop.tools.sample import write_sample
 
 CHICAGO = ZoneInfo("America/Chicago")

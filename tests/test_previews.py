@@ -11,12 +11,12 @@ from test_run_lifecycle import Sent, codes, make_settings
 from test_sync_runner import Clock, district, people, upload
 
 from rosterdrop.config import Settings
-from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.daemon.resync import queue_last_upload
 from rosterdrop.documents import RunStatus
 from rosterdrop.errors import NotFound, UsageError
 from rosterdrop.runs.runner import Runner, exit_code
 from rosterdrop.store.engine import Store, open_store
+from rosterdrop.store.jobs import JobQueue
 
 
 @pytest.fixture

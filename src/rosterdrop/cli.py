@@ -367,10 +367,10 @@ def pull(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
 
 def _pull_and_queue(ctx: _Context, tenant_key: str, secret: str) -> None:
     from rosterdrop.daemon.intake import Intake
-    from rosterdrop.daemon.queue import JobQueue
     from rosterdrop.paths import StatePaths
     from rosterdrop.runs.runner import Runner, utc_now
     from rosterdrop.sources.oneroster.puller import PullService, PullStates
+    from rosterdrop.store.jobs import JobQueue
 
     settings = ctx.settings
     runner = Runner(settings, _open_store(settings))

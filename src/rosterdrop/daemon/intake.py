@@ -17,9 +17,9 @@ from pathlib import Path
 
 import structlog
 
-from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.paths import StatePaths
 from rosterdrop.sftp.vpath import is_temporary, is_zip
+from rosterdrop.store.jobs import JobQueue
 from rosterdrop.telemetry import NO_TELEMETRY, Telemetry
 
 log = structlog.get_logger("rosterdrop.intake")

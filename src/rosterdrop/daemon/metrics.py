@@ -35,7 +35,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from sqlalchemy import text
 
 from rosterdrop.config import parse_listen
 from rosterdrop.errors import ConfigError, RosterdropError
@@ -43,9 +42,9 @@ from rosterdrop.store.engine import Store
 from rosterdrop.telemetry import LoginOutcome, MailOutcome, Telemetry, UploadOutcome
 
 if TYPE_CHECKING:
-    from rosterdrop.daemon.queue import JobQueue
     from rosterdrop.daemon.workers import WorkerPool
     from rosterdrop.sftp.server import DropboxServer
+    from rosterdrop.store.jobs import JobQueue
 
 log = structlog.get_logger("rosterdrop.metrics")
 
@@ -169,10 +168,9 @@ class DaemonState:
     def ready(self) -> list[str]:
         """Reasons the daemon is not ready; empty when it is."""
         try:
-            with self.store.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            self.store.ping()
         except Exception as exc:
-            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            first = str(exc).strip().splitlines()
             return [f"store unreachable: {first[0][:200] if first else type(exc).__name__}"]
         try:
             if self.queue_stuck():

@@ -7,13 +7,13 @@ import uuid
 
 from rosterdrop.config import Settings
 from rosterdrop.daemon.intake import SEPARATOR, upload_kind
-from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.errors import NotFound
 from rosterdrop.paths import StatePaths
 from rosterdrop.runs.kept import KeptUploads
 from rosterdrop.runs.runner import utc_now
 from rosterdrop.store.engine import Store
 from rosterdrop.store.history import list_runs
+from rosterdrop.store.jobs import JobQueue
 
 
 def queue_last_upload(settings: Settings, store: Store, tenant: str) -> tuple[int, str]:

@@ -47,7 +47,6 @@ import structlog
 from rosterdrop.config import Settings, parse_listen
 from rosterdrop.daemon.intake import Intake
 from rosterdrop.daemon.metrics import DaemonState, Metrics, Monitoring
-from rosterdrop.daemon.queue import JobQueue
 from rosterdrop.daemon.watcher import Watcher
 from rosterdrop.daemon.workers import WorkerPool
 from rosterdrop.errors import InputError, SftpError
@@ -57,6 +56,7 @@ from rosterdrop.runs.runner import Runner, utc_now
 from rosterdrop.sftp.server import DropboxServer
 from rosterdrop.sources.oneroster.puller import daemon_scheduler
 from rosterdrop.store.engine import Store, open_store
+from rosterdrop.store.jobs import JobQueue
 
 log = structlog.get_logger("rosterdrop.daemon")
 

@@ -49,9 +49,9 @@ from typing import Any, TypeVar
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from rosterdrop.daemon.queue import Job, JobQueue
 from rosterdrop.runs.runner import Runner
 from rosterdrop.store.history import new_run_id
+from rosterdrop.store.jobs import Job, JobQueue
 from rosterdrop.telemetry import NO_TELEMETRY, Telemetry
 
 log = structlog.get_logger("rosterdrop.worker")

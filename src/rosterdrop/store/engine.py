@@ -147,6 +147,11 @@ class Store:
     def written(self, table: str, rows: int) -> None:
         """Hook: a bulk statement wrote ``rows`` rows to ``table``."""
 
+    def ping(self) -> None:
+        """One round trip to the database; StoreError when it does not answer."""
+        with translate("reaching the store"), self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
     def close(self) -> None:
         if self._cache_lane is not None:
             self._cache_lane.close()
