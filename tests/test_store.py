@@ -453,7 +453,25 @@ def test_a_version_1_store_gets_the_people_lifecycle_index(store_url: str) -> No
         names = {index["name"] for index in inspect(conn).get_indexes("people")}
         version = conn.execute(text("SELECT version FROM schema_version")).scalar_one()
     assert "ix_people_lifecycle" in names
-    assert version == tables.SCHEMA_VERSION == 2
+    assert version == tables.SCHEMA_VERSION == 3
+
+
+def test_a_version_2_store_loses_the_columns_never_written(store_url: str) -> None:
+    """Upgrade step 2 → 3 drops ``runs.held_plan`` and ``jobs.sha256``; rows survive."""
+    with open_store(store_url) as store, store.write() as conn:
+        conn.execute(text("ALTER TABLE runs ADD COLUMN held_plan VARCHAR"))
+        conn.execute(text("ALTER TABLE jobs ADD COLUMN sha256 VARCHAR"))
+        conn.execute(text("UPDATE schema_version SET version = 2"))
+    create = RunRecord(run_id="20261203-000000-00000002", tenant=TENANT, source="cli")
+    with open_store(store_url) as store:
+        create_run(store, create)
+        with store.engine.connect() as conn:
+            runs = {c["name"] for c in inspect(conn).get_columns("runs")}
+            jobs = {c["name"] for c in inspect(conn).get_columns("jobs")}
+            version = conn.execute(text("SELECT version FROM schema_version")).scalar_one()
+        assert get_run(store, create.run_id).tenant == TENANT
+    assert "held_plan" not in runs and "sha256" not in jobs and "sha256" in runs
+    assert version == 3
 
 
 def test_database_errors_become_store_errors(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ that ``rosterdrop doctor`` can compare a database's version without loading
 SQLAlchemy.
 """
 
-SCHEMA_VERSION = 2
-"""1: the first schema. 2: ``ix_people_lifecycle`` (the purge's "anyone due?" query
-read every person of the tenant without it: 0.25 s per sync at L). See tables.py."""
+SCHEMA_VERSION = 3
+"""1: the first schema. 2: ``ix_people_lifecycle`` (the purge's "anyone due?" query read
+every person of the tenant without it; benchmarks/README.md). 3: the never-written
+columns ``runs.held_plan`` and ``jobs.sha256`` dropped. See tables.py."""

@@ -54,6 +54,8 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    inspect,
+    text,
 )
 
 from rosterdrop.store import SCHEMA_VERSION as SCHEMA_VERSION  # defined there: doctor reads it
@@ -208,7 +210,6 @@ RUNS = Table(
     _time("finished_at", nullable=True),
     _time("applied_at", nullable=True),
     _optional("artifact_dir"),
-    _optional("held_plan"),  # where a held run keeps what ``approve`` needs (the spool path)
 )
 
 JOBS = Table(
@@ -218,7 +219,6 @@ JOBS = Table(
     _text("path"),  # the upload in the spool
     _text("file_name", default=""),  # the name it was uploaded under
     _text("source", default="watch"),  # sftp | watch | resync
-    _optional("sha256"),
     _text("kind", default="bulk"),  # bulk | delta
     _text("state", default="queued", index=True),  # queued | running | done
     _time("lease_until", nullable=True),
@@ -268,5 +268,15 @@ def _add_people_lifecycle_index(conn: Connection) -> None:
     index.create(conn, checkfirst=True)
 
 
-UPGRADES: dict[int, Callable[[Connection], None]] = {1: _add_people_lifecycle_index}
+def _drop_unwritten_columns(conn: Connection) -> None:
+    for table, column in (("runs", "held_plan"), ("jobs", "sha256")):
+        present = {c["name"] for c in inspect(conn).get_columns(table)}
+        if column in present:
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+
+
+UPGRADES: dict[int, Callable[[Connection], None]] = {
+    1: _add_people_lifecycle_index,
+    2: _drop_unwritten_columns,
+}
 """``UPGRADES[n](connection)`` upgrades a version-*n* store to version *n + 1*."""
