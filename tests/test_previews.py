@@ -3,6 +3,8 @@ do, guard included, and nothing can apply a preview afterwards."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +14,12 @@ from test_sync_runner import Clock, district, people, upload
 
 from rosterdrop.config import Settings
 from rosterdrop.daemon.resync import queue_last_upload
+from rosterdrop.daemon.workers import WorkerPool
 from rosterdrop.documents import RunStatus
 from rosterdrop.errors import NotFound, UsageError
-from rosterdrop.runs.runner import Runner, exit_code
+from rosterdrop.runs.runner import Runner, exit_code, utc_now
 from rosterdrop.store.engine import Store, open_store
+from rosterdrop.store.history import get_run, list_runs
 from rosterdrop.store.jobs import JobQueue
 
 
@@ -194,3 +198,44 @@ def test_a_failed_run_reports_no_patch_counts(settings: Settings, store: Store,
     body = sent.messages[-1].get_body(("plain",))
     assert body is not None
     assert "Patched" not in body.get_content() and "Filtered" not in body.get_content()
+
+
+@pytest.mark.asyncio
+async def test_five_uploads_with_a_garbage_one_last(settings: Settings, store: Store,
+                                                    tmp_path: Path) -> None:
+    """Five bulk uploads wait in the queue, the last random bytes. The newest *valid* one
+    supersedes the older ones and is applied; the garbage fails alone and supersedes
+    nothing (before: the three valid ones ended superseded by it, and nothing applied)."""
+    queue = JobQueue(store)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    names = [f"u{n}.zip" for n in range(1, 6)]
+    for n, name in enumerate(names, start=1):
+        path = spool / name
+        if n < 5:
+            path.write_bytes(upload(tmp_path, district(6 + n), f"src-{name}").read_bytes())
+        else:
+            path.write_bytes(os.urandom(4096))
+        queue.enqueue(tenant="t", path=str(path), file_name=name, source="sftp", kind="bulk",
+                      now=utc_now())
+    pool = WorkerPool(Runner(settings, store, mailer=Sent()), queue, count=1, clock=utc_now)
+    pool.start()
+    try:
+        for _ in range(600):
+            if not queue.pending():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await pool.stop(5)
+    assert not queue.pending()
+    runs = {r.file_name: r for r in list_runs(store, "t")}
+    assert sorted(runs) == names
+    for name in names[:3]:
+        assert runs[name].status is RunStatus.UNCHANGED
+        document = get_run(store, runs[name].run_id).document
+        assert document is not None and document.warnings[0].code == "UPLOAD_SUPERSEDED"
+        assert "'u4.zip'" in document.warnings[0].message
+    assert runs["u4.zip"].applied
+    assert runs["u5.zip"].status is RunStatus.FAILED
+    active = [p for p in people(store).values() if p["status"] == "active"]
+    assert sum(p["role"] == "student" for p in active) == 10

@@ -334,11 +334,14 @@ class WorkerPool:
             log.warning("job_upload_gone", tenant=job.tenant, job_id=job.id, run_id=run_id)
             self._mail_if_recorded(run_id)
             return _Outcome(run_id, None)
-        if self.queue.newer_bulk(job):
+        # Only a newer upload that reads and validates supersedes this one: a broken
+        # export must never cost the tenant a good one.
+        newer = next((n for n in self.queue.newer_bulk(job)
+                      if self.runner.validates(n.tenant, Path(n.path), n.file_name)), None)
+        if newer is not None:
             run = self.runner.superseded(job.tenant, path, source=job.source,
                                          file_name=job.file_name, run_id=run_id,
-                                         newer="a newer upload in the queue",
-                                         deadline=deadline)
+                                         newer=f"'{newer.file_name}'", deadline=deadline)
         else:
             run = self.runner.sync(job.tenant, path, source=job.source,
                                    file_name=job.file_name, run_id=run_id,

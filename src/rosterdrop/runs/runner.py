@@ -182,11 +182,22 @@ class Runner:
             progress.checked.issues.add(
                 Code.UPLOAD_SUPERSEDED,
                 f"'{file_name}' was not processed because a newer full upload ({newer}) of "
-                f"this tenant arrived before its turn; the newer upload is synced instead.",
+                f"this tenant, which reads and validates, arrived before its turn; the newer "
+                f"upload is synced instead.",
                 file=file_name,
             )
             return self._finish(progress, RunStatus.UNCHANGED, dry_run=False, applied=False,
                                 now=self.clock())
+
+    def validates(self, tenant_key: str, upload: Path, file_name: str) -> bool:
+        """``upload`` reads and validates without errors for the tenant (records nothing):
+        only such an upload may supersede a queued one."""
+        if not upload.is_file():
+            return False
+        checked = check_upload(upload, tenant=self.settings.tenant(tenant_key),
+                               limits=self.settings.limits, today=local_today(self.clock()),
+                               name=file_name)
+        return checked.model is not None and not checked.issues.has_errors()
 
     def source_failed(self, tenant_key: str, *, source: str, file_name: str, code: Code,
                       message: str) -> RunRecord:

@@ -308,16 +308,17 @@ class JobQueue:
         finally:
             self._let_go(job)
 
-    def newer_bulk(self, job: Job) -> bool:
-        """A newer bulk upload of the same tenant is waiting: this bulk job is superseded."""
+    def newer_bulk(self, job: Job) -> list[Job]:
+        """The tenant's bulk uploads waiting behind this bulk job, newest first: the
+        candidates to supersede it."""
         if job.kind != "bulk":
-            return False
-        query = select(func.count()).select_from(JOBS).where(
+            return []
+        query = select(JOBS).where(
             (JOBS.c.tenant == job.tenant) & (JOBS.c.id > job.id) & (JOBS.c.kind == "bulk")
             & (JOBS.c.state != DONE)
-        )
+        ).order_by(JOBS.c.id.desc())
         with translate("checking for newer uploads"), self.store.engine.connect() as conn:
-            return bool(conn.execute(query).scalar_one())
+            return [Job.of(row) for row in conn.execute(query)]
 
     def depth(self, now: datetime) -> tuple[int, float]:
         """(jobs waiting or running, age in seconds of the oldest)."""
