@@ -212,14 +212,22 @@ def test_local_edit_is_not_overwritten_and_warned() -> None:
     assert p.changes()["unchanged"]["students"] == 4
 
 
-def test_local_edit_still_follows_the_sis_lifecycle() -> None:
-    """A locally edited person absent from the upload is deactivated all the same."""
+def test_a_local_account_the_sis_drops_stays_active_and_is_reported() -> None:
+    """Apple School Manager: an edited account "is considered a local account and is no
+    longer associated with your SIS": absent from the upload, it is not deactivated; one
+    ACCOUNT_LOCAL warning names it and the way back (people reset). An SIS account absent
+    from the same upload is deactivated as before."""
     m = school()
     snapshot = synced(m)
-    people = snapshot.people.with_columns(source=pl.lit("local"))
+    people = snapshot.people.with_columns(
+        source=pl.when(pl.col("person_id") == "S0").then(pl.lit("local"))
+        .otherwise(pl.lit("sis")))
     snapshot = Snapshot.of(people=people)
-    p, _ = plan(snapshot, without(m, "people", {"S0"}))
-    assert p.people.deactivate["person_id"].to_list() == ["S0"]
+    p, log = plan(snapshot, without(m, "people", {"S0", "S1"}))
+    assert p.people.deactivate["person_id"].to_list() == ["S1"]
+    (issue,) = [i for i in log if i.code == "ACCOUNT_LOCAL"]
+    assert issue.value == "S0" and issue.severity == "warning"
+    assert "people reset S0" in issue.message and issue.file is None
 
 
 def test_instructor_change_updates_the_class() -> None:

@@ -335,8 +335,10 @@ def plan_people(ref: Reference, incoming: list[SisPerson], dead: set[str] | None
         seen.add(name)
     deactivated = 0
     for name, account in list(accounts.items()):
-        gone = account.status == "active" and name not in seen and (
-            dead is None or (account.person_id in dead and account.person_id not in incoming_ids))
+        # A local account is no longer the SIS's to end (it is reported instead).
+        gone = account.status == "active" and account.source != "local" and (
+            name not in seen) and (dead is None or (account.person_id in dead
+                                                    and account.person_id not in incoming_ids))
         if gone:
             accounts[name] = replace(account, status="inactive")
             deactivated += 1

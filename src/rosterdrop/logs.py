@@ -51,10 +51,24 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> No
             renderer,
         ],
     )
-    handler = logging.StreamHandler(out)
+    handler = _LineHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[settings.level])
     for name, level in NOISY.items():
         logging.getLogger(name).setLevel(max(level, LEVELS[settings.level]))
+
+
+class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Each record leaves the process as one whole line, at once: a block-buffered stream
+    (stdout to a file or pipe) would otherwise cut lines at its buffer's edge, and a kill
+    would leave half a JSON line for the next process's first line to run into."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            self.stream.write(line)
+            self.stream.flush()
+        except Exception:  # logging's own rule: never raise into the caller
+            self.handleError(record)
