@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import time
 import uuid
-import zipfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import structlog
 
+from rosterdrop.config import LimitSettings
 from rosterdrop.paths import StatePaths
+from rosterdrop.pipeline.check import file_modes
 from rosterdrop.sftp.vpath import is_temporary, is_zip
 from rosterdrop.store.jobs import JobQueue
 from rosterdrop.telemetry import NO_TELEMETRY, Telemetry
@@ -48,27 +49,18 @@ def is_upload_name(name: str) -> bool:
     return is_zip(name) and not is_temporary(name)
 
 
-def upload_kind(path: Path) -> str:
-    """``delta`` when a OneRoster manifest declares any file delta, else ``bulk``.
+def upload_kind(path: Path, limits: LimitSettings | None = None) -> str:
+    """``delta`` when a OneRoster manifest declares any file delta, else ``bulk`` (the
+    manifest read as a sync reads it: ``pipeline.check.file_modes``).
 
     Only bulk uploads supersede each other; a damaged ZIP counts as bulk and
     the pipeline reports what is wrong with it.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
-            if "manifest.csv" not in archive.namelist():
-                return "bulk"
-            info = archive.getinfo("manifest.csv")
-            if info.file_size > 1 << 20:
-                return "bulk"
-            text = archive.read(info).decode("utf-8", "replace")
-    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError, EOFError):
+        modes = file_modes(path, limits or LimitSettings())
+    except Exception:  # an upload that cannot even be looked at is the sync's to report
         return "bulk"
-    for line in text.splitlines():
-        name, _, value = line.partition(",")
-        if name.strip().strip('"').startswith("file.") and value.strip().strip('"') == "delta":
-            return "delta"
-    return "bulk"
+    return "delta" if "delta" in modes.values() else "bulk"
 
 
 class Intake:

@@ -144,6 +144,22 @@ def _read_model(archive: UploadArchive, names: list[str], family: str, checked: 
     return oneroster_model(frames, version, delta_files, issues)
 
 
+def file_modes(source: Path, limits: LimitSettings) -> dict[str, str]:
+    """The file modes a OneRoster upload's manifest declares (``{"users.csv": "delta"}``),
+    read exactly as a sync reads them; empty for an ASM upload, an upload without a
+    manifest, or one that cannot be read (the sync then says what is wrong with it)."""
+    issues = IssueLog()
+    archive = open_upload(source, limits, issues)
+    if archive is None:
+        return {}
+    with archive:
+        names = list(archive.entries)
+        if "manifest.csv" not in names:
+            return {}
+        _, modes, _ = _oneroster_version(archive, names, issues)
+    return modes
+
+
 def _oneroster_version(
     archive: UploadArchive, names: list[str], issues: IssueLog
 ) -> tuple[str | None, dict[str, str], Table | None]:
