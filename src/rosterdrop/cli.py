@@ -116,9 +116,12 @@ def _readable_file(path: Path) -> Path:
 @cli.command()
 @click.argument("zip_path", metavar="ZIP", type=click.Path(path_type=Path))
 @click.option("--tenant", "tenant_key", metavar="T", help="Use tenant T's filter and patch settings.")
+@click.option("--as-of", "as_of", metavar="YYYY-MM-DD", type=click.DateTime(["%Y-%m-%d"]),
+              help='"Today" for the filters (preview the first day of school).')
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document of cli.md.")
 @pass_ctx
-def validate(ctx: _Context, zip_path: Path, tenant_key: str | None, as_json: bool) -> None:
+def validate(ctx: _Context, zip_path: Path, tenant_key: str | None, as_of: Any,
+             as_json: bool) -> None:
     """Check one upload offline: read, validate, filter and patch; writes nothing."""
     from rosterdrop.config import TenantSettings
     from rosterdrop.pipeline.check import check_upload
@@ -128,7 +131,7 @@ def validate(ctx: _Context, zip_path: Path, tenant_key: str | None, as_json: boo
     tenant = settings.tenant(tenant_key) if tenant_key else TenantSettings()
     checked = check_upload(
         _readable_file(zip_path), tenant=tenant, limits=settings.limits,
-        today=date.today(), progress=_progress(),
+        today=as_of.date() if as_of else date.today(), progress=_progress(),
     )
     document = check_document(checked).to_json()
     if as_json:
@@ -228,16 +231,23 @@ _CHECK_STATUS = {"failed": "failed", "held": "failed", "completed_with_warnings"
 @click.argument("zip_path", metavar="ZIP", type=click.Path(path_type=Path))
 @click.option("--tenant", "tenant_key", metavar="T", required=True)
 @click.option("--dry-run", is_flag=True, help="Show the changes; apply nothing.")
+@click.option("--as-of", "as_of", metavar="YYYY-MM-DD", type=click.DateTime(["%Y-%m-%d"]),
+              help='With --dry-run: "today" for the filters and the guard.')
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def sync(ctx: _Context, zip_path: Path, tenant_key: str, dry_run: bool, as_json: bool) -> None:
+def sync(ctx: _Context, zip_path: Path, tenant_key: str, dry_run: bool, as_of: Any,
+         as_json: bool) -> None:
     """Run the sync pipeline on one upload, record history and send the report."""
     ctx.settings.tenant(tenant_key)
     upload = _readable_file(zip_path)
     from rosterdrop.runs.runner import exit_code
 
     runner = _runner(ctx)
-    run = runner.sync(tenant_key, upload, source="cli", dry_run=dry_run)
+    if as_of and not dry_run:
+        raise UsageError("--as-of previews a day: it needs --dry-run (a real sync runs as "
+                         "of today)")
+    run = runner.sync(tenant_key, upload, source="cli", dry_run=dry_run,
+                      as_of=as_of.date() if as_of else None)
     document = run.document.to_json()
     _emit_json(document) if as_json else click.echo(_render_run(document))
     sys.exit(exit_code(run.status))

@@ -37,7 +37,7 @@ from structlog.contextvars import bound_contextvars
 from rosterdrop.codes import Code
 from rosterdrop.config import Settings, TenantSettings
 from rosterdrop.documents import RunDocument, RunSource, RunStatus, no_changes
-from rosterdrop.errors import NotFound, StoreError
+from rosterdrop.errors import NotFound, StoreError, UsageError
 from rosterdrop.mail import send_mail
 from rosterdrop.paths import StatePaths
 from rosterdrop.pipeline.check import Checked, check_upload, sha256_of
@@ -105,6 +105,8 @@ class _Progress:
     run: RunRecord
     tenant: TenantSettings
     deadline: float | None
+    as_of: date | None = None
+    """"Today" for the filters and the guard, when it is not today (a dry run's preview)."""
     timer: _Timer = field(default_factory=_Timer)
     sha256: str = ""
     checked: Checked | None = None
@@ -149,13 +151,18 @@ class Runner:
         file_name: str | None = None,
         run_id: str | None = None,
         deadline: float | None = None,
+        as_of: date | None = None,
     ) -> RunRecord:
         """Run the pipeline on ``upload`` for one tenant and record the run.
 
         With ``run_id`` (a queued job's), a run left unfinished by a crash is
         continued under the same id, so each upload has exactly one run.
-        ``deadline`` is a ``time.monotonic()`` value (the job's timeout).
+        ``deadline`` is a ``time.monotonic()`` value (the job's timeout). ``as_of``
+        (dry runs only) is "today" for the filters and the guard: a preview of that day.
         """
+        if as_of is not None and not dry_run:
+            raise UsageError("--as-of previews a day: it needs --dry-run (a real sync runs "
+                             "as of today)")
         tenant = self.settings.tenant(tenant_key)
         run = self._start(tenant_key, upload, source, dry_run, file_name, run_id)
         with bound_contextvars(tenant=tenant_key, run_id=run.run_id):
@@ -163,8 +170,8 @@ class Runner:
                 self.ensure_mailed(run)
                 return run
             # A dry run's upload is not kept: nothing may resync or approve a preview.
-            return self._run(_Progress(run, tenant, deadline), upload, dry_run=dry_run,
-                             force=force, approved=False, keep=not dry_run)
+            return self._run(_Progress(run, tenant, deadline, as_of=as_of), upload,
+                             dry_run=dry_run, force=force, approved=False, keep=not dry_run)
 
     def superseded(self, tenant_key: str, upload: Path, *, source: str, file_name: str,
                    run_id: str | None, newer: str,
@@ -289,7 +296,7 @@ class Runner:
                   dry_run: bool, force: bool, approved: bool) -> RunRecord:
         run, tenant, timer = progress.run, progress.tenant, progress.timer
         now = self.clock()
-        today = local_today(now)
+        today = progress.as_of or local_today(now)
         with timer.step("hash"):
             progress.sha256 = sha256_of(upload)
         update_run(self.store, run.run_id, sha256=progress.sha256)
