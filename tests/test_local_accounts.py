@@ -78,3 +78,19 @@ def test_a_local_account_the_sis_drops_stays_and_reset_hands_it_back(workdir: Pa
     third = as_json(run(workdir, "sync", "v3.zip", "--tenant", "t", "--json"))
     assert third["changes"]["deactivated"]["students"] == 1
     assert person(workdir, "P1")["status"] == "inactive"
+
+
+def test_an_invalid_email_in_an_update_keeps_the_stored_one(workdir: Path) -> None:
+    """The SIS sends José with a broken email: the sync warns (EMAIL_INVALID, saying the
+    stored email is kept) and his account keeps the good address it had."""
+    before = person(workdir, "P1")
+    assert before["email_address"] == "jose.garcia@d.example"
+    files = dict(asm_files())
+    files["students.csv"] = files["students.csv"].replace("jose.garcia@d.example",
+                                                          "jose garcia@@d.example")
+    (workdir / "bad.zip").write_bytes(make_zip(files))
+    document = as_json(run(workdir, "sync", "bad.zip", "--tenant", "t", "--json"))
+    assert document["status"] == "completed_with_warnings"
+    [warning] = [w for w in document["warnings"] if w["code"] == "EMAIL_INVALID"]
+    assert "keeps it" in warning["message"]
+    assert person(workdir, "P1")["email_address"] == "jose.garcia@d.example"

@@ -131,6 +131,9 @@ class Model:
     terms: pl.DataFrame = field(default_factory=lambda: empty_frame("terms"))
     delta: frozenset[str] = frozenset()
     """Kinds delivered as OneRoster delta files: they change only what they name."""
+    dropped_emails: frozenset[str] = frozenset()
+    """person_ids whose email was unusable and left out of this sync: an account that has
+    a stored email keeps it (the plan never writes a bad email over a good one)."""
 
     def frame(self, kind: str) -> pl.DataFrame:
         return getattr(self, kind)  # type: ignore[no-any-return]

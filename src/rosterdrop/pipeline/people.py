@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import polars as pl
 
@@ -53,21 +54,24 @@ def check_people(model: Model, issues: IssueLog) -> Model:
             pl.when(apostrophe)
             .then(pl.format(
                 "{} line {}: email '{}' contains an apostrophe, which managed accounts do "
-                "not support; correct the email in the SIS and sync again.",
+                "not support (an account that has an email keeps it); correct the email in "
+                "the SIS and sync again.",
                 pl.col("_file"), pl.col("_line"), email))
             .otherwise(pl.format(
                 "{} line {}: email '{}' is not a valid email address and was left out of "
-                "this sync; correct it in the SIS.",
+                "this sync (an account that has an email keeps it); correct it in the SIS.",
                 pl.col("_file"), pl.col("_line"), email))
             .alias("message"),
         ),
         Code.EMAIL_INVALID,
     )
-    if bad.height:
-        people = people.with_columns(
-            pl.when(apostrophe | malformed).then(None).otherwise(email).alias("email_address")
-        )
-    return model.with_frames(people=people)
+    if bad.height == 0:
+        return model.with_frames(people=people)
+    people = people.with_columns(
+        pl.when(apostrophe | malformed).then(None).otherwise(email).alias("email_address")
+    )
+    dropped = frozenset(bad["person_id"].drop_nulls().to_list())
+    return replace(model.with_frames(people=people), dropped_emails=dropped)
 
 
 def _check_cross_file_ids(people: pl.DataFrame, issues: IssueLog) -> None:

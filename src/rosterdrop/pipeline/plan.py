@@ -424,6 +424,11 @@ def _plan_people(
     both = seen.select("account_id", "_file", "_line", *PERSON_FIELDS, "person_id").join(
         old.select("account_id", *old_cols), on="account_id", how="left", maintain_order="left"
     )
+    if model.dropped_emails:  # an unusable email in the upload never wipes a stored one
+        both = both.with_columns(email_address=pl.when(
+            pl.col("person_id").is_in(list(model.dropped_emails))
+            & pl.col("email_address").is_null()).then(pl.col("email_address__old"))
+            .otherwise(pl.col("email_address")))
     local = pl.col("source__old") == LOCAL
     differs = [pl.col(f).ne_missing(pl.col(f"{f}__old")) for f in PERSON_FIELDS]
     sis_changed = pl.col("_sis_changed")
