@@ -14,7 +14,7 @@ from uploads import asm_files, make_zip
 
 RUN_KEYS = {"file", "sha256", "layout", "status", "counts", "issue_counts", "errors",
             "warnings", "files_ignored", "run_id", "tenant", "dry_run", "changes",
-            "filtered", "patched", "matched"}
+            "filtered", "patched", "matched", "purged"}
 CHANGE_KEYS = {"created", "updated", "deactivated", "removed", "unchanged"}
 PERSON_KEYS = {"person_id", "role", "first_name", "last_name", "email_address",
                "location_ids", "account", "status", "source"}

@@ -307,6 +307,20 @@ def approve(ctx: _Context, run_id: str) -> None:
 
 
 @cli.command()
+@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--dry-run", is_flag=True, help="List who would be purged; delete nothing.")
+@pass_ctx
+def purge(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
+    """Delete people deactivated longer than retention_days now (the daemon does it daily)."""
+    ctx.settings.tenant(tenant_key)
+    names = _runner(ctx).purge(tenant_key, dry_run=dry_run)
+    for name in names:
+        click.echo(name)
+    verb = "would be purged" if dry_run else "purged"
+    click.echo(f"{len(names):,} account(s) {verb}")
+
+
+@cli.command()
 @click.argument("run_id")
 @pass_ctx
 def discard(ctx: _Context, run_id: str) -> None:

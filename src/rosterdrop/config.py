@@ -114,6 +114,18 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class RetentionSettings(_Section):
+    """How long files holding student data stay on disk (docs/security.md, "Retention")."""
+
+    uploads_keep: NonNegativeInt = 10
+    """Kept uploads per tenant, newest first, for approve and resync (a held run's always)."""
+    uploads_days: PositiveInt = 30
+    """A kept upload older than this is deleted even within uploads_keep."""
+    reports_days: PositiveInt = 90
+    """A run's report folder (issues.csv, modified.zip, previews: student data) is deleted
+    this long after the run; its history record stays."""
+
+
 class LimitSettings(_Section):
     """Limits on an uploaded ZIP; defaults fit a 1,000,000-student district."""
 
@@ -297,6 +309,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     limits: LimitSettings = LimitSettings()
+    retention: RetentionSettings = RetentionSettings()
     tenants: dict[str, TenantSettings] = {}
 
     model_config = ConfigDict(

@@ -153,12 +153,15 @@ class RunDocument:
     patched: Mapping[str, int] = field(default_factory=dict)
     matched: int = 0
     """New SIS people who took over an existing account (duplicate prevention; matches.csv)."""
+    purged: int = 0
+    """People deactivated longer than retention_days, deleted by this run."""
 
     @classmethod
     def of_check(cls, check: CheckDocument, *, run_id: str, tenant: str, status: RunStatus,
                  dry_run: bool = False, changes: Mapping[str, Mapping[str, int]] | None = None,
                  filtered: Mapping[str, int] | None = None,
-                 patched: Mapping[str, int] | None = None, matched: int = 0) -> Self:
+                 patched: Mapping[str, int] | None = None, matched: int = 0,
+                 purged: int = 0) -> Self:
         return cls(
             run_id=run_id, tenant=tenant, file=check.file, sha256=check.sha256,
             status=status, layout=check.layout, dry_run=dry_run, counts=check.counts,
@@ -166,6 +169,7 @@ class RunDocument:
             files_ignored=check.files_ignored,
             changes=changes if changes is not None else no_changes(),
             filtered=filtered or {}, patched=patched or {}, matched=matched,
+            purged=purged,
         )
 
     def with_status(self, status: RunStatus) -> Self:
@@ -189,7 +193,7 @@ class RunDocument:
             "run_id": self.run_id, "tenant": self.tenant, "dry_run": self.dry_run,
             "changes": {group: dict(kinds) for group, kinds in self.changes.items()},
             "filtered": dict(self.filtered), "patched": dict(self.patched),
-            "matched": self.matched,
+            "matched": self.matched, "purged": self.purged,
         }
 
     @classmethod
@@ -206,7 +210,7 @@ class RunDocument:
             files_ignored=tuple(str(f) for f in data.get("files_ignored") or ()),
             changes={**no_changes(), **{str(g): _ints(k) for g, k in changes.items()}},
             filtered=_ints(data.get("filtered")), patched=_ints(data.get("patched")),
-            matched=int(data.get("matched") or 0),
+            matched=int(data.get("matched") or 0), purged=int(data.get("purged") or 0),
         )
 
 

@@ -60,6 +60,9 @@ from rosterdrop.store.jobs import JobQueue
 
 log = structlog.get_logger("rosterdrop.daemon")
 
+HOUSEKEEPING_FIRST_SECONDS = 60.0
+HOUSEKEEPING_SECONDS = 24 * 3600.0
+
 STORE_TIMEOUT_SECONDS = 60.0
 """One blocking store call of the daemon itself (longer than SQLite's busy timeout)."""
 STOP_GRACE_SECONDS = 3.0
@@ -180,6 +183,19 @@ class Daemon:
             except Exception:  # a store hiccup must not end the retries
                 log.exception("mail_retry_error")
 
+    async def _housekeeping(self) -> None:
+        """Once a day (the first a minute after start): purge people past retention_days
+        and files past [retention], tenant by tenant, whatever the uploads."""
+        await asyncio.sleep(HOUSEKEEPING_FIRST_SECONDS)
+        while True:
+            for tenant in self.settings.tenants:
+                try:
+                    await asyncio.to_thread(self.runner.purge, tenant)
+                    await asyncio.to_thread(self.runner.housekeep, tenant)
+                except Exception:  # tomorrow is another day; a store hiccup ends nothing
+                    log.exception("housekeeping_failed", tenant=tenant)
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -204,6 +220,7 @@ class Daemon:
         self.watcher.start()
         self.pool.start()
         self._spawn(self._retry_mails(), "rosterdrop-mail-retry")
+        self._spawn(self._housekeeping(), "rosterdrop-housekeeping")
         if self.pulls is not None:
             self._spawn(self.pulls.run(), "rosterdrop-pull-scheduler")
         log.info("daemon_started", listen=f"{self.settings.sftp.listen.rsplit(':', 1)[0]}:"

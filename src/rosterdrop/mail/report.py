@@ -350,6 +350,10 @@ def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str) -> list[t
         rows.append(("Layout", _clean(str(run.get("layout") or "not recognised"), 40)))
         if run.get("sha256"):
             rows.append(("SHA-256", _clean(str(run["sha256"]), 80)))
+    purged = run.get("purged") or 0
+    if purged:
+        rows.append(("Accounts purged", f"{int(purged):,} (deactivated longer than "
+                     f"retention_days; their names are free again)"))
     matched = run.get("matched") or 0
     if matched:
         rows.append(("Existing accounts matched", f"{int(matched):,} (listed in matches.csv)"))

@@ -1,9 +1,12 @@
-"""Kept uploads: a copy of each run's upload, for ``approve`` and ``resync``.
+"""Kept uploads and report folders: the files of a run that hold student data.
 
-One file per run, ``tenants/<t>/uploads/<run-id>.zip`` (``StatePaths.kept_upload``),
-hard-linked from the spool when the file system allows it. The newest
-``KEEP_UPLOADS`` are kept, and a held run's upload always, until it is approved
-or discarded.
+One kept upload per run, ``tenants/<t>/uploads/<run-id>.zip``
+(``StatePaths.kept_upload``), hard-linked from the spool when the file system
+allows it, for ``approve`` and ``resync``; one report folder per run,
+``tenants/<t>/reports/<run-id>/``. ``prune`` applies ``[retention]``: the newest
+``uploads_keep`` uploads younger than ``uploads_days`` stay, a held run's
+always; report folders go ``reports_days`` after their run. A run id starts with
+its UTC start time, so a file's age is read from its name.
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from rosterdrop.config import RetentionSettings
 from rosterdrop.errors import NotFound
 from rosterdrop.paths import StatePaths
-
-KEEP_UPLOADS = 10
-"""Uploads kept per tenant for approve and resync (held runs' uploads are always kept)."""
 
 
 class KeptUploads:
@@ -50,11 +53,39 @@ class KeptUploads:
         path = self.paths.kept_upload(tenant, run_id)
         return path if path.is_file() else None
 
-    def prune(self, tenant: str, held: Iterable[str]) -> None:
-        """Delete all but the newest ``KEEP_UPLOADS`` (run ids sort by time), never a held
-        run's."""
+    def prune(self, tenant: str, held: Iterable[str], retention: RetentionSettings,
+              now: datetime) -> Pruned:
+        """Delete what retention no longer allows; never a held run's upload."""
         spare = set(held)
+        uploads = 0
         kept = sorted(self.paths.kept_uploads(tenant).glob("*.zip"), reverse=True)
-        for path in kept[KEEP_UPLOADS:]:
-            if path.stem not in spare:
+        too_old = now - timedelta(days=retention.uploads_days)
+        for n, path in enumerate(kept):
+            if path.stem in spare:
+                continue
+            if n >= retention.uploads_keep or _started(path.stem, path) < too_old:
                 path.unlink(missing_ok=True)
+                uploads += 1
+        reports = 0
+        folder = self.paths.reports(tenant)
+        expired = now - timedelta(days=retention.reports_days)
+        for run_folder in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if run_folder.is_dir() and run_folder.name not in spare and (
+                    _started(run_folder.name, run_folder) < expired):
+                shutil.rmtree(run_folder, ignore_errors=True)
+                reports += 1
+        return Pruned(uploads, reports)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    uploads: int
+    reports: int
+
+
+def _started(run_id: str, path: Path) -> datetime:
+    """When the run began: from its id (``20261203-080541-…``), else the file's mtime."""
+    try:
+        return datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)

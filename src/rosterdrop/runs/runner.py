@@ -47,7 +47,7 @@ from rosterdrop.pipeline.plan import Plan, plan_sync
 from rosterdrop.pipeline.preview import preview_frame
 from rosterdrop.runs import artifacts, held
 from rosterdrop.runs.document import check_document
-from rosterdrop.runs.kept import KeptUploads
+from rosterdrop.runs.kept import KeptUploads, Pruned
 from rosterdrop.runs.lifecycle import move
 from rosterdrop.runs.mailing import Mailer, Send
 from rosterdrop.store.directory import PlanOutdated, apply_plan, load_snapshot, purge
@@ -114,6 +114,7 @@ class _Progress:
     modified: Future[Path] | None = None
     recorded: bool = False
     """The run's end is in the store: what fails after that is not the run's."""
+    purged: int = 0
 
     def on_time(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
@@ -232,6 +233,28 @@ class Runner:
         """Attempt again the report emails whose retry is due (the daemon's mailer task)."""
         return self.mail.retry_due()
 
+    def purge(self, tenant_key: str, *, dry_run: bool = False,
+              today: date | None = None) -> list[str]:
+        """Purge the tenant's people deactivated longer than ``retention_days`` (the daemon
+        daily, ``rosterdrop purge``, and every applied sync); their names become free."""
+        tenant = self.settings.tenant(tenant_key)
+        names = purge(self.store, tenant_key, today or local_today(self.clock()),
+                      tenant.retention_days, dry_run=dry_run)
+        if names and not dry_run:
+            log.info("people_purged", tenant=tenant_key, count=len(names))
+        return names
+
+    def housekeep(self, tenant_key: str) -> Pruned:
+        """Apply ``[retention]`` to the tenant's kept uploads and report folders (after
+        every run, and daily in the daemon)."""
+        pruned = self.kept.prune(tenant_key,
+                                 (r.run_id for r in held.held_runs(self.store, tenant_key)),
+                                 self.settings.retention, self.clock())
+        if pruned.uploads or pruned.reports:
+            log.info("files_pruned", tenant=tenant_key, uploads=pruned.uploads,
+                     reports=pruned.reports)
+        return pruned
+
     def approve(self, run_id: str) -> RunRecord:
         """Release a held run: plan again against the current store and apply."""
         run = held.held_run(self.store, run_id)
@@ -247,6 +270,7 @@ class Runner:
         record = held.discard(self.store, held.held_run(self.store, run_id), self.clock())
         if record.document is not None:
             self.mail.deliver(record, record.document, {})
+        self.housekeep(record.tenant)  # its upload was kept only while it waited
         return record
 
     # --- the run --------------------------------------------------------------------------
@@ -345,8 +369,8 @@ class Runner:
                     raise
                 log.info("plan_outdated", attempt=attempt)
                 continue
-            purge(self.store, run.tenant, today, tenant.retention_days)
-            log.info("run_applied", rows=sum(written.values()))
+            progress.purged = len(purge(self.store, run.tenant, today, tenant.retention_days))
+            log.info("run_applied", rows=sum(written.values()), purged=progress.purged)
             break
         return self._finish(progress, self._completed(checked), dry_run=False, applied=True,
                             now=now)
@@ -379,6 +403,7 @@ class Runner:
             changes=plan.changes() if plan is not None else no_changes(),
             filtered=checked.filtered, patched=checked.patched,
             matched=plan.people.matched.height if plan is not None else 0,
+            purged=progress.purged,
         )
 
     def _interrupted(self, progress: _Progress, code: Code, cause: str) -> RunRecord:
@@ -424,7 +449,7 @@ class Runner:
                  errors=len(document.errors), warnings=len(document.warnings),
                  steps=timer.steps)
         self.mail.deliver(record, document, written)
-        self.kept.prune(run.tenant, (r.run_id for r in held.held_runs(self.store, run.tenant)))
+        self.housekeep(run.tenant)
         return record
 
     def _artifacts(self, progress: _Progress, document: RunDocument,

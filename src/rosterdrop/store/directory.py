@@ -650,10 +650,12 @@ def reset_person(store: Store, tenant: str, person_id: str,
     return _person_dict(person._mapping)
 
 
-def purge(store: Store, tenant: str, today: date, retention_days: int) -> list[str]:
+def purge(store: Store, tenant: str, today: date, retention_days: int, *,
+          dry_run: bool = False) -> list[str]:
     """Delete the people deactivated ``retention_days`` or more before ``today``.
 
-    Their account names become free. Returns the purged account names.
+    Their account names become free. Returns the purged account names (with
+    ``dry_run``, the names that would be purged; nothing is deleted).
     """
     people = PEOPLE
     cutoff = today - timedelta(days=retention_days - 1)
@@ -684,8 +686,8 @@ def purge(store: Store, tenant: str, today: date, retention_days: int) -> list[s
             rows, schema={name: arrive[name] for name in wanted}, orient="row"
         ).with_columns(pl.col("deactivated_on").str.to_date("%Y-%m-%d"))
         chosen = choose_purge(frame, today, retention_days)
-        if chosen.height == 0:
-            return []
+        if chosen.height == 0 or dry_run:
+            return sorted(chosen["account"].to_list())
         ids = chosen["account_id"].to_list()
         for start in range(0, len(ids), 10_000):
             conn.execute(
