@@ -108,3 +108,29 @@ def test_unknown_tenant_and_bad_values() -> None:
         parse_settings({"tenants": {"a": {"account_format": "{nickname}"}}})
     with pytest.raises(ConfigError, match="listen"):
         parse_settings({"sftp": {"listen": "nowhere"}})
+
+
+def test_accounts_by_role_fall_back_to_the_tenant() -> None:
+    """A role's account_format / account_domain apply to that role only; an unset key
+    (or the other role) takes the tenant's value."""
+    settings = parse_settings({"tenants": {"a": {
+        "account_format": "{first_name}.{last_name}", "account_domain": "example",
+        "accounts_by_role": {"student": {"account_format": "{first_initial}{last_name}",
+                                         "account_domain": "students.example"},
+                             "staff": {"account_domain": "staff.example"}}}}})
+    tenant = settings.tenant("a")
+    assert tenant.role_account("student") == ("{first_initial}{last_name}", "students.example")
+    assert tenant.role_account("staff") == ("{first_name}.{last_name}", "staff.example")
+    assert TenantSettings().role_account("staff") == TenantSettings().role_account("student") == (
+        "{first_name}.{last_name}", "appleid.example")
+
+
+def test_a_role_format_is_checked_like_the_tenants() -> None:
+    """A per-role format naming an unknown field is refused with its path, as the
+    tenant's is; so is a role other than student and staff."""
+    with pytest.raises(ConfigError, match=r"accounts_by_role\.staff\.account_format: .*"
+                                          r"unknown field\(s\) nickname"):
+        parse_settings({"tenants": {"a": {"accounts_by_role": {
+            "staff": {"account_format": "{nickname}.{last_name}"}}}}})
+    with pytest.raises(ConfigError, match=r"accounts_by_role\.teacher: unknown key"):
+        parse_settings({"tenants": {"a": {"accounts_by_role": {"teacher": {}}}}})

@@ -256,11 +256,55 @@ class OneRosterSource(_Section):
         return next(v for suffix, v in ONEROSTER_ENDPOINTS.items() if self.base_url.endswith(suffix))
 
 
+ACCOUNT_FORMAT_FIELDS = (
+    "first_name", "last_name", "middle_name", "first_initial",
+    "person_number", "sis_username", "person_id",
+)
+"""The ``{field}`` names a managed account name format may use."""
+
+AccountRole = Literal["student", "staff"]
+
+
+def _check_account_format(value: str) -> str:
+    """``value`` when it names only :data:`ACCOUNT_FORMAT_FIELDS`, else ValueError."""
+    allowed = set(ACCOUNT_FORMAT_FIELDS)
+    used = set(re.findall(r"\{([^{}]*)\}", value))
+    unknown = used - allowed
+    if unknown:
+        raise ValueError(
+            f"unknown field(s) {', '.join(sorted(unknown))}; "
+            f"use {', '.join('{' + f + '}' for f in sorted(allowed))}"
+        )
+    return value
+
+
+class RoleAccountSettings(_Section):
+    account_format: str = ""
+    """This role's managed account name format (the same fields as the tenant's
+    ``account_format``); empty: the tenant's ``account_format``."""
+    account_domain: str = ""
+    """This role's account domain; empty: the tenant's ``account_domain``."""
+
+    @field_validator("account_format")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        return _check_account_format(value)
+
+
+class AccountsByRole(_Section):
+    """Managed account names per role: a key left out (or empty) takes the tenant's
+    value. A name is still unique across the whole tenant, whatever the role."""
+
+    student: RoleAccountSettings = RoleAccountSettings()
+    staff: RoleAccountSettings = RoleAccountSettings()
+
+
 class TenantSettings(_Section):
     name: str = ""
     report_to: list[str] = []
     account_format: str = "{first_name}.{last_name}"
     account_domain: str = "appleid.example"
+    accounts_by_role: AccountsByRole = AccountsByRole()
     retention_days: NonNegativeInt = 120
     filter: FilterSettings = FilterSettings()
     patch: PatchSettings = PatchSettings()
@@ -273,18 +317,13 @@ class TenantSettings(_Section):
     @field_validator("account_format")
     @classmethod
     def _known_fields(cls, value: str) -> str:
-        allowed = {
-            "first_name", "last_name", "middle_name", "first_initial",
-            "person_number", "sis_username", "person_id",
-        }
-        used = set(re.findall(r"\{([^{}]*)\}", value))
-        unknown = used - allowed
-        if unknown:
-            raise ValueError(
-                f"unknown field(s) {', '.join(sorted(unknown))}; "
-                f"use {', '.join('{' + f + '}' for f in sorted(allowed))}"
-            )
-        return value
+        return _check_account_format(value)
+
+    def role_account(self, role: AccountRole) -> tuple[str, str]:
+        """``(account_format, account_domain)`` for new people of ``role``: the
+        role's ``accounts_by_role`` values, the tenant's where those are empty."""
+        own: RoleAccountSettings = getattr(self.accounts_by_role, role)
+        return own.account_format or self.account_format, own.account_domain or self.account_domain
 
 
 TENANT_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
