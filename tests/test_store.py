@@ -453,7 +453,7 @@ def test_a_version_1_store_gets_the_people_lifecycle_index(store_url: str) -> No
         names = {index["name"] for index in inspect(conn).get_indexes("people")}
         version = conn.execute(text("SELECT version FROM schema_version")).scalar_one()
     assert "ix_people_lifecycle" in names
-    assert version == tables.SCHEMA_VERSION == 3
+    assert version == tables.SCHEMA_VERSION
 
 
 def test_a_version_2_store_loses_the_columns_never_written(store_url: str) -> None:
@@ -471,7 +471,22 @@ def test_a_version_2_store_loses_the_columns_never_written(store_url: str) -> No
             version = conn.execute(text("SELECT version FROM schema_version")).scalar_one()
         assert get_run(store, create.run_id).tenant == TENANT
     assert "held_plan" not in runs and "sha256" not in jobs and "sha256" in runs
-    assert version == 3
+    assert version == tables.SCHEMA_VERSION
+
+
+def test_a_version_3_store_gets_the_paused_switch(store_url: str) -> None:
+    """Upgrade step 3 → 4 adds ``tenant_state.paused_at``; a tenant can then be paused."""
+    from rosterdrop.store.tenants import paused_since, set_paused
+
+    with open_store(store_url) as store, store.write() as conn:
+        conn.execute(text("ALTER TABLE tenant_state DROP COLUMN paused_at"))
+        conn.execute(text("UPDATE schema_version SET version = 3"))
+    with open_store(store_url) as store:
+        with store.engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("tenant_state")}
+        assert "paused_at" in columns
+        moment = datetime(2027, 6, 20, 12, tzinfo=UTC)
+        assert set_paused(store, TENANT, moment) and paused_since(store, TENANT) == moment
 
 
 def test_database_errors_become_store_errors(tmp_path: Path) -> None:

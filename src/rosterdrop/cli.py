@@ -246,6 +246,14 @@ def sync(ctx: _Context, zip_path: Path, tenant_key: str, dry_run: bool, as_of: A
     if as_of and not dry_run:
         raise UsageError("--as-of previews a day: it needs --dry-run (a real sync runs as "
                          "of today)")
+    if not dry_run:
+        from rosterdrop.store.tenants import paused_since
+
+        since = paused_since(runner.store, tenant_key)
+        if since is not None:
+            raise UsageError(f"tenant {tenant_key} is paused (since {since:%Y-%m-%d}); "
+                             f"resume it with 'rosterdrop tenant resume {tenant_key}', or "
+                             f"preview with --dry-run")
     run = runner.sync(tenant_key, upload, source="cli", dry_run=dry_run,
                       as_of=as_of.date() if as_of else None)
     document = run.document.to_json()
@@ -304,6 +312,41 @@ def approve(ctx: _Context, run_id: str) -> None:
     run = _held_runner(ctx, run_id).approve(run_id)
     click.echo(f"run {run.run_id}: {run.status}")
     sys.exit(exit_code(run.status))
+
+
+@cli.group()
+def tenant() -> None:
+    """A tenant's switches: pause and resume its syncs."""
+
+
+@tenant.command("pause")
+@click.argument("tenant_key", metavar="T")
+@pass_ctx
+def tenant_pause(ctx: _Context, tenant_key: str) -> None:
+    """Keep accepting T's uploads but apply none until `tenant resume T` (the summer)."""
+    from rosterdrop.runs.runner import utc_now
+    from rosterdrop.store.tenants import set_paused
+
+    ctx.settings.tenant(tenant_key)
+    changed = set_paused(_open_store(ctx.settings), tenant_key, utc_now())
+    click.echo(f"{tenant_key}: paused" + ("" if changed else " (it already was)")
+               + "; uploads are kept and queued, none is applied until resumed")
+
+
+@tenant.command("resume")
+@click.argument("tenant_key", metavar="T")
+@pass_ctx
+def tenant_resume(ctx: _Context, tenant_key: str) -> None:
+    """Apply T's uploads again; of those that waited, the newest valid one runs."""
+    from rosterdrop.store.jobs import JobQueue
+    from rosterdrop.store.tenants import set_paused
+
+    ctx.settings.tenant(tenant_key)
+    store = _open_store(ctx.settings)
+    changed = set_paused(store, tenant_key, None)
+    waiting = sum(1 for job in JobQueue(store).pending() if job.tenant == tenant_key)
+    click.echo(f"{tenant_key}: resumed" + ("" if changed else " (it was not paused)")
+               + f"; {waiting} upload(s) waiting")
 
 
 @cli.command()

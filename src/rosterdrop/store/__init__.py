@@ -14,7 +14,8 @@ that ``rosterdrop doctor`` can compare a database's version without loading
 SQLAlchemy.
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: the first schema. 2: ``ix_people_lifecycle`` (the purge's "anyone due?" query read
 every person of the tenant without it; benchmarks/README.md). 3: the never-written
-columns ``runs.held_plan`` and ``jobs.sha256`` dropped. See tables.py."""
+columns ``runs.held_plan`` and ``jobs.sha256`` dropped. 4: ``tenant_state.paused_at``
+(``rosterdrop tenant pause``). See tables.py."""

@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
 
 from rosterdrop.store.engine import Store, translate
-from rosterdrop.store.tables import JOBS
+from rosterdrop.store.tables import JOBS, TENANT_STATE
 
 QUEUED, RUNNING, DONE = "queued", "running", "done"
 
@@ -143,9 +143,10 @@ class JobQueue:
             (older.c.tenant == jobs.c.tenant) & (older.c.id < jobs.c.id)
             & (older.c.state != DONE)
         ).exists()
+        paused = select(TENANT_STATE.c.tenant).where(TENANT_STATE.c.paused_at.isnot(None))
         query = (
             select(jobs)
-            .where(claimable & head & jobs.c.tenant.not_in(busy))
+            .where(claimable & head & jobs.c.tenant.not_in(busy) & jobs.c.tenant.not_in(paused))
             .order_by(jobs.c.id)
             .limit(1)
         )
@@ -339,9 +340,11 @@ class JobQueue:
     def stuck(self, now: datetime, after_seconds: float) -> bool:
         """Work has waited ``after_seconds`` and no worker anywhere holds a live lease:
         nothing is making progress (workers dead, claims failing)."""
+        paused = select(TENANT_STATE.c.tenant).where(TENANT_STATE.c.paused_at.isnot(None))
         oldest_waiting = select(func.min(JOBS.c.created_at)).where(
-            (JOBS.c.state == QUEUED)
-            | ((JOBS.c.state == RUNNING) & (JOBS.c.lease_until <= now)))
+            ((JOBS.c.state == QUEUED)
+             | ((JOBS.c.state == RUNNING) & (JOBS.c.lease_until <= now)))
+            & JOBS.c.tenant.not_in(paused))  # a paused tenant's uploads wait on purpose
         live = select(func.count()).select_from(JOBS).where(
             (JOBS.c.state == RUNNING) & (JOBS.c.lease_until > now))
         with translate("checking the queue"), self.store.engine.connect() as conn:

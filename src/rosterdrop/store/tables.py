@@ -110,6 +110,7 @@ TENANT_STATE = Table(
     "tenant_state", metadata,
     _key("tenant"),
     _int("revision", default=0),
+    _time("paused_at", nullable=True),  # ``tenant pause``: uploads kept, not applied
 )
 
 PEOPLE = Table(
@@ -275,8 +276,16 @@ def _drop_unwritten_columns(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
 
 
+def _add_paused_at(conn: Connection) -> None:
+    present = {c["name"] for c in inspect(conn).get_columns("tenant_state")}
+    if "paused_at" not in present:
+        kind = "DATETIME" if conn.dialect.name == "sqlite" else "TIMESTAMP WITH TIME ZONE"
+        conn.execute(text(f"ALTER TABLE tenant_state ADD COLUMN paused_at {kind}"))
+
+
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     1: _add_people_lifecycle_index,
     2: _drop_unwritten_columns,
+    3: _add_paused_at,
 }
 """``UPGRADES[n](connection)`` upgrades a version-*n* store to version *n + 1*."""
