@@ -315,6 +315,22 @@ def approve(ctx: _Context, run_id: str) -> None:
 
 
 @cli.group()
+def classes() -> None:
+    """The tenant's classes as a whole (year-end)."""
+
+
+@classes.command("clear")
+@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@pass_ctx
+def classes_clear(ctx: _Context, tenant_key: str) -> None:
+    """Remove every class and roster of T for the new school year: held until approved."""
+    ctx.settings.tenant(tenant_key)
+    run = _runner(ctx).clear_classes(tenant_key)
+    click.echo(f"run {run.run_id}: {run.status}; release it with 'rosterdrop approve "
+               f"{run.run_id}' or drop it with 'rosterdrop discard {run.run_id}'")
+
+
+@cli.group()
 def tenant() -> None:
     """A tenant's switches: pause and resume its syncs."""
 

@@ -72,6 +72,8 @@ class RunSource(StrEnum):
     CLI = "cli"
     RESYNC = "resync"
     ONEROSTER_API = "oneroster-api"
+    CLASSES_CLEAR = "classes-clear"
+    """``rosterdrop classes clear``: the year-end removal of every class, held for approval."""
 
 
 CHANGE_GROUPS = ("created", "updated", "deactivated", "removed", "unchanged")

@@ -601,3 +601,22 @@ def advance(
     return Snapshot(
         **frames, taken_accounts=taken.rename("account"), revision=base.revision + 1
     )
+
+
+def clear_classes(snapshot: Snapshot, today: date) -> Plan:
+    """The year-end plan (``rosterdrop classes clear``): every class, instructor row and
+    roster of the tenant removed; people, locations and courses untouched."""
+    empty_people = snapshot_frame("people")
+
+    def everything(kind: str) -> TableChanges:
+        empty = snapshot_frame(kind)
+        return TableChanges(empty, empty, snapshot.frame(kind).select(KEYS[kind]))
+
+    return Plan(
+        base=snapshot, today=today,
+        people=PeopleChanges(create=empty_people, update=empty_people,
+                             deactivate=empty_people),
+        locations=TableChanges.nothing("locations"), courses=TableChanges.nothing("courses"),
+        classes=everything("classes"), instructors=everything("instructors"),
+        rosters=everything("rosters"),
+    )

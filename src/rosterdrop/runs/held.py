@@ -12,7 +12,7 @@ from datetime import datetime
 
 import structlog
 
-from rosterdrop.documents import RunStatus
+from rosterdrop.documents import RunSource, RunStatus
 from rosterdrop.errors import ConflictError
 from rosterdrop.runs.lifecycle import held_run as held_run
 from rosterdrop.runs.lifecycle import move
@@ -39,8 +39,8 @@ def discard(store: Store, run: RunRecord, now: datetime) -> RunRecord:
 def discard_older(store: Store, tenant: str, newer: str, now: datetime) -> None:
     """A newer upload runs: its tenant's held runs are out of date."""
     for listed in held_runs(store, tenant):
-        if listed.run_id == newer:
-            continue
+        if listed.run_id == newer or listed.source is RunSource.CLASSES_CLEAR:
+            continue  # an admin's year-end clear is not an older export
         run = get_run(store, listed.run_id)  # with its document
         try:
             move(store, run, RunStatus.DISCARDED, finished_at=now, **_discarded(run))

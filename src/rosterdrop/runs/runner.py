@@ -43,7 +43,7 @@ from rosterdrop.paths import StatePaths
 from rosterdrop.pipeline.check import Checked, check_upload, sha256_of
 from rosterdrop.pipeline.guard import check_guard
 from rosterdrop.pipeline.model import Model
-from rosterdrop.pipeline.plan import Plan, plan_sync
+from rosterdrop.pipeline.plan import Plan, clear_classes, plan_sync
 from rosterdrop.pipeline.preview import preview_frame
 from rosterdrop.runs import artifacts, held
 from rosterdrop.runs.document import check_document
@@ -255,10 +255,37 @@ class Runner:
                      reports=pruned.reports)
         return pruned
 
+    def clear_classes(self, tenant_key: str) -> RunRecord:
+        """The year-end clear: a held run that, approved, removes every class, instructor
+        row and roster of the tenant (people, locations and courses stay)."""
+        tenant = self.settings.tenant(tenant_key)
+        now = self.clock()
+        run = create_run(self.store, RunRecord(
+            run_id=new_run_id(now), tenant=tenant_key, source=RunSource.CLASSES_CLEAR,
+            file_name="(classes clear)", size=0, created_at=now))
+        with bound_contextvars(tenant=tenant_key, run_id=run.run_id):
+            log.info("run_started", source=run.source.value, file=run.file_name, bytes=0)
+            progress = _Progress(run, tenant, None, sha256=sha256_of(b""))
+            progress.checked = checked = Checked(run.file_name or "", progress.sha256)
+            progress.plan = plan = clear_classes(
+                load_snapshot(self.store, tenant_key, local_today(now)), local_today(now))
+            checked.issues.add(
+                Code.CHANGE_THRESHOLD,
+                f"Clearing the classes of the new school year removes "
+                f"{plan.classes.remove.height:,} classes and {plan.rosters.remove.height:,} "
+                f"rosters; release it with `rosterdrop approve {run.run_id}` or drop it with "
+                f"`rosterdrop discard {run.run_id}`.")
+            return self._finish(progress, RunStatus.HELD, dry_run=False, applied=False,
+                                now=now)
+
     def approve(self, run_id: str) -> RunRecord:
         """Release a held run: plan again against the current store and apply."""
         run = held.held_run(self.store, run_id)
         tenant = self.settings.tenant(run.tenant)
+        if run.source is RunSource.CLASSES_CLEAR:
+            with bound_contextvars(tenant=run.tenant, run_id=run_id):
+                log.info("run_approved")
+                return self._apply_clear(_Progress(run, tenant, None))
         upload = self.kept.of(run.tenant, run.run_id)
         with bound_contextvars(tenant=run.tenant, run_id=run_id):
             log.info("run_approved")
@@ -373,6 +400,20 @@ class Runner:
             log.info("run_applied", rows=sum(written.values()), purged=progress.purged)
             break
         return self._finish(progress, self._completed(checked), dry_run=False, applied=True,
+                            now=now)
+
+    def _apply_clear(self, progress: _Progress) -> RunRecord:
+        """An approved classes clear, planned again against the directory as it is now."""
+        now = self.clock()
+        today = local_today(now)
+        progress.checked = Checked(progress.run.file_name or "", sha256_of(b""))
+        with progress.timer.step("plan"):
+            progress.plan = plan = clear_classes(
+                load_snapshot(self.store, progress.run.tenant, today), today)
+        with progress.timer.step("apply"):
+            written = apply_plan(self.store, progress.run.tenant, plan, now)
+        log.info("run_applied", rows=sum(written.values()))
+        return self._finish(progress, RunStatus.COMPLETED, dry_run=False, applied=True,
                             now=now)
 
     def _write_modified(self, side: ThreadPoolExecutor, run: RunRecord,
