@@ -69,6 +69,13 @@ def test_purge_by_command_and_in_an_applied_sync(tmp_path: Path) -> None:
     # deactivated today: retention_days = 1 makes it due tomorrow, not now
     nothing = run(tmp_path, "purge", "--tenant", "t", "--dry-run")
     assert nothing.returncode == 0 and "0 account(s) would be purged" in nothing.stdout
+    ahead = run(tmp_path, "purge", "--tenant", "t", "--dry-run", "--as-of", "2099-01-01")
+    assert ahead.returncode == 0, ahead.stderr
+    [name, count] = ahead.stdout.splitlines()
+    assert name.startswith("li.chen") and count == "1 account(s) would be purged"
+    assert run(tmp_path, "purge", "--tenant", "t", "--as-of", "2099-01-01").returncode == 2
+    listed = run(tmp_path, "people", "--tenant", "t", "--inactive", "--json")
+    assert '"P3"' in listed.stdout  # the preview deleted nothing
     missing = run(tmp_path, "purge")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
 

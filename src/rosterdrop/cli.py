@@ -372,7 +372,11 @@ def tenant_resume(ctx: _Context, tenant_key: str) -> None:
 def purge(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
     """Delete people deactivated longer than retention_days now (the daemon does it daily)."""
     ctx.settings.tenant(tenant_key)
-    names = _runner(ctx).purge(tenant_key, dry_run=dry_run)
+    if as_of and not dry_run:
+        raise UsageError("--as-of previews a day: it needs --dry-run (a purge runs as of "
+                         "today)")
+    names = _runner(ctx).purge(tenant_key, dry_run=dry_run,
+                               today=as_of.date() if as_of else None)
     for name in names:
         click.echo(name)
     verb = "would be purged" if dry_run else "purged"
