@@ -368,8 +368,10 @@ def tenant_resume(ctx: _Context, tenant_key: str) -> None:
 @cli.command()
 @click.option("--tenant", "tenant_key", metavar="T", required=True)
 @click.option("--dry-run", is_flag=True, help="List who would be purged; delete nothing.")
+@click.option("--as-of", "as_of", metavar="YYYY-MM-DD", type=click.DateTime(["%Y-%m-%d"]),
+              help="With --dry-run: who would be purged on that day.")
 @pass_ctx
-def purge(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
+def purge(ctx: _Context, tenant_key: str, dry_run: bool, as_of: Any) -> None:
     """Delete people deactivated longer than retention_days now (the daemon does it daily)."""
     ctx.settings.tenant(tenant_key)
     if as_of and not dry_run:
