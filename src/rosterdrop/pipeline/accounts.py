@@ -8,6 +8,10 @@ already taken (by any account of the tenant still in the store, or by an
 earlier new person of the same run, in model order) gets ``.1``, ``.2``, …
 before the ``@``. Names are made once, at creation, and never change.
 
+Each role may have its own format and domain (``accounts_by_role``, a
+:class:`NameRule` per role); the names of both roles are then resolved
+together, so a name is unique across the tenant whatever the role.
+
 Everything is column-wise except two small parts: the Unicode folding runs
 once per *distinct non-ASCII* value (stdlib ``unicodedata``), and the suffix
 search runs row by row only when numbering each name's occurrences in order
@@ -19,6 +23,8 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -121,61 +127,78 @@ def render_local(people: pl.DataFrame, account_format: str) -> pl.Series:
     return frame.select(clean_local(pl.concat_str(pieces)).alias("local"))["local"]
 
 
+@dataclass(frozen=True)
+class NameRule:
+    """How the names of one role's new people are made."""
+
+    account_format: str
+    domain: str
+    setting: str = "account_format"
+    """The settings key an ``ACCOUNT_NAME_FAILED`` message tells the operator to change."""
+
+
 def _suffixed(local: str, number: int) -> str:
     suffix = f".{number}"
     return local[: MAX_LOCAL - len(suffix)].rstrip(".") + suffix
 
 
-def resolve_collisions(locals_: pl.Series, domain: str, taken: pl.Series) -> pl.Series:
+def resolve_collisions(locals_: pl.Series, domain: str | pl.Series,
+                       taken: pl.Series) -> pl.Series:
     """``local@domain`` per row, with ``.1``, ``.2``, … where the name is taken.
 
-    A name is taken when it is in ``taken`` or given to an earlier row; rows
-    are served in order. Names that clash with nothing are kept as they are;
+    ``domain`` is one for all rows, or one per row (people of several roles).
+    A name (the whole ``local@domain``) is taken when it is in ``taken`` or
+    given to an earlier row; rows are served in order. Names that clash with nothing are kept as they are;
     the clashing rows go through :func:`_serve_in_order`, unless numbering
     each name's occurrences in order gives the same answer (the common case of
     a first sync: many people share a name, none of the numbered names exists).
     """
-    domain = domain.strip().lower()
-    full = (locals_ + "@" + domain).rename("account")
+    if isinstance(domain, str):
+        domains = pl.repeat(domain.strip().lower(), locals_.len(), dtype=pl.String, eager=True)
+    else:
+        domains = domain.str.strip_chars().str.to_lowercase()
+    frame = pl.DataFrame({"local": locals_, "domain": domains})
+    full = frame.select(account=pl.col("local") + "@" + pl.col("domain"))["account"]
     clash = full.is_duplicated() | full.is_in(taken.implode())
     if not clash.any():
         return full
-    numbered = _numbered_by_occurrence(locals_.filter(clash), domain)
+    numbered = _numbered_by_occurrence(frame.filter(clash))
     reserved = pl.concat([taken, full.filter(~clash)])
     if not (numbered.is_duplicated().any() or numbered.is_in(reserved.implode()).any()):
         # Row k of a name got number k; each was free, so serving in order picks the same.
         return full.scatter(clash.arg_true(), numbered)
-    return _serve_in_order(locals_, full, clash, domain, reserved)
+    return _serve_in_order(frame, full, clash, reserved)
 
 
-def _numbered_by_occurrence(locals_: pl.Series, domain: str) -> pl.Series:
-    """The k-th (from 0) row of each local name gets that name numbered k (0: as it is)."""
-    number = pl.int_range(pl.len()).over("local")
+def _numbered_by_occurrence(frame: pl.DataFrame) -> pl.Series:
+    """The k-th (from 0) row of each local name and domain gets that name numbered k
+    (0: as it is)."""
+    number = pl.int_range(pl.len()).over("local", "domain")
     suffix = pl.lit(".") + number.cast(pl.String)
     cut = pl.col("local").str.slice(0, pl.lit(MAX_LOCAL) - suffix.str.len_chars())
     name = pl.when(number == 0).then(pl.col("local")).otherwise(
         cut.str.strip_chars_end(".") + suffix
     )
-    return locals_.rename("local").to_frame().select((name + "@" + domain).alias("account"))[
-        "account"
-    ]
+    return frame.select((name + "@" + pl.col("domain")).alias("account"))["account"]
 
 
-def _serve_in_order(locals_: pl.Series, full: pl.Series, clash: pl.Series, domain: str,
+def _serve_in_order(frame: pl.DataFrame, full: pl.Series, clash: pl.Series,
                     reserved: pl.Series) -> pl.Series:
     """Each clashing row, in order, takes the lowest free number of its name."""
     used = set(reserved.to_list())
-    next_number: dict[str, int] = {}
+    next_number: dict[tuple[str, str], int] = {}
     result = full.to_list()
     indices = clash.arg_true()
-    for index, local in zip(indices.to_list(), locals_.gather(indices).to_list(), strict=True):
-        number = next_number.get(local, 0)
+    rows = frame[indices]
+    for index, local, domain in zip(indices.to_list(), rows["local"].to_list(),
+                                    rows["domain"].to_list(), strict=True):
+        number = next_number.get((local, domain), 0)
         while True:
             name = f"{local if number == 0 else _suffixed(local, number)}@{domain}"
             if name not in used:
                 break
             number += 1
-        next_number[local] = number + 1
+        next_number[local, domain] = number + 1
         used.add(name)
         result[index] = name
     return pl.Series("account", result, pl.String)
@@ -187,13 +210,53 @@ def assign_accounts(
     domain: str,
     taken: pl.Series,
     issues: IssueLog,
+    *,
+    by_role: Mapping[str, NameRule] | None = None,
 ) -> pl.Series:
     """Account names for new ``people`` (model rows, in model order).
+
+    ``account_format`` and ``domain`` apply to every person whose ``role`` has
+    no rule in ``by_role``. Each rule renders its role's people on its own;
+    the collisions are then resolved once over all of them in model order, so
+    no two people get the same name whatever their roles.
 
     A person whose format field is blank, or whose name has no usable
     character left, gets null and an ``ACCOUNT_NAME_FAILED`` error naming
     the person and the field(s).
     """
+    default = NameRule(account_format, domain)
+    own = {role: rule for role, rule in (by_role or {}).items() if rule != default}
+    if not own:
+        local, failed = _render_checked(people, default, issues)
+        names = resolve_collisions(local.filter(~failed), domain, taken)
+    else:
+        height = people.height
+        local = pl.repeat("", height, dtype=pl.String, eager=True).rename("local")
+        failed = pl.repeat(False, height, eager=True)
+        domains = pl.repeat(domain, height, dtype=pl.String, eager=True).rename("domain")
+        has_own = people["role"].is_in(list(own)).fill_null(False)
+        groups = [(default, ~has_own)]
+        for rule in dict.fromkeys(own.values()):
+            roles = [role for role, r in own.items() if r == rule]
+            groups.append((rule, people["role"].is_in(roles).fill_null(False)))
+        for rule, mask in groups:
+            rows = mask.arg_true()
+            if rows.len() == 0:
+                continue
+            part_local, part_failed = _render_checked(people.filter(mask), rule, issues)
+            local = local.scatter(rows, part_local)
+            failed = failed.scatter(rows, part_failed)
+            if rule.domain != domain:
+                domains = domains.scatter(rows, rule.domain)
+        names = resolve_collisions(local.filter(~failed), domains.filter(~failed), taken)
+    result = pl.Series("account", [None] * people.height, pl.String)
+    return result.scatter(failed.not_().arg_true(), names)
+
+
+def _render_checked(people: pl.DataFrame, rule: NameRule,
+                    issues: IssueLog) -> tuple[pl.Series, pl.Series]:
+    """The local part per person under ``rule``, and which people failed (reported)."""
+    account_format, setting = rule.account_format, rule.setting
     fields = format_fields(account_format)
     is_blank = [
         pl.col(name).is_null() | (pl.col(name).str.strip_chars() == "") for name in fields
@@ -227,7 +290,7 @@ def assign_accounts(
                 + pl.col("missing").str.replace_all(", ", " or ")
                 + pl.lit(
                     f", which the managed account name format '{account_format}' needs; "
-                    "fill in the value in the SIS, or change account_format."
+                    f"fill in the value in the SIS, or change {setting}."
                 )
             )
             .otherwise(
@@ -236,8 +299,8 @@ def assign_accounts(
                 + pl.lit(
                     f"' would get an empty managed account name: the format '{account_format}' "
                     f"keeps no letter or digit of their {used} (only a-z, 0-9, '.', '_' and "
-                    "'-' remain once accents are removed); correct the name in the SIS, "
-                    "or change account_format."
+                    f"'-' remain once accents are removed); correct the name in the SIS, "
+                    f"or change {setting}."
                 )
             )
         )
@@ -251,6 +314,4 @@ def assign_accounts(
             ),
             Code.ACCOUNT_NAME_FAILED,
         )
-    names = resolve_collisions(local.filter(~failed), domain, taken)
-    result = pl.Series("account", [None] * people.height, pl.String)
-    return result.scatter(failed.not_().arg_true(), names)
+    return local, failed

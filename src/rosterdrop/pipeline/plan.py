@@ -41,8 +41,8 @@ from datetime import date
 import polars as pl
 
 from rosterdrop.codes import Code
-from rosterdrop.config import TenantSettings
-from rosterdrop.pipeline.accounts import assign_accounts
+from rosterdrop.config import AccountRole, TenantSettings
+from rosterdrop.pipeline.accounts import NameRule, assign_accounts
 from rosterdrop.pipeline.issues import IssueLog
 from rosterdrop.pipeline.match import MATCHED_SCHEMA, match_duplicates
 from rosterdrop.pipeline.messages import person_issues, quoted
@@ -359,6 +359,18 @@ def _marked(height: int, rows: pl.Series) -> pl.Series:
     return pl.repeat(False, height, eager=True).scatter(rows, True)
 
 
+def _name_rules(tenant: TenantSettings) -> dict[str, NameRule]:
+    """The account name rule per role (``accounts_by_role``, the tenant's as default)."""
+    rules: dict[str, NameRule] = {}
+    roles: tuple[AccountRole, ...] = ("student", "staff")
+    for role in roles:
+        account_format, domain = tenant.role_account(role)
+        own = getattr(tenant.accounts_by_role, role).account_format
+        setting = f"accounts_by_role.{role}.account_format" if own else "account_format"
+        rules[role] = NameRule(account_format, domain, setting)
+    return rules
+
+
 def _plan_people(
     snapshot: Snapshot,
     model: Model,
@@ -403,8 +415,10 @@ def _plan_people(
 
     # 3. New people get account names (model order decides who gets the plain name).
     new = incoming.filter(pl.col("account_id").is_null())
+    # Each role renders its own format and domain; collisions are resolved across both.
     accounts = assign_accounts(
-        new, tenant.account_format, tenant.account_domain, snapshot.taken_accounts, log
+        new, tenant.account_format, tenant.account_domain, snapshot.taken_accounts, log,
+        by_role=_name_rules(tenant),
     )
     new = new.with_columns(account=accounts).filter(pl.col("account").is_not_null())
     create = snapshot_frame(
