@@ -278,9 +278,13 @@ def test_school_filter_removes_other_schools() -> None:
 
 
 def test_roles_filter() -> None:
-    """roles = ["student"] drops staff; their classes keep no instructors (patched)."""
+    """roles = ["student"] drops staff; their instructor references go with them
+    (filtered, not patched: no issue), and the classes stay, with no instructor."""
     checked = check(asm_files(), filter={"roles": ["student"]})
     model = checked.model
     assert model is not None
     assert set(model.people["role"].to_list()) == {"student"}
-    assert checked.patched == {"instructors": 2}
+    assert model.classes.height == 2 and model.instructors.height == 0
+    assert checked.issues.frame().to_dicts() == []
+    assert checked.patched == {}
+    assert checked.filtered == {"people": 2, "instructors": 2}

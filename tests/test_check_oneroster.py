@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import polars as pl
 import pytest
 
 from uploads import check, issues_of, manifest, oneroster_files, only
@@ -153,16 +154,19 @@ def test_delta_requires_status() -> None:
 
 
 def test_bulk_tobedeleted_counts_as_absent() -> None:
-    """A bulk row with status tobedeleted is filtered out, and its enrollments patched."""
+    """A bulk row with status tobedeleted is filtered out, and its enrollments go with it:
+    filtered and listed, not an issue (they reference a record the upload does hold)."""
     files = oneroster_files()
     files["users.csv"] = files["users.csv"].replace(
         "U2,,,true", "U2,tobedeleted,2026-11-01T00:00:00.000Z,true")
-    checked = check(files)
+    checked = check(files, patch={"rosters": False})
     assert checked.model is not None
     assert "U2" not in checked.model.people["person_id"].to_list()
-    assert checked.filtered["people"] == 1
-    issue = only(checked, "PATCHED_REFERENCE")
-    assert (issue["file"], issue["line"], issue["value"]) == ("enrollments.csv", 4, "U2")
+    assert checked.issues.frame().to_dicts() == []
+    assert checked.filtered == {"people": 1, "rosters": 1}
+    row = checked.summary.filter(pl.col("record_id") == "E3").to_dicts()
+    assert [(r["file"], r["line"], r["value"]) for r in row] == [("enrollments.csv", 4, "U2")]
+    assert row[0]["reason"].startswith("filtered: not active; ")
 
 
 def test_disabled_user_is_inactive() -> None:
@@ -172,7 +176,9 @@ def test_disabled_user_is_inactive() -> None:
     checked = check(files)
     assert checked.model is not None
     assert "U9" not in checked.model.people["person_id"].to_list()
-    assert checked.patched == {"instructors": 1}
+    # Its enrollment goes with it (filtered), patching has nothing to do.
+    assert checked.patched == {}
+    assert checked.filtered == {"people": 1, "instructors": 1}
 
 
 def test_class_term_reference_missing() -> None:

@@ -140,6 +140,9 @@ class FilterSettings(_Section):
     roles: list[Literal["student", "staff"]] = ["student", "staff"]
     active_terms: bool = False
     ahead_days: NonNegativeInt = 0
+    drop_idle_staff: bool = False
+    """Leave out staff who teach classes in the upload but none that the filters keep;
+    staff who teach no class at all (principals, counselors, office staff) are kept."""
 
 
 class PatchSettings(_Section):

@@ -106,11 +106,11 @@ def check_upload(
     model = check_people(model, issues)
     checked.counts = model.counts()
     say("filtering")
-    filtered = apply_filter(model, tenant.filter, today)
+    filtered = apply_filter(model, tenant.filter, today, family)
     checked.filtered = _count_by_kind(filtered.counts)
     say("checking references")
     check_references(filtered.model, family, filtered.gone, issues)
-    patched = apply_patch(filtered.model, tenant.patch, family, filtered.gone, issues)
+    patched = apply_patch(filtered.model, tenant.patch, family, issues)
     checked.patched = patched.counts
     checked.summary = summary_frame(filtered.summary + patched.summary)
     checked.model = patched.model

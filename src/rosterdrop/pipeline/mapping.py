@@ -235,6 +235,11 @@ def _roles_12(roles: pl.DataFrame) -> pl.DataFrame:
 
 def _enrollments(enrollments: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     active = _active(enrollments)
+    # Only filter.active_terms reads the dates; a bad one was nulled (warned) by validate.
+    dates = [
+        _col(enrollments, column).str.to_date("%Y-%m-%d", strict=False).alias(name)
+        for column, name in (("beginDate", "begin_date"), ("endDate", "end_date"))
+    ]
     # Lazy, so that only the columns each result needs are filtered (3x faster at L).
     teachers = (
         enrollments.lazy()
@@ -249,6 +254,7 @@ def _enrollments(enrollments: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
             pl.col("sourcedId").alias("source_id"),
             "active",
             pl.lit("userSourcedId").alias("_column"),
+            *dates,
             *_provenance("enrollments.csv"),
         )
         .collect()
@@ -258,6 +264,7 @@ def _enrollments(enrollments: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]
         pl.col("classSourcedId").alias("class_id"),
         pl.col("userSourcedId").alias("student_id"),
         active,
+        *dates,
         *_provenance("enrollments.csv"),
     ).collect()
     return teachers, rosters

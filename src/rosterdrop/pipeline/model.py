@@ -55,6 +55,11 @@ CLASSES: dict[str, Any] = {
     "term_ids": pl.List(pl.String),  # OneRoster only; empty for ASM
     "active": pl.Boolean,
 }
+ENROLLMENT_DATES: dict[str, Any] = {
+    "begin_date": pl.Date,  # OneRoster enrollment beginDate (inclusive); null for ASM
+    "end_date": pl.Date,  # OneRoster enrollment endDate (inclusive); null for ASM
+}
+"""Read for the filter only (``filter.active_terms``); never stored in the snapshot."""
 INSTRUCTORS: dict[str, Any] = {
     "class_id": pl.String,
     "person_id": pl.String,
@@ -62,12 +67,14 @@ INSTRUCTORS: dict[str, Any] = {
     "source_id": pl.String,  # OneRoster enrollment sourcedId; null for ASM
     "active": pl.Boolean,
     "_column": pl.String,  # where the reference stands (instructor_id_2, userSourcedId)
+    **ENROLLMENT_DATES,
 }
 ROSTERS: dict[str, Any] = {
     "roster_id": pl.String,
     "class_id": pl.String,
     "student_id": pl.String,
     "active": pl.Boolean,
+    **ENROLLMENT_DATES,
 }
 TERMS: dict[str, Any] = {
     "term_id": pl.String,

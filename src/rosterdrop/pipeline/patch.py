@@ -112,8 +112,11 @@ def check_references(model: Model, family: str, gone: dict[str, pl.DataFrame],
 
 
 def apply_patch(model: Model, settings: PatchSettings, family: str,
-                gone: dict[str, pl.DataFrame], issues: IssueLog) -> Patched:
-    """Drop instructor and roster references to records that are missing or not active."""
+                issues: IssueLog) -> Patched:
+    """Drop instructor and roster references to records that are missing or not active.
+
+    References to what a filter removed never get here: the filter removed them with
+    their target (filter.py), so everything patched is broken in the upload itself."""
     counts: dict[str, int] = {}
     summary: list[pl.DataFrame] = []
     fields = ASM_FIELDS if family == "asm" else ONEROSTER_FIELDS
@@ -121,10 +124,6 @@ def apply_patch(model: Model, settings: PatchSettings, family: str,
     staff = people.filter(pl.col("role") == "staff")["person_id"].implode()
     students = people.filter(pl.col("role") == "student")["person_id"].implode()
     classes = model.classes.filter(pl.col("active"))["class_id"].implode()
-    gone_reasons = pl.concat(
-        [g.unique("id") for k, g in gone.items() if k in ("people", "classes")]
-        or [pl.DataFrame(schema={"id": pl.String, "reason": pl.String})]
-    ).unique("id")
 
     def patch(kind: str, checks: list[tuple[pl.Expr, str, str, str]], enabled: bool) -> None:
         nonlocal model
@@ -150,16 +149,9 @@ def apply_patch(model: Model, settings: PatchSettings, family: str,
                        for _, _, field, _ in checks]).alias("_field"),
             first_hit([pl.col(column) for _, column, _, _ in checks]).alias("_ref"),
             first_hit([pl.lit(what) for _, _, _, what in checks]).alias("_what"),
-        ).join(gone_reasons.rename({"id": "_ref", "reason": "_reason"}), on="_ref", how="left",
-               maintain_order="left")
-        why = (
-            pl.when(pl.col("_reason").is_not_null())
-            .then(pl.format("{} '{}' names a {} that was removed by a filter ({})",
-                            pl.col("_field"), pl.col("_ref"), pl.col("_what"),
-                            pl.col("_reason")))
-            .otherwise(pl.format("{} '{}' does not name an active {} in this upload",
-                                 pl.col("_field"), pl.col("_ref"), pl.col("_what")))
         )
+        why = pl.format("{} '{}' does not name an active {} in this upload",
+                        pl.col("_field"), pl.col("_ref"), pl.col("_what"))
         record = "roster_id" if kind == "rosters" else "class_id"
         outcome = ("it was removed for this sync" if enabled
                    else "turn on patching or correct the SIS")

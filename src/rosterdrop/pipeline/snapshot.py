@@ -18,7 +18,7 @@ from typing import Any
 
 import polars as pl
 
-from rosterdrop.pipeline.model import SCHEMAS, cast_to
+from rosterdrop.pipeline.model import ENROLLMENT_DATES, SCHEMAS, cast_to
 
 PERSON_FIELDS = (
     "role",
@@ -53,8 +53,8 @@ def _model_columns(kind: str, *drop: str) -> dict[str, Any]:
 LOCATIONS_SCHEMA = _model_columns("locations")
 COURSES_SCHEMA = _model_columns("courses")
 CLASSES_SCHEMA = _model_columns("classes")
-INSTRUCTORS_SCHEMA = _model_columns("instructors", "_column")
-ROSTERS_SCHEMA = _model_columns("rosters")
+INSTRUCTORS_SCHEMA = _model_columns("instructors", "_column", *ENROLLMENT_DATES)
+ROSTERS_SCHEMA = _model_columns("rosters", *ENROLLMENT_DATES)
 
 SNAPSHOT_SCHEMAS: dict[str, dict[str, Any]] = {
     "people": PEOPLE_SCHEMA,
