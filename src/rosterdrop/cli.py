@@ -499,7 +499,8 @@ def render_pull(pulled: Any, problems: int = 10) -> str:
 @click.pass_context
 def people(click_ctx: click.Context, tenant_key: str | None, search: str | None,
            inactive: bool, as_json: bool) -> None:
-    """The tenant's accounts; `people set` edits one locally, `people reset` hands it back."""
+    """The tenant's accounts; `people set` edits one locally, `people reset` hands it back,
+    `people import` adds accounts made outside the SIS."""
     ctx: _Context = click_ctx.obj
     if tenant_key:
         ctx.settings.tenant(tenant_key)
@@ -561,6 +562,51 @@ def people_reset(click_ctx: click.Context, person_id: str, tenant_key: str | Non
     ctx.settings.tenant(tenant)
     reset_person(_open_store(ctx.settings), tenant, person_id)
     click.echo(f"{person_id}: source = sis; the next sync applies the SIS's values")
+
+
+@people.command("import")
+@click.argument("csv_path", metavar="FILE.csv", type=click.Path(path_type=Path))
+@click.option("--tenant", "tenant_key", metavar="T")
+@click.option("--dry-run", is_flag=True, help="Check the file and list the accounts; import "
+              "nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the import document of cli.md.")
+@click.pass_context
+def people_import(click_ctx: click.Context, csv_path: Path, tenant_key: str | None,
+                  dry_run: bool, as_json: bool) -> None:
+    """Import accounts created outside the SIS, so duplicate prevention finds them."""
+    from dataclasses import asdict
+
+    from rosterdrop.store.directory import import_people
+
+    ctx: _Context = click_ctx.obj
+    tenant = tenant_key or click_ctx.meta.get("tenant")
+    if not tenant:
+        raise UsageError("people import needs --tenant T")
+    ctx.settings.tenant(tenant)
+    path = _readable_file(csv_path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    check = import_people(_open_store(ctx.settings), tenant, data, path.name, dry_run=dry_run)
+    listed = [person.as_listed() for person in check.people]
+    status = "failed" if not check.valid else "valid" if dry_run else "imported"
+    if as_json:
+        _emit_json({
+            "file": path.name, "tenant": tenant, "dry_run": dry_run, "status": status,
+            "people": listed, "errors": [asdict(issue) for issue in check.issues],
+        })
+    elif not check.valid:
+        click.echo(f"{path.name}: {len(check.issues):,} problem(s); nothing was imported")
+        for issue in check.issues:
+            click.echo(f"  [{issue.code}] {issue.message}")
+    else:
+        for row in listed:
+            click.echo(f"{row['role']:<8} {row['account']:<32} "
+                       f"{row['last_name']}, {row['first_name']}")
+        verb = "would be imported (dry run: nothing was written)" if dry_run else "imported"
+        click.echo(f"{len(listed):,} account(s) {verb} (source = imported)")
+    sys.exit(EXIT_OK if check.valid else EXIT_INPUT)
 
 
 @cli.command()

@@ -50,6 +50,8 @@ class Code(StrEnum):
     CHANGE_THRESHOLD = "CHANGE_THRESHOLD"
     ACCOUNT_LOCAL = "ACCOUNT_LOCAL"
     UPLOAD_SUPERSEDED = "UPLOAD_SUPERSEDED"
+    # people import (rosterdrop people import: accounts created outside the SIS)
+    IMPORT_INVALID = "IMPORT_INVALID"
     # source (a pull from a OneRoster REST API that produced no upload)
     SOURCE_UNREACHABLE = "SOURCE_UNREACHABLE"
     SOURCE_REFUSED = "SOURCE_REFUSED"
@@ -167,6 +169,10 @@ CATALOGUE: dict[Code, CodeInfo] = {
     Code.UPLOAD_SUPERSEDED: CodeInfo(
         W, "A queued upload was skipped because a newer one arrived",
         "No action needed."),
+    Code.IMPORT_INVALID: CodeInfo(
+        E, "A row of a people import file cannot be imported",
+        "Correct the file as the message says and import it again; nothing of it was "
+        "imported."),
     Code.SOURCE_UNREACHABLE: CodeInfo(
         E, "The SIS could not be reached",
         "Check that the SIS's OneRoster API is up and reachable from the rosterdrop server; "

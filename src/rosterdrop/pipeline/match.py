@@ -7,7 +7,9 @@ tenant's ``duplicates.match_on`` fields: all of them must be equal; names and em
 are compared trimmed and case-insensitively, person_number and sis_username
 trimmed; a blank value never matches. Exactly one candidate → the person
 takes over that account (same account_id and name; the new SIS id replaces
-the old one, which is kept in ``previous_ids``).
+the old one, which is kept in ``previous_ids``). Imported accounts (``people
+import``) are candidates like any other; their placeholder person_id is no SIS
+id, so their ``previous_id`` is null.
 
 ``MATCH_AMBIGUOUS`` (an error) when a person has more than one candidate, or
 when one account would be claimed twice: by two incoming people, or by an
@@ -30,6 +32,7 @@ import polars as pl
 from rosterdrop.codes import Code
 from rosterdrop.pipeline.issues import IssueLog
 from rosterdrop.pipeline.messages import joined, person_issues, quoted
+from rosterdrop.pipeline.snapshot import IMPORTED
 
 CASE_INSENSITIVE = frozenset({"first_name", "last_name", "middle_name", "email_address"})
 
@@ -83,7 +86,9 @@ def match_duplicates(
     )
     right = existing.select(
         "account_id",
-        pl.col("person_id").alias("_own_id"),
+        # An imported account's person_id is a placeholder, not an SIS id it had.
+        pl.when(pl.col("source") == IMPORTED).then(None).otherwise(pl.col("person_id"))
+        .alias("_own_id"),
         "account",
         *[_normalised(name) for name in fields_],
     ).drop_nulls(keys)

@@ -21,6 +21,11 @@ People (keyed by ``account_id``):
   It is no longer the SIS's to end: absent from a bulk upload or tombstoned, it
   stays active and one ``ACCOUNT_LOCAL`` warning says so (``people reset`` hands
   it back). Reactivation and a new SIS id still follow the SIS.
+- an imported account (``source = "imported"``, ``people import``) was never the
+  SIS's: absent from a bulk upload it stays active, silently. An incoming person
+  who takes it over (duplicate prevention) makes it ``source = "sis"`` with the SIS
+  values; its placeholder person_id (``imported:<account>``) is not kept in
+  ``previous_ids``, since it was never an SIS id.
 
 Locations, courses, classes, instructors and rosters: created, updated (a
 value changed), removed (absent from a bulk upload, or tombstoned in a delta)
@@ -49,6 +54,7 @@ from rosterdrop.pipeline.messages import person_issues, quoted
 from rosterdrop.pipeline.model import Model
 from rosterdrop.pipeline.snapshot import (
     ACTIVE,
+    IMPORTED,
     INACTIVE,
     KEYS,
     LOCAL,
@@ -444,6 +450,7 @@ def _plan_people(
             & pl.col("email_address").is_null()).then(pl.col("email_address__old"))
             .otherwise(pl.col("email_address")))
     local = pl.col("source__old") == LOCAL
+    imported = pl.col("source__old") == IMPORTED
     differs = [pl.col(f).ne_missing(pl.col(f"{f}__old")) for f in PERSON_FIELDS]
     sis_changed = pl.col("_sis_changed")
     id_changed = pl.col("person_id") != pl.col("person_id__old")
@@ -451,7 +458,7 @@ def _plan_people(
     # In two steps: polars evaluates the list comparison far faster as a column of its
     # own than inside each of the three expressions below (benchmarks/README.md).
     both = both.with_columns(_sis_changed=pl.any_horizontal(differs)).with_columns(
-        _write=(sis_changed & ~local) | id_changed | back,
+        _write=(sis_changed & ~local) | id_changed | back | imported,
         _back=back,
         _ignored=sis_changed & local,
     )
@@ -466,7 +473,9 @@ def _plan_people(
                 pl.when(local).then(pl.col(f"{f}__old")).otherwise(pl.col(f)).alias(f)
                 for f in PERSON_FIELDS
             ],
-            previous_ids=pl.when(pl.col("person_id") != pl.col("person_id__old"))
+            previous_ids=pl.when(
+                (pl.col("person_id") != pl.col("person_id__old")) & ~imported
+            )
             .then(
                 pl.concat_list(
                     [
@@ -478,7 +487,8 @@ def _plan_people(
             .otherwise(pl.col("previous_ids__old")),
             account=pl.col("account__old"),
             status=pl.lit(ACTIVE),
-            source=pl.col("source__old"),
+            # The SIS sends it: an imported account is the SIS's from now on.
+            source=pl.when(imported).then(pl.lit(SIS)).otherwise(pl.col("source__old")),
             deactivated_on=pl.lit(None, pl.Date),
         ),
     )
@@ -500,9 +510,10 @@ def _plan_people(
             & pl.col("person_id").is_in(dead_ids.implode())
             & ~pl.col("account_id").is_in(seen["account_id"].implode())
         )
-    # A local account is no longer the SIS's: its absence is reported, not acted on.
+    # A local account is no longer the SIS's: its absence is reported, not acted on. An
+    # imported one never was: the SIS not sending it is the normal case, so not reported.
     kept_local = gone.filter(pl.col("source") == LOCAL)
-    gone = gone.filter(pl.col("source") != LOCAL)
+    gone = gone.filter(~pl.col("source").is_in([LOCAL, IMPORTED]))
     _report_local_absent(kept_local, log)
     deactivate = gone.with_columns(status=pl.lit(INACTIVE), deactivated_on=pl.lit(today))
 

@@ -41,7 +41,9 @@ PEOPLE_SCHEMA: dict[str, Any] = {
     **{name: SCHEMAS["people"][name] for name in PERSON_FIELDS},
     "account": pl.String,  # managed account name, local@domain; never changes
     "status": pl.String,  # "active" | "inactive"
-    "source": pl.String,  # "sis" | "local" (edited locally: the SIS no longer updates it)
+    # "sis" | "local" (edited locally: the SIS no longer updates it) | "imported" (people
+    # import: not from the SIS, not ended by it; an SIS person who matches it takes it over)
+    "source": pl.String,
     "deactivated_on": pl.Date,
 }
 
@@ -77,7 +79,7 @@ KEYS: dict[str, tuple[str, ...]] = {
 """The key of each snapshot frame (unique within a tenant)."""
 
 ACTIVE, INACTIVE = "active", "inactive"
-SIS, LOCAL = "sis", "local"
+SIS, LOCAL, IMPORTED = "sis", "local", "imported"
 
 
 def snapshot_frame(kind: str, frame: pl.DataFrame | None = None) -> pl.DataFrame:

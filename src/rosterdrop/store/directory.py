@@ -39,10 +39,13 @@ import structlog
 from sqlalchemy import Connection, Table, delete, func, select, text, update
 
 from rosterdrop.errors import NotFound, StoreError, UsageError
+from rosterdrop.pipeline.imports import ExistingAccount, ImportCheck, read_import
 from rosterdrop.pipeline.people import edit_problems
 from rosterdrop.pipeline.plan import Plan, advance
 from rosterdrop.pipeline.retention import choose_purge
 from rosterdrop.pipeline.snapshot import (
+    ACTIVE,
+    IMPORTED,
     INACTIVE,
     KEYS,
     LOCAL,
@@ -517,7 +520,7 @@ def apply_plan(store: Store, tenant: str, plan: Plan, now: datetime) -> dict[str
         writer.update(
             tables["people"],
             _encode(people.update)
-            .drop("account", "source")
+            .drop("account")  # source too: an imported account taken over becomes "sis"
             .with_columns(updated_at=pl.lit(stamp), deactivated_at=pl.lit(None, pl.String)),
             ["account_id"],
         )
@@ -650,6 +653,76 @@ def reset_person(store: Store, tenant: str, person_id: str,
     return _person_dict(person._mapping)
 
 
+class _Refused(Exception):
+    """Leaves a write transaction without committing it (the import has problems)."""
+
+    def __init__(self, check: ImportCheck) -> None:
+        super().__init__("the import has problems")
+        self.check = check
+
+
+def _import_context(conn: Connection, tenant: str) -> tuple[set[str], list[ExistingAccount]]:
+    """The tenant's location ids and accounts, as ``read_import`` checks a file against."""
+    locations = DIRECTORY_TABLES["locations"]
+    known = {str(v) for v in conn.execute(
+        select(locations.c.location_id).where(locations.c.tenant == tenant)).scalars()}
+    people = PEOPLE
+    rows = conn.execute(
+        select(people.c.person_id, people.c.account, people.c.email_address, people.c.status)
+        .where(people.c.tenant == tenant))
+    return known, [ExistingAccount(*row) for row in rows]
+
+
+def import_people(store: Store, tenant: str, data: bytes, file: str, *,
+                  dry_run: bool = False, now: datetime | None = None) -> ImportCheck:
+    """Import the accounts of a people import file (``pipeline.imports``), all or nothing.
+
+    Each row becomes an active person with ``source = "imported"`` and the
+    placeholder person_id ``imported:<account>``, inserted in one transaction
+    that bumps the tenant's revision (a plan made before is refused as
+    outdated). A file with problems, or ``dry_run``, writes nothing. Returns the
+    check: its people, or its issues.
+    """
+    if dry_run:
+        with translate(f"reading the directory of tenant {tenant!r}"), store.read() as conn:
+            return read_import(data, file, *_import_context(conn, tenant))
+    stamp = _stamp(store, _utc(now or datetime.now(UTC)))
+    try:
+        with translate(f"importing people into tenant {tenant!r}"), store.write() as conn:
+            before = current_revision(conn, tenant)
+            # First: holds the tenant's row, so no sync writes between the check and the insert.
+            _bump(conn, tenant)
+            check = read_import(data, file, *_import_context(conn, tenant))
+            if not check.valid or not check.people:  # nothing to write: roll the bump back
+                raise _Refused(check)
+            frame = snapshot_frame("people", pl.DataFrame(
+                [{
+                    "account_id": None,
+                    "person_id": p.person_id,
+                    "previous_ids": [],
+                    "role": p.role,
+                    "person_number": p.person_number,
+                    "first_name": p.first_name,
+                    "last_name": p.last_name,
+                    "email_address": p.email_address,
+                    "sis_username": p.sis_username,
+                    "location_ids": list(p.location_ids),
+                    "account": p.account,
+                    "status": ACTIVE,
+                    "source": IMPORTED,
+                    "deactivated_on": None,
+                } for p in check.people],
+                schema_overrides={"account_id": pl.Int64, "previous_ids": pl.List(pl.String),
+                                  "location_ids": pl.List(pl.String),
+                                  "deactivated_on": pl.Date},
+            ))
+            _insert_people(store, conn, _Writer(store, conn, tenant), frame, stamp)
+    except _Refused as refused:
+        return refused.check
+    _refresh_cached_people(store, tenant, before)
+    return check
+
+
 def purge(store: Store, tenant: str, today: date, retention_days: int, *,
           dry_run: bool = False) -> list[str]:
     """Delete the people deactivated ``retention_days`` or more before ``today``.
@@ -718,6 +791,7 @@ __all__ = [
     "apply_plan",
     "current_revision",
     "dump_tables",
+    "import_people",
     "list_people",
     "load_snapshot",
     "purge",
