@@ -517,7 +517,7 @@ def people(click_ctx: click.Context, tenant_key: str | None, search: str | None,
         return
     for row in rows:
         click.echo(f"{row['person_id']:<14} {row['role']:<8} {row['status']:<9} "
-                   f"{row['source']:<6} {row['account'] or '-':<32} "
+                   f"{row['source']:<8} {row['account'] or '-':<32} "
                    f"{row['last_name'] or ''}, {row['first_name'] or ''}")
     click.echo(f"{len(rows):,} account(s)")
 
