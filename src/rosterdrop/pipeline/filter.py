@@ -162,8 +162,8 @@ def _keep_current_terms(result: Filtered, today: date, ahead_days: int) -> None:
     terms = result.model.terms
     current = terms.filter(
         (pl.col("start_date") <= horizon) & (pl.col("end_date") > today)
-    )["term_id"]
-    known = terms["term_id"]
+    )["term_id"].implode()
+    known = terms["term_id"].implode()
     keep = pl.col("term_ids").list.eval(pl.element().is_in(current)).list.any()
     # A class whose terms are all unknown is left for the reference check to report.
     unknown_only = ~pl.col("term_ids").list.eval(pl.element().is_in(known)).list.any()
