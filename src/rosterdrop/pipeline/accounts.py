@@ -25,6 +25,7 @@ import string
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 
 import polars as pl
 
@@ -155,25 +156,28 @@ def resolve_collisions(locals_: pl.Series, domain: str | pl.Series,
     """
     if isinstance(domain, str):
         domains = pl.repeat(domain.strip().lower(), locals_.len(), dtype=pl.String, eager=True)
+        keys = ["local"]  # one domain: the local part alone tells the names apart
     else:
         domains = domain.str.strip_chars().str.to_lowercase()
+        keys = ["local", "domain"]
     frame = pl.DataFrame({"local": locals_, "domain": domains})
     full = frame.select(account=pl.col("local") + "@" + pl.col("domain"))["account"]
     clash = full.is_duplicated() | full.is_in(taken.implode())
     if not clash.any():
         return full
-    numbered = _numbered_by_occurrence(frame.filter(clash))
+    numbered = _numbered_by_occurrence(frame.filter(clash), keys)
     reserved = pl.concat([taken, full.filter(~clash)])
     if not (numbered.is_duplicated().any() or numbered.is_in(reserved.implode()).any()):
         # Row k of a name got number k; each was free, so serving in order picks the same.
         return full.scatter(clash.arg_true(), numbered)
-    return _serve_in_order(frame, full, clash, reserved)
+    return _serve_in_order(frame, full, clash, reserved,
+                           domains[0] if keys == ["local"] else None)
 
 
-def _numbered_by_occurrence(frame: pl.DataFrame) -> pl.Series:
-    """The k-th (from 0) row of each local name and domain gets that name numbered k
-    (0: as it is)."""
-    number = pl.int_range(pl.len()).over("local", "domain")
+def _numbered_by_occurrence(frame: pl.DataFrame, keys: list[str]) -> pl.Series:
+    """The k-th (from 0) row of each local name (at its domain, ``keys``) gets that name
+    numbered k (0: as it is)."""
+    number = pl.int_range(pl.len()).over(keys)
     suffix = pl.lit(".") + number.cast(pl.String)
     cut = pl.col("local").str.slice(0, pl.lit(MAX_LOCAL) - suffix.str.len_chars())
     name = pl.when(number == 0).then(pl.col("local")).otherwise(
@@ -183,22 +187,28 @@ def _numbered_by_occurrence(frame: pl.DataFrame) -> pl.Series:
 
 
 def _serve_in_order(frame: pl.DataFrame, full: pl.Series, clash: pl.Series,
-                    reserved: pl.Series) -> pl.Series:
-    """Each clashing row, in order, takes the lowest free number of its name."""
+                    reserved: pl.Series, domain: str | None) -> pl.Series:
+    """Each clashing row, in order, takes the lowest free number of its name.
+
+    ``domain``: the one domain of every row, or None (``frame``'s per row).
+    """
     used = set(reserved.to_list())
-    next_number: dict[tuple[str, str], int] = {}
+    next_number: dict[str, int] = {}  # by the unnumbered name, local@domain
     result = full.to_list()
     indices = clash.arg_true()
     rows = frame[indices]
-    for index, local, domain in zip(indices.to_list(), rows["local"].to_list(),
-                                    rows["domain"].to_list(), strict=True):
-        number = next_number.get((local, domain), 0)
+    domains = (repeat(domain, indices.len()) if domain is not None
+               else iter(rows["domain"].to_list()))
+    for index, local, row_domain in zip(indices.to_list(), rows["local"].to_list(), domains,
+                                        strict=True):
+        plain = result[index]
+        number = next_number.get(plain, 0)
         while True:
-            name = f"{local if number == 0 else _suffixed(local, number)}@{domain}"
+            name = plain if number == 0 else f"{_suffixed(local, number)}@{row_domain}"
             if name not in used:
                 break
             number += 1
-        next_number[local, domain] = number + 1
+        next_number[plain] = number + 1
         used.add(name)
         result[index] = name
     return pl.Series("account", result, pl.String)
