@@ -94,3 +94,26 @@ def test_an_invalid_email_in_an_update_keeps_the_stored_one(workdir: Path) -> No
     [warning] = [w for w in document["warnings"] if w["code"] == "EMAIL_INVALID"]
     assert "keeps it" in warning["message"]
     assert person(workdir, "P1")["email_address"] == "jose.garcia@d.example"
+
+
+def test_account_local_is_reported_when_the_sis_values_change_not_every_run(
+        workdir: Path) -> None:
+    """After `people set`, the first sync reports the SIS values it did not apply; the
+    next syncs with the same SIS values say nothing; a new SIS value is reported again."""
+    assert run(workdir, "people", "set", "P1", "last_name=Garcia-Lopez",
+               "--tenant", "t").returncode == 0
+
+    def sync(name: str, students: str) -> list[str]:
+        files = {**asm_files(), "students.csv": students}
+        (workdir / name).write_bytes(make_zip(files))
+        document = as_json(run(workdir, "sync", name, "--tenant", "t", "--json"))
+        return [w["code"] for w in document["warnings"]]
+
+    students = asm_files()["students.csv"]
+    assert sync("1.zip", students) == ["ACCOUNT_LOCAL"]
+    # another change elsewhere (not byte-identical), the same SIS values for P1
+    assert sync("2.zip", students.replace("Zoë,Ann,", "Zoë,Anne,")) == []
+    assert sync("3.zip", students.replace("Zoë,Ann,", "Zoë,Anna,")) == []
+    assert sync("4.zip", students.replace("José,,García", "Josè,,García")
+                .replace("Zoë,Ann,", "Zoë,Anna,")) == ["ACCOUNT_LOCAL"]
+    assert person(workdir, "P1")["last_name"] == "Garcia-Lopez"  # the local edit stays

@@ -203,13 +203,25 @@ def test_local_edit_is_not_overwritten_and_warned() -> None:
                           ("locations", "courses", "classes", "instructors", "rosters")}
     )
     p, log = plan(snapshot, with_rows(m, "people", {"S1": {"grade_level": "9"}}))
-    assert p.people.update.height == 0
+    # written only to note what the SIS said (sis_seen), its own values kept
+    assert p.people.update["person_id"].to_list() == ["S1"]
+    assert p.people.update["first_name"].to_list() == ["Stuey"]
+    assert p.people.update["sis_seen"][0] is not None
+    assert p.changes()["updated"]["students"] == 0
     (issue,) = list(log)
     assert issue.code == "ACCOUNT_LOCAL" and issue.severity == "warning"
     assert issue.value == "S1" and issue.file == "people.csv" and issue.line == 3
     assert "first_name 'Stu1'" in issue.message and "grade_level '9'" in issue.message
     assert "stu1.kid@x.org" in issue.message
     assert p.changes()["unchanged"]["students"] == 4
+    # planned again once that was noted: the same SIS values say nothing
+    noted = people.with_columns(sis_seen=pl.when(pl.col("person_id") == "S1")
+                                .then(pl.lit(p.people.update["sis_seen"][0])).otherwise(None))
+    again, quiet = plan(Snapshot.of(people=noted, **{k: snapshot.frame(k) for k in (
+        "locations", "courses", "classes", "instructors", "rosters")}),
+        with_rows(m, "people", {"S1": {"grade_level": "9"}}))
+    assert again.people.update.height == 0 and not [i for i in quiet
+                                                     if i.code == "ACCOUNT_LOCAL"]
 
 
 def test_a_local_account_the_sis_drops_stays_active_and_is_reported() -> None:

@@ -110,6 +110,9 @@ class PeopleChanges:
     reactivated: int = 0
     unchanged: dict[str, int] = field(default_factory=dict)
     """Per change kind (students/staff)."""
+    noted: pl.Series = field(default_factory=lambda: pl.Series("account_id", [], pl.Int64))
+    """Accounts in ``update`` written only to note a local account's new SIS values
+    (``sis_seen``): unchanged as far as the admin can tell."""
     matched: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MATCHED_SCHEMA))
     """Duplicate prevention's matches (``match.MATCHED_SCHEMA``): the ``matches.csv`` rows."""
 
@@ -182,12 +185,17 @@ class Plan:
             }
 
         created = {**tables("create"), **by_role(people.create)}
-        updated = {**tables("update"), **by_role(people.update)}
+        # a local account written only to note what the SIS said is unchanged to the admin
+        noted = people.update.filter(pl.col("account_id").is_in(people.noted.implode()))
+        changed = people.update.filter(~pl.col("account_id").is_in(people.noted.implode()))
+        updated = {**tables("update"), **by_role(changed)}
         updated["classes"] += self.classes_touched
         unchanged = {
             kind: self.table(kind).unchanged for kind in ("locations", "courses", "classes", "rosters")
         }
-        unchanged.update({kind: people.unchanged.get(kind, 0) for kind in ROLE_KINDS.values()})
+        quiet = by_role(noted)
+        unchanged.update({kind: people.unchanged.get(kind, 0) + quiet[kind]
+                          for kind in ROLE_KINDS.values()})
         return {
             "created": {kind: created[kind] for kind in CHANGE_KINDS},
             "updated": {kind: updated[kind] for kind in CHANGE_KINDS},
@@ -457,13 +465,23 @@ def _plan_people(
     back = pl.col("status__old") == INACTIVE
     # In two steps: polars evaluates the list comparison far faster as a column of its
     # own than inside each of the three expressions below (benchmarks/README.md).
-    both = both.with_columns(_sis_changed=pl.any_horizontal(differs)).with_columns(
-        _write=(sis_changed & ~local) | id_changed | back | imported,
+    # What the SIS says of a local account, as text: reported once per change, not on
+    # every run (Apple School Manager: the account is no longer the SIS's).
+    seen_now = pl.concat_str(
+        [(pl.col(f).list.join(",") if f == "location_ids" else pl.col(f).cast(pl.String))
+         .fill_null("") for f in PERSON_FIELDS], separator="\x1f")
+    both = both.with_columns(_sis_changed=pl.any_horizontal(differs),
+                             _seen_now=pl.when(local).then(seen_now))
+    news = local & pl.col("_sis_changed") & pl.col("_seen_now").ne_missing(
+        pl.col("sis_seen__old"))
+    both = both.with_columns(
+        _write=(sis_changed & ~local) | id_changed | back | imported | news,
         _back=back,
-        _ignored=sis_changed & local,
+        _ignored=news,
     )
     _warn_local(both, differs, log)
     written = both.filter("_write")
+    noted = written.filter(local & ~(id_changed | back))["account_id"]
     update = snapshot_frame(
         "people",
         written.select(
@@ -489,6 +507,7 @@ def _plan_people(
             status=pl.lit(ACTIVE),
             # The SIS sends it: an imported account is the SIS's from now on.
             source=pl.when(imported).then(pl.lit(SIS)).otherwise(pl.col("source__old")),
+            sis_seen=pl.when(local & pl.col("_sis_changed")).then(pl.col("_seen_now")),
             deactivated_on=pl.lit(None, pl.Date),
         ),
     )
@@ -528,6 +547,7 @@ def _plan_people(
         deactivate=snapshot_frame("people", deactivate),
         reactivated=int(written["_back"].sum()),
         unchanged=role_counts,
+        noted=noted,
         matched=matched,
     )
     return changes, dead_ids

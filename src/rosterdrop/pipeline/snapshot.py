@@ -44,6 +44,8 @@ PEOPLE_SCHEMA: dict[str, Any] = {
     # "sis" | "local" (edited locally: the SIS no longer updates it) | "imported" (people
     # import: not from the SIS, not ended by it; an SIS person who matches it takes it over)
     "source": pl.String,
+    # A local account's SIS values as last reported (ACCOUNT_LOCAL only when they change)
+    "sis_seen": pl.String,
     "deactivated_on": pl.Date,
 }
 

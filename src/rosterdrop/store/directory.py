@@ -645,7 +645,8 @@ def reset_person(store: Store, tenant: str, person_id: str,
         if row.source != LOCAL:
             raise UsageError(f"person {person_id!r} is not a local account (source = "
                              f"{row.source}); nothing to reset")
-        conn.execute(update(people).where(match).values(source=SIS, updated_at=moment))
+        conn.execute(update(people).where(match).values(source=SIS, sis_seen=None,
+                                                        updated_at=moment))
         before = current_revision(conn, tenant)
         _bump(conn, tenant)
         person = conn.execute(select(people).where(match)).one()

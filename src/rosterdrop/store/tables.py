@@ -132,6 +132,7 @@ PEOPLE = Table(
     _text("account"),
     _text("status", default="active"),
     _text("source", default="sis"),
+    _optional("sis_seen"),  # a local account's SIS values as last reported
     _time("created_at"),
     _time("updated_at"),
     _time("deactivated_at", nullable=True),
@@ -283,9 +284,15 @@ def _add_paused_at(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE tenant_state ADD COLUMN paused_at {kind}"))
 
 
+def _add_sis_seen(conn: Connection) -> None:
+    if "sis_seen" not in {c["name"] for c in inspect(conn).get_columns("people")}:
+        conn.execute(text("ALTER TABLE people ADD COLUMN sis_seen VARCHAR"))
+
+
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     1: _add_people_lifecycle_index,
     2: _drop_unwritten_columns,
     3: _add_paused_at,
+    4: _add_sis_seen,
 }
 """``UPGRADES[n](connection)`` upgrades a version-*n* store to version *n + 1*."""
