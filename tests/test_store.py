@@ -566,3 +566,18 @@ def test_lane_runs_jobs_in_order_and_only_logs_failures() -> None:
     assert done == [0, 1, 2, 3, 4, 5]
     assert [e["event"] for e in logs] == ["background_job_failed"]
     assert "disk full" in logs[0]["error"]
+
+
+def test_a_version_4_store_gets_sis_seen(store_url: str) -> None:
+    """Upgrade step 4 → 5 adds ``people.sis_seen``; people already stored keep their rows."""
+    sync_store = open_store(store_url)
+    with sync_store as store:
+        sync(store, school())
+        with store.write() as conn:
+            conn.execute(text("ALTER TABLE people DROP COLUMN sis_seen"))
+            conn.execute(text("UPDATE schema_version SET version = 4"))
+    with open_store(store_url) as store:
+        with store.engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("people")}
+        assert "sis_seen" in columns
+        assert people_by_id(store)["S1"]["first_name"] == "Stu1"
