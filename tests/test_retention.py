@@ -94,3 +94,30 @@ def test_purge_frees_names_and_is_counted(tmp_path: Path, backend_url: str) -> N
         assert again.document is not None and again.document.purged == 1
         assert "P10" not in people(store)
         assert runner.purge("t") == []
+
+
+def test_a_purge_outside_a_sync_is_a_run_with_its_email(tmp_path: Path,
+                                                       backend_url: str) -> None:
+    """The daemon's daily purge (and `rosterdrop purge`) is one history record (source
+    purge) and one email naming how many accounts went; nothing purged, no record."""
+    from rosterdrop.documents import RunSource
+    from rosterdrop.store.history import list_runs
+
+    settings, store, _, clock = _runner(tmp_path, backend_url)
+    sent = Sent()
+    runner = Runner(settings, store, clock=clock, mailer=sent)
+    with store:
+        runner.sync("t", upload(tmp_path, district(10), "a.zip"), source="cli")
+        runner.sync("t", upload(tmp_path, district(9), "b.zip"), source="cli")
+        assert runner.purge("t") == []
+        count = len(list_runs(store, "t"))
+        clock.now += timedelta(days=200)
+        assert runner.purge("t") == ["first10.last10@t.example"]
+        runs = list_runs(store, "t", with_document=True)
+        assert len(runs) == count + 1 and runs[0].source is RunSource.PURGE
+        assert runs[0].status is RunStatus.COMPLETED and not runs[0].applied
+        summary = runs[0].summary().to_json()
+        assert summary["purged"] == 1 and summary["file"] == "(purge)"
+        assert "1 account purged" in str(sent.messages[-1]["Subject"])
+        body = sent.messages[-1].get_body(("plain",))
+        assert body is not None and "account names are free again" in body.get_content()

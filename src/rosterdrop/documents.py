@@ -72,9 +72,14 @@ class RunSource(StrEnum):
     CLI = "cli"
     RESYNC = "resync"
     ONEROSTER_API = "oneroster-api"
+    PURGE = "purge"
+    """A purge outside a sync (the daemon's daily one, ``rosterdrop purge``)."""
     CLASSES_CLEAR = "classes-clear"
     """``rosterdrop classes clear``: the year-end removal of every class, held for approval."""
 
+
+PURGE_FILE = "(purge)"
+"""The ``file`` of a purge run's document: a purge has no upload."""
 
 CHANGE_GROUPS = ("created", "updated", "deactivated", "removed", "unchanged")
 

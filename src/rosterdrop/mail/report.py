@@ -28,7 +28,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from rosterdrop.codes import CATALOGUE, Code, Severity
 from rosterdrop.config import MailSettings, TenantSettings
-from rosterdrop.documents import RunDocument
+from rosterdrop.documents import PURGE_FILE, RunDocument
 
 RUN_HEADER = "X-Rosterdrop-Run"
 STATUS_HEADER = "X-Rosterdrop-Status"
@@ -161,6 +161,9 @@ def build_report_email(
     n_errors = sum(n for (severity, _), n in totals.items() if severity == Severity.ERROR)
     n_warnings = sum(n for (severity, _), n in totals.items() if severity == Severity.WARNING)
     subject = _subject(tenant_name, status, n_errors, n_warnings, bool(run.get("dry_run")))
+    if run.get("file") == PURGE_FILE:
+        subject = (f"[rosterdrop] {tenant_name}: "
+                   f"{_plural(int(run.get('purged') or 0), 'account')} purged")
 
     files, omitted = _read_attachments(attachments, mail.attach_max_bytes, artifacts_hint)
     view = _View(
@@ -251,6 +254,10 @@ def _headline(run: Mapping[str, Any], status: str, errors: int, warnings: int) -
         f"{changes['deactivated']:,} deactivated and {changes['removed']:,} removed"
     )
     nothing = not any(changes.values())
+    if run.get("file") == PURGE_FILE:
+        return (f"{_plural(int(run.get('purged') or 0), 'account')} deactivated longer than "
+                f"retention_days {'was' if run.get('purged') == 1 else 'were'} deleted; "
+                f"their account names are free again.")
     dry_run = bool(run.get("dry_run"))
     applied = "was checked in a dry run" if dry_run else "was applied"
     if status == "completed":
@@ -346,7 +353,8 @@ def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str) -> list[t
         rows.append(("Tenant", _clean(str(run["tenant"]), 80)))
     if run.get("file"):
         rows.append(("File", _clean(str(run["file"]), MAX_VALUE_CHARS)))
-    if not _is_pull_failure(run):  # no upload: no layout, no bytes to fingerprint
+    if not _is_pull_failure(run) and run.get("file") != PURGE_FILE:
+        # (a failed pull and a purge have no upload: no layout, no bytes to fingerprint)
         rows.append(("Layout", _clean(str(run.get("layout") or "not recognised"), 40)))
         if run.get("sha256"):
             rows.append(("SHA-256", _clean(str(run["sha256"]), 80)))

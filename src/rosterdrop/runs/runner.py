@@ -36,7 +36,7 @@ from structlog.contextvars import bound_contextvars
 
 from rosterdrop.codes import Code
 from rosterdrop.config import Settings, TenantSettings
-from rosterdrop.documents import RunDocument, RunSource, RunStatus, no_changes
+from rosterdrop.documents import PURGE_FILE, RunDocument, RunSource, RunStatus, no_changes
 from rosterdrop.errors import NotFound, StoreError, UsageError
 from rosterdrop.mail import send_mail
 from rosterdrop.paths import StatePaths
@@ -242,7 +242,21 @@ class Runner:
                       tenant.retention_days, dry_run=dry_run)
         if names and not dry_run:
             log.info("people_purged", tenant=tenant_key, count=len(names))
+            self._record_purge(tenant_key, tenant, len(names))
         return names
+
+    def _record_purge(self, tenant_key: str, tenant: TenantSettings, purged: int) -> None:
+        """A purge outside a sync is a run of its own (source purge): one history record,
+        one email, so the admins see every deletion whatever the uploads."""
+        now = self.clock()
+        run = create_run(self.store, RunRecord(
+            run_id=new_run_id(now), tenant=tenant_key, source=RunSource.PURGE,
+            file_name=PURGE_FILE, size=0, created_at=now))
+        with bound_contextvars(tenant=tenant_key, run_id=run.run_id):
+            progress = _Progress(run, tenant, None, sha256=sha256_of(b""))
+            progress.checked = Checked(run.file_name or "", progress.sha256)
+            progress.purged = purged
+            self._finish(progress, RunStatus.COMPLETED, dry_run=False, applied=False, now=now)
 
     def housekeep(self, tenant_key: str) -> Pruned:
         """Apply ``[retention]`` to the tenant's kept uploads and report folders (after
