@@ -29,7 +29,7 @@ import json
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,20 @@ from hypothesis.stateful import (
 )
 
 from rosterdrop.config import Settings, parse_settings
-from rosterdrop.runs.runner import Runner
-from rosterdrop.store.directory import dump_tables, list_people, set_person
+from rosterdrop.daemon.intake import upload_kind
+from rosterdrop.errors import UsageError
+from rosterdrop.runs.runner import Runner, local_today
+from rosterdrop.store.directory import (
+    dump_tables,
+    import_people,
+    list_people,
+    reset_person,
+    set_person,
+)
 from rosterdrop.store.engine import Store, open_store
+from rosterdrop.store.jobs import JobQueue
 from rosterdrop.store.tables import DIRECTORY_TABLES
+from rosterdrop.store.tenants import set_paused
 
 DOMAIN = "t.example"
 MIN_POPULATION = 4
@@ -60,6 +70,9 @@ LAST = ("Lee", "Kim")
 LOCATIONS = {"S1": "North High", "S2": "South Middle"}
 COURSES = {"C1": ("MATH9", "Algebra", "S1"), "C2": ("SCI6", "Science", "S2")}
 MATCH_ON = ("first_name", "last_name", "email_address")
+RETENTION_DAYS = 2
+"""Deactivated people are purged this many days after (the clock jumps whole days)."""
+IMPORTED_PREFIX = "imported:"
 STAMP = (2026, 11, 20, 8, 0, 0)
 DELTA_STAMP = "2026-11-20T08:00:00.000Z"
 COMPARED = ("person_id", "previous_ids", "role", "person_number", "first_name", "middle_name",
@@ -246,8 +259,9 @@ class Account:
     person_id: str
     values: dict[str, Any]
     status: str = "active"
-    source: str = "sis"
+    source: str = "sis"  # sis | local (set_person) | imported (people import)
     previous_ids: tuple[str, ...] = ()
+    deactivated_on: date | None = None
 
 
 @dataclass
@@ -262,6 +276,18 @@ class Reference:
     def active(self) -> int:
         return sum(a.status == "active" for a in self.accounts.values())
 
+    def purgeable(self, today: date) -> list[str]:
+        """retention.py: deactivated ``RETENTION_DAYS`` or more before ``today``."""
+        cutoff = today - timedelta(days=RETENTION_DAYS)
+        return sorted(name for name, a in self.accounts.items() if a.status == "inactive"
+                      and a.deactivated_on is not None and a.deactivated_on <= cutoff)
+
+    def purged(self, today: date) -> tuple[Reference, list[str]]:
+        """The purge: the people go, and with them their names (free for reuse)."""
+        names = self.purgeable(today)
+        accounts = {n: a for n, a in self.accounts.items() if n not in names}
+        return Reference(accounts, self.tables.copy()), names
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -270,6 +296,8 @@ class Outcome:
     after: Reference | None
     deactivated: int = 0
     removed_classes: int = 0
+    matched: int = 0
+    """New SIS ids that took over an existing account (duplicate prevention)."""
 
 
 def _clean(text: str) -> str:
@@ -287,14 +315,16 @@ def _name_for(person: SisPerson, taken: set[str]) -> str:
 
 
 def _key(values: dict[str, Any]) -> tuple[str, ...] | None:
-    """The duplicate-prevention key: trimmed, case-insensitive; None if a part is blank."""
-    parts = [str(values.get(name) or "").strip().lower() for name in MATCH_ON]
+    """The duplicate-prevention key: trimmed, case-insensitive, and the role (a student never
+    takes over a staff account, nor the reverse); None if a part is blank."""
+    parts = [str(values.get(name) or "").strip().lower() for name in (*MATCH_ON, "role")]
     return None if not all(parts) else tuple(parts)
 
 
 def plan_people(ref: Reference, incoming: list[SisPerson], dead: set[str] | None,
-                ) -> tuple[dict[str, Account], int] | None:
-    """People after a sync (None: MATCH_AMBIGUOUS). ``dead``: delta tombstones; None: bulk."""
+                today: date) -> tuple[dict[str, Account], int, int] | None:
+    """People after a sync (None: MATCH_AMBIGUOUS), how many were deactivated and how many
+    accounts were taken over. ``dead``: delta tombstones; None: bulk."""
     by_id = {a.person_id: name for name, a in ref.accounts.items()}
     incoming_ids = {p.person_id for p in incoming}
     claimed = {by_id[p.person_id] for p in incoming if p.person_id in by_id}
@@ -317,8 +347,9 @@ def plan_people(ref: Reference, incoming: list[SisPerson], dead: set[str] | None
         return None
 
     accounts = dict(ref.accounts)
-    taken = set(accounts)
+    taken = set(accounts)  # every name still stored (purged ones are free again)
     seen: set[str] = set()
+    matched = 0
     for person in incoming:
         name = by_id.get(person.person_id) or next(iter(candidates[person.person_id]), None)
         if name is None:
@@ -327,38 +358,44 @@ def plan_people(ref: Reference, incoming: list[SisPerson], dead: set[str] | None
             accounts[name] = Account(name, person.person_id, person.values())
         else:
             old = accounts[name]
+            matched += person.person_id not in by_id
+            # An imported account taken over is the SIS's from now on, and its placeholder
+            # id was never an SIS id: it is not kept among the previous ids.
+            kept = old.person_id != person.person_id and not old.person_id.startswith(
+                IMPORTED_PREFIX)
             accounts[name] = replace(
-                old, person_id=person.person_id, status="active",
+                old, person_id=person.person_id, status="active", deactivated_on=None,
                 values=old.values if old.source == "local" else person.values(),
-                previous_ids=old.previous_ids + ((old.person_id,) if old.person_id
-                                                 != person.person_id else ()))
+                source="sis" if old.source == "imported" else old.source,
+                previous_ids=old.previous_ids + ((old.person_id,) if kept else ()))
         seen.add(name)
     deactivated = 0
     for name, account in list(accounts.items()):
-        # A local account is no longer the SIS's to end (it is reported instead).
-        gone = account.status == "active" and account.source != "local" and (
+        # A local account is no longer the SIS's to end (it is reported instead); an
+        # imported one never was.
+        gone = account.status == "active" and account.source == "sis" and (
             name not in seen) and (dead is None or (account.person_id in dead
                                                     and account.person_id not in incoming_ids))
         if gone:
-            accounts[name] = replace(account, status="inactive")
+            accounts[name] = replace(account, status="inactive", deactivated_on=today)
             deactivated += 1
-    return accounts, deactivated
+    return accounts, deactivated, matched
 
 
-def apply_upload(ref: Reference, upload: Upload) -> Outcome:
+def apply_upload(ref: Reference, upload: Upload, today: date) -> Outcome:
     if isinstance(upload, Bulk):
-        planned = plan_people(ref, list(upload.people), None)
+        planned = plan_people(ref, list(upload.people), None, today)
         if planned is None:
             return Outcome(None)
-        accounts, deactivated = planned
+        accounts, deactivated, matched = planned
         removed = len(set(ref.tables.classes) - set(upload.tables.classes))
-        return Outcome(Reference(accounts, upload.tables.copy()), deactivated, removed)
+        return Outcome(Reference(accounts, upload.tables.copy()), deactivated, removed, matched)
 
     dead_all = {p.person_id for p in upload.tombstones}
-    planned = plan_people(ref, list(upload.upserts), dead_all)
+    planned = plan_people(ref, list(upload.upserts), dead_all, today)
     if planned is None:
         return Outcome(None)
-    accounts, deactivated = planned
+    accounts, deactivated, matched = planned
     dead = dead_all - {p.person_id for p in upload.upserts}
     tables = ref.tables.copy()
     # A tombstoned person takes the rows that name them along (the upload's own too).
@@ -373,7 +410,7 @@ def apply_upload(ref: Reference, upload: Upload) -> Outcome:
             tables.rosters.pop(roster_id, None)
     for roster_id, class_id, student, _ in upserts:
         tables.rosters[roster_id] = (class_id, student)
-    return Outcome(Reference(accounts, tables), deactivated, 0)
+    return Outcome(Reference(accounts, tables), deactivated, 0, matched)
 
 
 def held_by_guard(ref: Reference, outcome: Outcome) -> bool:
@@ -402,6 +439,8 @@ def store_state(store: Store, tenant: str) -> tuple[dict[str, dict[str, Any]], T
         values = {name: row[name] for name in COMPARED}
         values["previous_ids"] = json.loads(values["previous_ids"] or "[]")
         values["location_ids"] = json.loads(values["location_ids"] or "[]")
+        moment = row["deactivated_at"]  # text on SQLite, a timestamp on PostgreSQL
+        values["deactivated_on"] = None if moment is None else str(moment)[:10]
         people[row["account"]] = values
     tables = Tables(
         classes={r["class_id"]: SisClass(r["class_number"], r["course_id"], r["location_id"])
@@ -422,7 +461,8 @@ def store_state(store: Store, tenant: str) -> tuple[dict[str, dict[str, Any]], T
 def expected_people(ref: Reference) -> dict[str, dict[str, Any]]:
     return {
         name: {"person_id": a.person_id, "previous_ids": list(a.previous_ids), **a.values,
-               "account": name, "status": a.status, "source": a.source}
+               "account": name, "status": a.status, "source": a.source,
+               "deactivated_on": a.deactivated_on and a.deactivated_on.isoformat()}
         for name, a in ref.accounts.items()
     }
 
@@ -447,6 +487,10 @@ class Clock:
         self.now += timedelta(seconds=1)
         return self.now
 
+    def today(self) -> date:
+        """The runner's "today" (the server's local date) at the next reading."""
+        return local_today(self.now + timedelta(seconds=1))
+
 
 @dataclass
 class Context:
@@ -466,7 +510,7 @@ def tenant_settings(folder: Path, url: str, tenant: str) -> Settings:
         "store": {"url": url},
         "tenants": {tenant: {
             "name": "Model District", "report_to": ["admin@t.example"],
-            "account_domain": DOMAIN,
+            "account_domain": DOMAIN, "retention_days": RETENTION_DAYS,
             "guard": {"max_deactivate_percent": MAX_PERCENT, "min_population": MIN_POPULATION},
         }},
     })
@@ -488,8 +532,10 @@ class SyncModel(RuleBasedStateMachine):
         number = next(context.tenants)
         self.tenant = f"m{number}"
         folder = context.folder / self.tenant
+        self.clock = Clock(number)
         self.runner = Runner(tenant_settings(folder, url, self.tenant), context.store,
-                             clock=Clock(number), mailer=lambda message, settings: "memory")
+                             clock=self.clock, mailer=lambda message, settings: "memory")
+        self.queue = JobQueue(context.store)
         self.folder = folder
         self.ids = itertools.count(1)
         self.people: dict[str, SisPerson] = {}
@@ -502,7 +548,19 @@ class SyncModel(RuleBasedStateMachine):
         self.last_applied: bytes | None = None
         self.accounts_by_id: dict[int, str] = {}
         """account_id → account name, as first seen: names never change."""
+        self.roles_by_id: dict[int, str] = {}
+        """account_id → role, as first seen: no one of the other role takes an account over."""
+        self.stored: dict[int, tuple[str, str | None]] = {}
+        """account_id → (status, deactivated_on) at the last check: what a purge may remove."""
+        self.owners: dict[str, int] = {}
+        """account name → the account_id that has it (a purged one's name may go to another)."""
         self.uploads = 0
+        self.paused = False
+        self.queued: list[tuple[int, str, Upload, bytes, Path]] = []
+        """Uploads that arrived while the tenant was paused: (job id, kind, upload, bytes, file)."""
+
+    def teardown(self) -> None:
+        self.queue.close()
 
     def _count(self, rule_name: str) -> None:
         self.context.rules[rule_name] = self.context.rules.get(rule_name, 0) + 1
@@ -646,20 +704,53 @@ class SyncModel(RuleBasedStateMachine):
         ordered = sorted(self.people.values(), key=lambda p: p.role != "student")
         return Bulk(tuple(ordered), sis_tables(self.classes, self.rosters))
 
-    def _sync(self, upload: Upload, data: bytes) -> None:
-        """Send ``data`` and hold the run's outcome against the model's prediction."""
+    def _sync(self, upload: Upload, data: bytes, resend: bool = False) -> None:
+        """Send ``data``: synced now, or queued while the tenant is paused."""
         self.uploads += 1
         path = self.folder / f"upload-{self.uploads}.zip"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        run = self.runner.sync(self.tenant, path, source="cli")
+        if not self.paused:
+            self._run(upload, data, path)
+            return
+        kind = upload_kind(path)  # as the daemon's intake queues it
+        if not resend:
+            assert kind == ("bulk" if isinstance(upload, Bulk) else "delta"), kind
+        job_id = self.queue.enqueue(tenant=self.tenant, path=str(path), file_name=path.name,
+                                    source="sftp", kind=kind, now=self.clock())
+        self.queued.append((job_id, kind, upload, data, path))
+        # The daemon's claim skips a paused tenant: the upload waits, nothing is applied.
+        assert self.queue.claim("model", self.clock()) is None
+
+    def _applied(self, outcome: Outcome, run: Any, today: date) -> None:
+        """A run applied: the model moves on, and the run's own purge follows."""
+        assert outcome.after is not None
+        document = run.document.to_json()
+        before = self.ref
+        self.ref, purged = outcome.after.purged(today)
+        # What the history reached (the test's summary line): people the sync purged,
+        # imported accounts the SIS took over.
+        for _ in purged:
+            self._count("(purged by a sync)")
+        for name, account in before.accounts.items():
+            if account.source == "imported" and name in self.ref.accounts and (
+                    self.ref.accounts[name].source != "imported"):
+                self._count("(imported account taken over)")
+        assert document["purged"] == len(purged), (document["purged"], purged)
+        assert document["matched"] == outcome.matched, (document["matched"], outcome.matched)
+
+    def _run(self, upload: Upload, data: bytes, path: Path, source: str = "cli") -> None:
+        """Sync ``path`` and hold the run's outcome against the model's prediction."""
+        today = self.clock.today()
+        run = self.runner.sync(self.tenant, path, source=source, file_name=path.name)
+        assert local_today(self.clock.now) == today, "the run crossed midnight: the model cannot tell"
         self.context.runs[run.status] = self.context.runs.get(run.status, 0) + 1
         errors = [e["message"] for e in run.document.to_json().get("errors", [])]
         if data == self.last_applied:
             assert run.status == "unchanged", errors
             return
         self.held.clear()  # a newer upload discards held runs, whatever becomes of it
-        outcome = apply_upload(self.ref, upload)
+        outcome = apply_upload(self.ref, upload, today)
         if outcome.after is None:
             assert run.status == "failed", errors
             assert {e["code"] for e in run.document.to_json()["errors"]} == {"MATCH_AMBIGUOUS"}, errors
@@ -669,7 +760,7 @@ class SyncModel(RuleBasedStateMachine):
             self.held[run.run_id] = (upload, data)
         else:
             assert run.status in ("completed", "completed_with_warnings"), errors
-            self.ref = outcome.after
+            self._applied(outcome, run, today)
             self.last_applied = data
 
     @rule()
@@ -745,22 +836,25 @@ class SyncModel(RuleBasedStateMachine):
     def send_last_applied_again(self) -> None:
         """The same bytes as the last applied upload: recorded unchanged, nothing written."""
         assert self.last_applied is not None
-        self._sync(Delta((), ()), self.last_applied)
+        self._sync(Delta((), ()), self.last_applied, resend=True)
         self._count("send_last_applied_again")
 
     @precondition(lambda self: self.held)
     @rule()
     def approve(self) -> None:
         run_id, (upload, data) = next(iter(self.held.items()))
+        today = self.clock.today()
         run = self.runner.approve(run_id)
         del self.held[run_id]
         errors = [e["message"] for e in run.document.to_json().get("errors", [])]
-        outcome = apply_upload(self.ref, upload)  # planned again against the store as it is
+        # Planned again against the store as it is (a paused tenant too: the queue waits,
+        # an approval does not).
+        outcome = apply_upload(self.ref, upload, today)
         if outcome.after is None:
             assert run.status == "failed", errors
         else:
             assert run.status in ("completed", "completed_with_warnings"), errors
-            self.ref = outcome.after
+            self._applied(outcome, run, today)
             self.last_applied = data
         self._count("approve")
 
@@ -787,6 +881,159 @@ class SyncModel(RuleBasedStateMachine):
         self.ref.accounts[name] = replace(account, source="local",
                                           values={**account.values, column: value})
         self._count("edit_locally")
+
+
+    @precondition(lambda self: self.ref.accounts)
+    @rule(index=INDEX)
+    def reset_locally_edited(self, index: int) -> None:
+        """``people reset``: a local account is the SIS's again (the next sync applies the
+        SIS values, or ends it); any other account is refused and left as it is."""
+        local = sorted(n for n, a in self.ref.accounts.items() if a.source == "local")
+        name = _pick(local if local and index % 4 else sorted(self.ref.accounts), index)
+        account = self.ref.accounts[name]
+        moment = self.clock()
+        if account.source != "local":
+            with pytest.raises(UsageError, match="not a local account"):
+                reset_person(self.context.store, self.tenant, account.person_id, now=moment)
+            self._count("reset_refused")
+            return
+        shown = reset_person(self.context.store, self.tenant, account.person_id, now=moment)
+        assert shown["account"] == name and shown["source"] == "sis"
+        self.ref.accounts[name] = replace(account, source="sis")
+        self._count("reset_locally_edited")
+
+    @rule(rows=st.lists(st.tuples(
+        st.sampled_from(("pending", "pending", "pending", "other_role", "fresh", "known")),
+        INDEX, st.sampled_from(FIRST), st.sampled_from(LAST),
+        st.sampled_from((False, False, False, True))), min_size=1, max_size=2),
+        then_sync=st.booleans())
+    def import_accounts(self, rows: list[tuple[str, int, str, str, bool]], then_sync: bool) -> None:
+        """``people import``: accounts made outside the SIS. ``pending``: a person the SIS
+        has (not yet synced, or new now), with their names and email: duplicate prevention
+        hands them the account at the next sync; ``other_role``: the same but of the other
+        role, which it must not; ``fresh``: someone no SIS sends; ``known``: the email of a
+        stored account. The account name is the email, or a managed looking
+        ``first.last@domain`` that the names the sync gives must step around. A file with
+        an email or account name the tenant has (or twice) imports nothing. ``then_sync``:
+        the SIS's next bulk upload follows at once."""
+        stored_emails = {str(a.values["email_address"]).lower() for a in self.ref.accounts.values()}
+        imported: list[Account] = []
+        for kind, index, first, last, managed in rows:
+            role = "staff" if index % 3 == 0 else "student"
+            if kind == "known" and self.ref.accounts:
+                lineage = int(sorted(stored_emails)[index % len(stored_emails)][1:].split("@")[0])
+            elif kind in ("pending", "other_role"):
+                waiting = [p for p in self.people.values()
+                           if f"e{p.lineage}@d.example" not in stored_emails]
+                if not waiting or index % 2:
+                    self.add_person(role, first, last, _pick(list(LOCATIONS), index))
+                    waiting = [self.people[next(reversed(self.people))]]
+                person = _pick(waiting, index)
+                lineage, role, first, last = (person.lineage, person.role, person.first_name,
+                                              person.last_name)
+                if kind == "other_role":
+                    role = "student" if role == "staff" else "staff"
+            else:
+                lineage = next(self.ids)
+            email = f"e{lineage}@d.example"
+            account = f"{_clean(first)}.{_clean(last)}@{DOMAIN}" if managed else email
+            values = {"role": role, "person_number": None, "first_name": first,
+                      "middle_name": None, "last_name": last, "grade_level": None,
+                      "email_address": email, "sis_username": None, "password_policy": None,
+                      "location_ids": [_pick(list(LOCATIONS), index)]}
+            imported.append(Account(account, IMPORTED_PREFIX + account, values,
+                                    source="imported"))
+        text = "email_address,first_name,last_name,role,account,location_ids\n" + "".join(
+            f"{a.values['email_address']},{a.values['first_name']},{a.values['last_name']},"
+            f"{a.values['role']},{a.account if a.account != a.values['email_address'] else ''},"
+            f"{a.values['location_ids'][0]}\n" for a in imported)
+        emails = [str(a.values["email_address"]) for a in imported]
+        names = [a.account for a in imported]
+        ids = {a.person_id for a in self.ref.accounts.values()}
+        valid = (len(set(emails)) == len(emails) and len(set(names)) == len(names)
+                 and not set(emails) & stored_emails and not set(names) & set(self.ref.accounts)
+                 and not {a.person_id for a in imported} & ids)
+        check = import_people(self.context.store, self.tenant, text.encode(), "import.csv",
+                              now=self.clock())
+        problems = [i.message for i in check.issues]
+        assert check.valid == valid, problems
+        if valid:
+            assert [p.account for p in check.people] == names
+            for a in imported:
+                self.ref.accounts[a.account] = a
+            self._count("import_accounts")
+        else:
+            assert problems and {i.code for i in check.issues} == {"IMPORT_INVALID"}
+            self._count("import_refused")
+        if then_sync:
+            self.bulk_upload()
+
+    @precondition(lambda self: not self.paused)
+    @rule()
+    def pause(self) -> None:
+        """``tenant pause``: uploads keep arriving and are queued; none is claimed."""
+        assert set_paused(self.context.store, self.tenant, self.clock())
+        assert not set_paused(self.context.store, self.tenant, self.clock())  # already paused
+        self.paused = True
+        self._count("pause")
+
+    @precondition(lambda self: self.paused)
+    @rule()
+    def resume(self) -> None:
+        """``tenant resume``: the queue hands out the tenant's uploads in arrival order, one at a
+        time, and a worker runs them as the daemon does: a bulk upload with a newer valid
+        bulk upload waiting behind it is superseded (recorded, not applied)."""
+        assert set_paused(self.context.store, self.tenant, None)
+        assert not set_paused(self.context.store, self.tenant, None)
+        self.paused = False
+        waiting, self.queued = self.queued, []
+        while (job := self.queue.claim("model", self.clock())) is not None:
+            assert waiting, f"a job nobody queued: {job}"
+            job_id, kind, upload, data, path = waiting.pop(0)
+            assert (job.tenant, job.id, job.kind) == (self.tenant, job_id, kind)
+            assert self.queue.claim("other", self.clock()) is None  # one job of a tenant at a time
+            newer = [n.id for n in self.queue.newer_bulk(job)
+                     if self.runner.validates(n.tenant, Path(n.path), n.file_name)]
+            assert newer == ([w[0] for w in reversed(waiting) if w[1] == "bulk"]
+                             if kind == "bulk" else [])
+            if newer:
+                run = self.runner.superseded(self.tenant, path, source=job.source,
+                                             file_name=job.file_name, run_id=None,
+                                             newer=f"job {newer[0]}")
+                assert run.status == "unchanged"
+                codes = {w["code"] for w in run.document.to_json()["warnings"]}
+                assert "UPLOAD_SUPERSEDED" in codes, codes
+                self._count("superseded")
+            else:
+                self._run(upload, data, path, source=job.source)
+            assert self.queue.finish(job, self.clock(), "model")
+        assert not waiting, f"jobs left queued after resume: {waiting}"
+        self._count("resume")
+
+    @rule(days=st.integers(min_value=1, max_value=RETENTION_DAYS + 1), then_sync=st.booleans())
+    def days_pass(self, days: int, then_sync: bool) -> None:
+        """The calendar moves on (whole days: the time of day stays); ``then_sync``: the
+        SIS's nightly bulk upload arrives (an applied sync purges)."""
+        self.clock.now += timedelta(days=days)
+        self._count("days_pass")
+        if then_sync:
+            self.bulk_upload()
+
+    @rule(dry_run=st.booleans(), ahead=st.integers(min_value=0, max_value=RETENTION_DAYS + 1))
+    def purge(self, dry_run: bool, ahead: int) -> None:
+        """``rosterdrop purge`` (a preview of a day ``ahead``, or a real one today): the
+        people deactivated ``retention_days`` or more before the day go, and their names
+        with them."""
+        today = self.clock.today()
+        if dry_run:
+            day = today + timedelta(days=ahead)
+            names = self.runner.purge(self.tenant, dry_run=True, today=day)
+            assert names == self.ref.purgeable(day)
+        else:
+            names = self.runner.purge(self.tenant)
+            self.ref, expected = self.ref.purged(today)
+            assert names == expected
+        self._count("purge_preview" if dry_run else "purge")
 
     # --- the check ---
 
@@ -817,6 +1064,46 @@ class SyncModel(RuleBasedStateMachine):
             first = self.accounts_by_id.setdefault(row["account_id"], row["account"])
             assert first == row["account"], "an account name changed"
 
+
+    @invariant()
+    def accounts_keep_their_people(self) -> None:
+        """Read from the store alone, whatever the model says: an account's role never
+        changes and its SIS ids are all of that role (a student never takes over a staff
+        account); an imported account is active and has its placeholder id until the SIS
+        takes it over; a name is never given to a second account while the first is
+        stored; and only a purge removes an account, one deactivated ``retention_days`` or
+        more before today."""
+        rows = _rows(dump_tables(self.context.store), "people", self.tenant)
+        prefix = {"student": "P", "staff": "T"}
+        for row in rows:
+            account_id, role = row["account_id"], row["role"]
+            assert self.roles_by_id.setdefault(account_id, role) == role, (
+                f"{row['account']} was {self.roles_by_id[account_id]}, is {role}")
+            ids = [row["person_id"], *json.loads(row["previous_ids"] or "[]")]
+            sis_ids = [i for i in ids if not i.startswith(IMPORTED_PREFIX)]
+            assert all(i.startswith(prefix[role]) for i in sis_ids), (row["account"], role, ids)
+            assert len(sis_ids) >= len(ids) - 1 and (sis_ids or ids == [
+                IMPORTED_PREFIX + row["account"]]), (row["account"], ids)
+            if row["source"] == "imported":
+                assert row["status"] == "active", f"imported {row['account']} was deactivated"
+                assert ids == [IMPORTED_PREFIX + row["account"]], ids
+            owner = self.owners.setdefault(row["account"], account_id)
+            assert owner == account_id or owner not in {r["account_id"] for r in rows}, (
+                f"{row['account']} belongs to accounts {owner} and {account_id}")
+            if owner != account_id:
+                self._count("(name of a purged account given again)")
+            self.owners[row["account"]] = account_id
+        now = {r["account_id"]: (r["status"], r["deactivated_at"] and str(r["deactivated_at"])[:10])
+               for r in rows}
+        cutoff = (self.clock.today() - timedelta(days=RETENTION_DAYS)).isoformat()
+        for account_id, (status, deactivated_on) in self.stored.items():
+            if account_id not in now:
+                assert status == "inactive" and deactivated_on is not None, (
+                    f"account {account_id} ({status}) is gone")
+                assert deactivated_on <= cutoff, (
+                    f"account {account_id} purged on {self.clock.today()}: deactivated "
+                    f"{deactivated_on}, retention {RETENTION_DAYS} days")
+        self.stored = now
 
 # --- the tests ---------------------------------------------------------------------------------
 
