@@ -38,6 +38,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -1131,6 +1132,27 @@ class SyncModel(RuleBasedStateMachine):
 # --- the tests ---------------------------------------------------------------------------------
 
 
+def _local_zone(monkeypatch: pytest.MonkeyPatch, zone: str) -> Iterator[None]:
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The server's local time zone is UTC: the model's days are the store's (see
+    test_retention_counts_from_the_local_day_of_the_deactivation for other zones)."""
+    yield from _local_zone(monkeypatch, "UTC")
+
+
+@pytest.fixture
+def sydney(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The server's local time zone is Sydney (UTC+11 in November)."""
+    yield from _local_zone(monkeypatch, "Australia/Sydney")
+
+
 @pytest.fixture
 def context(backend_url: str, tmp_path: Path) -> Iterator[tuple[Context, str]]:
     """One store for the whole test (a tenant per example), with the snapshot cache on."""
@@ -1139,6 +1161,7 @@ def context(backend_url: str, tmp_path: Path) -> Iterator[tuple[Context, str]]:
         yield Context(store, tmp_path / "tenants"), backend_url
 
 
+@pytest.mark.usefixtures("utc")
 def test_sync_matches_reference_model(context: tuple[Context, str],
                                       request: pytest.FixtureRequest) -> None:
     """Random histories of bulk and delta uploads, local edits and resets, imports, guard
@@ -1229,3 +1252,32 @@ def test_a_placeholder_id_is_never_a_previous_id(backend_url: str, tmp_path: Pat
         people, _ = store_state(store, "t")
         assert people["e2@d.example"]["person_id"] == "T2"
         assert people["e2@d.example"]["previous_ids"] == []
+
+
+@pytest.mark.usefixtures("sydney")
+@pytest.mark.xfail(strict=True, reason=(
+    "src bug: a deactivation is recorded with the UTC date (apply_plan: deactivated_at, "
+    "read back as deactivated_on), but the purge counts retention_days from the runner's "
+    "local date (local_today): east of UTC a person deactivated in the local morning is "
+    "purged a day early (retention_days = 2: one day after), west of UTC a day late"))
+def test_retention_counts_from_the_local_day_of_the_deactivation(backend_url: str,
+                                                                 tmp_path: Path) -> None:
+    """Deactivated on the server's local day D (01:00 in Sydney, still D - 1 in UTC), a
+    person stays until D + retention_days, whatever the server's time zone."""
+    (tmp_path / "state").mkdir(exist_ok=True)
+    with open_store(backend_url, cache_dir=tmp_path / "cache") as store:
+        clock = Clock(12)  # 2026-11-23 14:00 UTC = 2026-11-24 01:00 in Sydney
+        runner = Runner(tenant_settings(tmp_path / "t", backend_url, "t"), store,
+                        clock=clock, mailer=lambda message, settings: "memory")
+        ann = SisPerson("P1", 1, "student", "Ann", "Lee", "S1")
+        bo = SisPerson("P2", 2, "student", "Bo", "Kim", "S1")
+        for number, people in enumerate([(ann, bo), (ann,)]):
+            path = tmp_path / f"{number}.zip"
+            path.write_bytes(upload_bytes(Bulk(people, sis_tables({}, {}))))
+            assert runner.sync("t", path, source="cli").status == "completed"
+        deactivated = clock.today()
+        assert deactivated == date(2026, 11, 24)
+        clock.now += timedelta(days=RETENTION_DAYS - 1)
+        assert runner.purge("t") == [], "purged before retention_days had passed"
+        clock.now += timedelta(days=1)
+        assert runner.purge("t") == ["bo.kim@t.example"]
