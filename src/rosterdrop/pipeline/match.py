@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from rosterdrop.codes import Code
+from rosterdrop.pipeline.imports import PLACEHOLDER_PREFIX
 from rosterdrop.pipeline.issues import IssueLog
 from rosterdrop.pipeline.messages import joined, person_issues, quoted
-from rosterdrop.pipeline.snapshot import IMPORTED
 
 CASE_INSENSITIVE = frozenset({"first_name", "last_name", "middle_name", "email_address"})
 
@@ -86,9 +86,10 @@ def match_duplicates(
     )
     right = existing.select(
         "account_id",
-        # An imported account's person_id is a placeholder, not an SIS id it had.
-        pl.when(pl.col("source") == IMPORTED).then(None).otherwise(pl.col("person_id"))
-        .alias("_own_id"),
+        # An imported account's person_id is a placeholder, not an SIS id it had (also
+        # once the account was edited or reset before the SIS sent its person).
+        pl.when(pl.col("person_id").str.starts_with(PLACEHOLDER_PREFIX)).then(None)
+        .otherwise(pl.col("person_id")).alias("_own_id"),
         "account",
         *[_normalised(name) for name in fields_],
     ).drop_nulls(keys)

@@ -48,6 +48,7 @@ import polars as pl
 from rosterdrop.codes import Code
 from rosterdrop.config import AccountRole, TenantSettings
 from rosterdrop.pipeline.accounts import NameRule, assign_accounts
+from rosterdrop.pipeline.imports import PLACEHOLDER_PREFIX
 from rosterdrop.pipeline.issues import IssueLog
 from rosterdrop.pipeline.match import MATCHED_SCHEMA, match_duplicates
 from rosterdrop.pipeline.messages import person_issues, quoted
@@ -491,8 +492,11 @@ def _plan_people(
                 pl.when(local).then(pl.col(f"{f}__old")).otherwise(pl.col(f)).alias(f)
                 for f in PERSON_FIELDS
             ],
+            # an import's placeholder id was never the SIS's (whatever the account's
+            # source became since: edited, reset)
             previous_ids=pl.when(
-                (pl.col("person_id") != pl.col("person_id__old")) & ~imported
+                (pl.col("person_id") != pl.col("person_id__old"))
+                & ~pl.col("person_id__old").str.starts_with(PLACEHOLDER_PREFIX)
             )
             .then(
                 pl.concat_list(

@@ -530,7 +530,11 @@ def apply_plan(store: Store, tenant: str, plan: Plan, now: datetime) -> dict[str
                 "account_id",
                 status=pl.lit(INACTIVE),
                 updated_at=pl.lit(stamp),
-                deactivated_at=pl.lit(stamp),
+                # The plan's day (the server's local date), not this moment's UTC date:
+                # retention is counted in local days, and deactivated_on is read back
+                # from this column's date part.
+                deactivated_at=pl.col("deactivated_on").dt.strftime(
+                    "%Y-%m-%d 00:00:00.000000" + ("" if store.is_sqlite else "+00:00")),
             ),
             ["account_id"],
         )
@@ -542,7 +546,7 @@ def apply_plan(store: Store, tenant: str, plan: Plan, now: datetime) -> dict[str
     written = writer.counts
     if store.cache_path(tenant) is not None:
         def cache_the_result() -> None:
-            after = advance(plan, account_ids=account_ids, today=_utc(now).date())
+            after = advance(plan, account_ids=account_ids)  # deactivated on the plan's day
             _write_cache(store, tenant, _with_revision(after, revision))
 
         store.cache_lane.submit(cache_the_result)
