@@ -373,11 +373,10 @@ def plan_people(ref: Reference, incoming: list[SisPerson], dead: set[str] | None
             old = accounts[name]
             matched += person.person_id not in by_id
             # An imported account taken over is the SIS's from now on, and its placeholder
-            # id was never an SIS id: it is not kept among the previous ids. (The store keeps
-            # it when the account was edited locally, or reset, before the SIS took it over:
-            # a bug, see test_a_placeholder_id_is_never_a_previous_id; the model follows the
-            # store there so that the histories stay green until it is fixed.)
-            kept = old.person_id != person.person_id and old.source != "imported"
+            # id was never an SIS id: it is not kept among the previous ids (also when the
+            # account was edited locally, or reset, before the SIS took it over).
+            kept = old.person_id != person.person_id and not old.person_id.startswith(
+                IMPORTED_PREFIX)
             accounts[name] = replace(
                 old, person_id=person.person_id, status="active", deactivated_on=None,
                 values=old.values if old.source == "local" else person.values(),
