@@ -1282,11 +1282,6 @@ def test_an_account_id_is_never_given_again(backend_url: str, tmp_path: Path,
                                             request: pytest.FixtureRequest) -> None:
     """account_id is the account's stable key (tables.py; run documents, matches.csv and the
     history name accounts by it): once purged, it is not given to someone else."""
-    if backend_url.startswith("sqlite"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "src bug: people.account_id is a plain INTEGER PRIMARY KEY on SQLite (no "
-            "AUTOINCREMENT), so after a purge deletes the highest account_id the next new "
-            "person gets the same id; PostgreSQL's sequence never gives it again")))
     (tmp_path / "state").mkdir(exist_ok=True)
     with open_store(backend_url, cache_dir=tmp_path / "cache") as store:
         clock = Clock(0)

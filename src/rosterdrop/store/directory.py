@@ -470,10 +470,16 @@ def _insert_people(
         created_at=pl.lit(stamp), updated_at=pl.lit(stamp), deactivated_at=pl.lit(None, pl.String)
     )
     if store.is_sqlite:
-        # Under BEGIN IMMEDIATE nobody else inserts before we commit: count on from the max.
-        start = int(
-            conn.execute(text("SELECT coalesce(max(account_id), 0) FROM people")).scalar_one()
-        )
+        # Under BEGIN IMMEDIATE nobody else inserts before we commit: count on from the
+        # highest id ever given (a purge may have deleted the highest one still stored).
+        start = int(conn.execute(text(
+            "SELECT max(coalesce((SELECT max(account_id) FROM people), 0), "
+            "coalesce((SELECT value FROM counters WHERE name = 'account_id'), 0))"
+        )).scalar_one())
+        conn.execute(text(
+            "INSERT INTO counters (name, value) VALUES ('account_id', :v) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value"),
+            {"v": start + created.height})
         # Numbered in person_id order, so the rowid and the person_id index both fill
         # in key order (random-order inserts into an index cost ~3 µs a row more).
         ids = created["person_id"].rank("ordinal").cast(pl.Int64) + start

@@ -254,9 +254,18 @@ DIRECTORY_TABLES: dict[str, Table] = {
 }
 """Snapshot kind → table."""
 
+COUNTERS = Table(
+    "counters", metadata,
+    _key("name"),
+    Column("value", BigInteger(), nullable=False),
+)
+"""High-water marks SQLite keeps itself (``account_id``: never handed out twice, also
+after a purge deleted the highest; PostgreSQL's sequences already never do)."""
+
 ALL_TABLES: tuple[Table, ...] = (
     SCHEMA_VERSION_TABLE,
     TENANT_STATE,
+    COUNTERS,
     *DIRECTORY_TABLES.values(),
     RUNS,
     JOBS,
@@ -294,5 +303,6 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _drop_unwritten_columns,
     3: _add_paused_at,
     4: _add_sis_seen,
+    5: lambda conn: None,  # 6 adds the counters table: create_all makes it
 }
 """``UPGRADES[n](connection)`` upgrades a version-*n* store to version *n + 1*."""
