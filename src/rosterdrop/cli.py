@@ -161,6 +161,17 @@ def render_check(document: dict[str, Any], examples: int = 10) -> str:
     return "\n".join(lines)
 
 
+def _one_tenant(settings: Settings, tenant_key: str | None) -> str:
+    """The tenant a command is about: the one named, or the only one configured."""
+    if tenant_key:
+        settings.tenant(tenant_key)
+        return tenant_key
+    if len(settings.tenants) == 1:
+        return next(iter(settings.tenants))
+    known = ", ".join(sorted(settings.tenants)) or "none"
+    raise UsageError(f"name the tenant with --tenant T (configured: {known})")
+
+
 def _open_store(settings: Settings) -> Any:
     from rosterdrop.store.engine import open_store
 
@@ -229,15 +240,17 @@ _CHECK_STATUS = {"failed": "failed", "held": "failed", "completed_with_warnings"
 
 @cli.command()
 @click.argument("zip_path", metavar="ZIP", type=click.Path(path_type=Path))
-@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--tenant", "tenant_key", metavar="T",
+              help="The tenant (may be left out when only one is configured).")
 @click.option("--dry-run", is_flag=True, help="Show the changes; apply nothing.")
 @click.option("--as-of", "as_of", metavar="YYYY-MM-DD", type=click.DateTime(["%Y-%m-%d"]),
               help='With --dry-run: "today" for the filters and the guard.')
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def sync(ctx: _Context, zip_path: Path, tenant_key: str, dry_run: bool, as_of: Any,
+def sync(ctx: _Context, zip_path: Path, tenant_key: str | None, dry_run: bool, as_of: Any,
          as_json: bool) -> None:
     """Run the sync pipeline on one upload, record history and send the report."""
+    tenant_key = _one_tenant(ctx.settings, tenant_key)
     ctx.settings.tenant(tenant_key)
     upload = _readable_file(zip_path)
     from rosterdrop.runs.runner import exit_code
@@ -320,10 +333,12 @@ def classes() -> None:
 
 
 @classes.command("clear")
-@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--tenant", "tenant_key", metavar="T",
+              help="The tenant (may be left out when only one is configured).")
 @pass_ctx
-def classes_clear(ctx: _Context, tenant_key: str) -> None:
+def classes_clear(ctx: _Context, tenant_key: str | None) -> None:
     """Remove every class and roster of T for the new school year: held until approved."""
+    tenant_key = _one_tenant(ctx.settings, tenant_key)
     ctx.settings.tenant(tenant_key)
     run = _runner(ctx).clear_classes(tenant_key)
     click.echo(f"run {run.run_id}: {run.status}; release it with 'rosterdrop approve "
@@ -366,13 +381,15 @@ def tenant_resume(ctx: _Context, tenant_key: str) -> None:
 
 
 @cli.command()
-@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--tenant", "tenant_key", metavar="T",
+              help="The tenant (may be left out when only one is configured).")
 @click.option("--dry-run", is_flag=True, help="List who would be purged; delete nothing.")
 @click.option("--as-of", "as_of", metavar="YYYY-MM-DD", type=click.DateTime(["%Y-%m-%d"]),
               help="With --dry-run: who would be purged on that day.")
 @pass_ctx
-def purge(ctx: _Context, tenant_key: str, dry_run: bool, as_of: Any) -> None:
+def purge(ctx: _Context, tenant_key: str | None, dry_run: bool, as_of: Any) -> None:
     """Delete people deactivated longer than retention_days now (the daemon does it daily)."""
+    tenant_key = _one_tenant(ctx.settings, tenant_key)
     ctx.settings.tenant(tenant_key)
     if as_of and not dry_run:
         raise UsageError("--as-of previews a day: it needs --dry-run (a purge runs as of "
@@ -395,10 +412,12 @@ def discard(ctx: _Context, run_id: str) -> None:
 
 
 @cli.command()
-@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--tenant", "tenant_key", metavar="T",
+              help="The tenant (may be left out when only one is configured).")
 @pass_ctx
-def resync(ctx: _Context, tenant_key: str) -> None:
+def resync(ctx: _Context, tenant_key: str | None) -> None:
     """"Sync Now": queue the tenant's last upload again (an API tenant: pull it now)."""
+    tenant_key = _one_tenant(ctx.settings, tenant_key)
     from rosterdrop.daemon.resync import queue_last_upload
 
     if ctx.settings.tenant(tenant_key).source is not None:
@@ -414,12 +433,14 @@ def resync(ctx: _Context, tenant_key: str) -> None:
 
 
 @cli.command()
-@click.option("--tenant", "tenant_key", metavar="T", required=True)
+@click.option("--tenant", "tenant_key", metavar="T",
+              help="The tenant (may be left out when only one is configured).")
 @click.option("--dry-run", is_flag=True,
               help="Fetch and check only: write nothing, queue nothing, record nothing.")
 @pass_ctx
-def pull(ctx: _Context, tenant_key: str, dry_run: bool) -> None:
+def pull(ctx: _Context, tenant_key: str | None, dry_run: bool) -> None:
     """Pull tenant T's roster from its OneRoster API now and queue it for the daemon."""
+    tenant_key = _one_tenant(ctx.settings, tenant_key)
     import tempfile
 
     from rosterdrop.logs import configure_logging
@@ -507,8 +528,7 @@ def people(click_ctx: click.Context, tenant_key: str | None, search: str | None,
         click_ctx.meta["tenant"] = tenant_key
     if click_ctx.invoked_subcommand is not None:
         return
-    if not tenant_key:
-        raise UsageError("people needs --tenant T")
+    tenant_key = _one_tenant(ctx.settings, tenant_key)
     from rosterdrop.store.people import list_people
 
     rows = list_people(_open_store(ctx.settings), tenant_key, search, inactive)
@@ -534,8 +554,7 @@ def people_set(click_ctx: click.Context, person_id: str, assignments: tuple[str,
 
     ctx: _Context = click_ctx.obj
     tenant = tenant_key or click_ctx.meta.get("tenant")
-    if not tenant:
-        raise UsageError("people set needs --tenant T")
+    tenant = _one_tenant(ctx.settings, tenant)
     ctx.settings.tenant(tenant)
     fields: dict[str, str] = {}
     for assignment in assignments:
@@ -557,8 +576,7 @@ def people_reset(click_ctx: click.Context, person_id: str, tenant_key: str | Non
 
     ctx: _Context = click_ctx.obj
     tenant = tenant_key or click_ctx.meta.get("tenant")
-    if not tenant:
-        raise UsageError("people reset needs --tenant T")
+    tenant = _one_tenant(ctx.settings, tenant)
     ctx.settings.tenant(tenant)
     reset_person(_open_store(ctx.settings), tenant, person_id)
     click.echo(f"{person_id}: source = sis; the next sync applies the SIS's values")
@@ -580,8 +598,7 @@ def people_import(click_ctx: click.Context, csv_path: Path, tenant_key: str | No
 
     ctx: _Context = click_ctx.obj
     tenant = tenant_key or click_ctx.meta.get("tenant")
-    if not tenant:
-        raise UsageError("people import needs --tenant T")
+    tenant = _one_tenant(ctx.settings, tenant)
     ctx.settings.tenant(tenant)
     path = _readable_file(csv_path)
     try:
