@@ -33,3 +33,29 @@ def test_several_tenants_are_named_when_the_option_is_missing(tmp_path: Path) ->
         assert refused.returncode == 2, args
         assert "--tenant T (configured: north, south)" in refused.stderr, args
         assert "Traceback" not in refused.stderr
+
+
+def test_the_generated_password_warning_comes_once(tmp_path: Path) -> None:
+    """The first start makes the password file and warns; the next start reuses it and
+    only says so (it used to warn at every start)."""
+    from structlog.testing import capture_logs
+
+    from rosterdrop.config import parse_settings
+    from rosterdrop.daemon.serve import generated_passwords
+    from rosterdrop.paths import StatePaths
+
+    settings = parse_settings({"state_dir": str(tmp_path / "state"),
+                               "tenants": {"t": {"report_to": ["a@t.example"],
+                                                 "accounts": [{"username": "t"}]}}})
+    paths = StatePaths.of(settings)
+    paths.root.mkdir(parents=True)
+    with capture_logs() as first:
+        hashes = generated_passwords(settings, paths)
+    with capture_logs() as second:
+        assert generated_passwords(settings, paths) .keys() == hashes.keys()
+    assert [(e["event"], e["log_level"]) for e in first] == [
+        ("sftp_password_generated", "warning")]
+    assert [(e["event"], e["log_level"]) for e in second] == [
+        ("sftp_password_file_used", "info")]
+    [password_file] = list(paths.root.glob("*-password"))
+    assert password_file.stat().st_mode & 0o777 == 0o600

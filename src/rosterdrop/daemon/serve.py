@@ -104,13 +104,16 @@ def generated_passwords(settings: Settings, paths: StatePaths) -> dict[str, str]
             if account.password_hash or account.authorized_keys:
                 continue
             file = paths.root / f"{account.username}-password"
-            if not file.is_file():
+            made = not file.is_file()
+            if made:
                 fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as handle:
                     handle.write(secrets.token_urlsafe(18) + "\n")
             hashes[account.username] = hash_password(file.read_text().strip())
-            log.warning("sftp_password_generated", tenant=tenant_key,
-                        username=account.username, password_file=str(file))
+            # A warning once, when the password is made; later starts only say it is in use.
+            (log.warning if made else log.info)(
+                "sftp_password_generated" if made else "sftp_password_file_used",
+                tenant=tenant_key, username=account.username, password_file=str(file))
     return hashes
 
 
