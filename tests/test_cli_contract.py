@@ -59,3 +59,17 @@ def test_the_generated_password_warning_comes_once(tmp_path: Path) -> None:
         ("sftp_password_file_used", "info")]
     [password_file] = list(paths.root.glob("*-password"))
     assert password_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_embedded_store_is_private_to_its_owner(tmp_path: Path) -> None:
+    """rosterdrop.db holds children's names and emails: 0600 (its WAL too), in a 0700 state
+    folder, on the embedded defaults (it was 0644)."""
+    (tmp_path / "rd.toml").write_text(
+        'state_dir = "state"\n[tenants.t]\nreport_to = ["a@t.example"]\n')
+    (tmp_path / "u.zip").write_bytes(make_zip(dict(asm_files())))
+    assert run(tmp_path, "sync", "u.zip").returncode == 0
+    state = tmp_path / "state"
+    assert state.stat().st_mode & 0o777 == 0o700
+    files = [state / "rosterdrop.db", *state.glob("rosterdrop.db-*")]
+    assert files[0].is_file()
+    assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o600 for f in files}

@@ -177,7 +177,7 @@ def _open_store(settings: Settings) -> Any:
 
     if not settings.store.url:
         try:
-            settings.state_dir.mkdir(parents=True, exist_ok=True)
+            settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create state folder {settings.state_dir}: "
                              f"{exc.strerror}") from exc

@@ -72,7 +72,7 @@ STOP_GRACE_SECONDS = 3.0
 def check_state_dir(paths: StatePaths) -> None:
     for folder, what in ((paths.root, "state folder"), (paths.shared, "shared folder")):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             probe = folder / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()

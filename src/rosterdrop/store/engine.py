@@ -14,6 +14,7 @@ Every SQLAlchemy, DB-API and file error is translated here into
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import uuid
@@ -169,7 +170,10 @@ class Store:
 def _sqlite_engine(url: str, database: str | None) -> Engine:
     if database and database != ":memory:":
         with translate(f"creating the folder for {database}"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # The directory holds children's names and emails: readable by its owner only
+            # (SQLite gives its -wal and -shm files the database file's permissions).
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
 
     @event.listens_for(engine, "connect")
