@@ -110,7 +110,7 @@ def test_unknown_things_are_exit_2(workdir: Path) -> None:
     cases = [
         ("sync", "u.zip", "--tenant", "nobody"),
         ("sync", "missing.zip", "--tenant", "t"),
-        ("sync", "u.zip"),
+        ("sync", "u.zip", "--dry-run", "--as-of", "not-a-date"),
         ("show", "20990101-000000-abcd"),
         ("approve", "nope"),
         ("discard", "nope"),

@@ -243,8 +243,8 @@ def test_dry_run_writes_nothing(workdir: Path) -> None:
     (workdir / "bad.csv").write_text("email_address,first_name,last_name\n")
     refused = run(workdir, "people", "import", "bad.csv", "--tenant", "t", "--dry-run")
     assert refused.returncode == 1 and "'role' is missing" in refused.stdout
-    usage = run(workdir, "people", "import", "ok.csv")
-    assert usage.returncode == 2 and "needs --tenant" in usage.stderr
+    usage = run(workdir, "people", "import", "ok.csv", "--tenant", "nobody", "--dry-run")
+    assert usage.returncode == 2 and "unknown tenant 'nobody'" in usage.stderr
 
 
 def test_an_imported_account_the_sis_does_not_send_stays_active(workdir: Path) -> None:

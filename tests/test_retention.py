@@ -76,8 +76,8 @@ def test_purge_by_command_and_in_an_applied_sync(tmp_path: Path) -> None:
     assert run(tmp_path, "purge", "--tenant", "t", "--as-of", "2099-01-01").returncode == 2
     listed = run(tmp_path, "people", "--tenant", "t", "--inactive", "--json")
     assert '"P3"' in listed.stdout  # the preview deleted nothing
-    missing = run(tmp_path, "purge")
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    unknown = run(tmp_path, "purge", "--tenant", "nobody")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
 
 
 def test_purge_frees_names_and_is_counted(tmp_path: Path, backend_url: str) -> None:
