@@ -125,14 +125,7 @@ class CheckDocument:
     files_ignored: Sequence[str] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "file": self.file, "sha256": self.sha256, "layout": self.layout,
-            "status": self.status.value, "counts": dict(self.counts),
-            "issue_counts": dict(self.issue_counts),
-            "errors": [i.to_json() for i in self.errors],
-            "warnings": [i.to_json() for i in self.warnings],
-            "files_ignored": list(self.files_ignored),
-        }
+        return _check_json(self)
 
 
 def no_changes() -> dict[str, dict[str, int]]:
@@ -182,21 +175,9 @@ class RunDocument:
     def with_status(self, status: RunStatus) -> Self:
         return replace(self, status=status)
 
-    @property
-    def check_status(self) -> CheckStatus:
-        """The verdict this run's issues alone give (a held run reads as failed)."""
-        if self.status in (RunStatus.FAILED, RunStatus.HELD) or self.errors:
-            return CheckStatus.FAILED
-        return CheckStatus.WARNINGS if self.issue_counts else CheckStatus.OK
-
     def to_json(self) -> dict[str, Any]:
         return {
-            "file": self.file, "sha256": self.sha256, "layout": self.layout,
-            "status": self.status.value, "counts": dict(self.counts),
-            "issue_counts": dict(self.issue_counts),
-            "errors": [i.to_json() for i in self.errors],
-            "warnings": [i.to_json() for i in self.warnings],
-            "files_ignored": list(self.files_ignored),
+            **_check_json(self),
             "run_id": self.run_id, "tenant": self.tenant, "dry_run": self.dry_run,
             "changes": {group: dict(kinds) for group, kinds in self.changes.items()},
             "filtered": dict(self.filtered), "patched": dict(self.patched),
@@ -270,6 +251,18 @@ class RunSummary:
         full["artifacts"] = dict(artifacts)
         full["timings"] = dict(timings)
         return full
+
+
+def _check_json(document: CheckDocument | RunDocument) -> dict[str, Any]:
+    """The check document's fields, which the run document starts with (cli.md)."""
+    return {
+        "file": document.file, "sha256": document.sha256, "layout": document.layout,
+        "status": document.status.value, "counts": dict(document.counts),
+        "issue_counts": dict(document.issue_counts),
+        "errors": [i.to_json() for i in document.errors],
+        "warnings": [i.to_json() for i in document.warnings],
+        "files_ignored": list(document.files_ignored),
+    }
 
 
 def _text(value: Any) -> str | None:
