@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from test_mail import Recorder, _LoopbackController
 from test_sftp_support import paramiko_sftp, password_hash
 
 from rosterdrop.tools.sample import write_sample
+from uploads import small_tmpfs
 
 PASSWORD = "district password"
 ALPHA = {"alpha": {"username": "alpha", "password_hash": password_hash(PASSWORD)}}
@@ -140,16 +140,8 @@ def test_postgresql_connections_cut_mid_run(tmp_path: Path, samples: dict[str, P
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "12m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_full_refuses_upload_cleanly(small_disk: Path, samples: dict[str, Path],

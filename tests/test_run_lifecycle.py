@@ -3,7 +3,6 @@ ends failed with a coded reason and its email — never stuck ``running``."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from rosterdrop.store.directory import list_people, set_person
 from rosterdrop.store.engine import Store, open_store
 from rosterdrop.store.history import RunRecord, create_run, get_run, list_runs
 from rosterdrop.store.mails import MailState, mail_state
+from uploads import small_tmpfs
 
 
 class Sent:
@@ -174,20 +174,11 @@ def test_a_directory_that_keeps_changing_fails_the_run_coded(
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
     """A real, small file system, filled to the last byte."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    try:
-        filler = mount / "filler"
-        with pytest.raises(OSError), filler.open("wb", buffering=0) as handle:
+    with small_tmpfs(tmp_path / "disk", "256k") as mount:
+        with pytest.raises(OSError), (mount / "filler").open("wb", buffering=0) as handle:
             while True:
                 handle.write(b"\0" * 4096)
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_fails_the_run_coded_with_its_email_at_once(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import subprocess
 import zipfile
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -161,3 +164,18 @@ def only(checked: Checked, code: str) -> dict[str, Any]:
     found = issues_of(checked, code)
     assert len(found) == 1, (code, checked.issues.frame().to_dicts())
     return found[0]
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``folder`` (skips where mounting is not
+    allowed); unmounted afterwards."""
+    folder.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
