@@ -121,6 +121,9 @@ class WorkerPool:
         self._workers: set[asyncio.Task[None]] = set()
         self._beats: set[asyncio.Task[None]] = set()
         self._running: dict[str, Job] = {}
+        self._validates: dict[int, bool] = {}
+        """Job id → its upload reads and validates: checked once, however many older
+        uploads ask (the file in the spool does not change)."""
         """worker → the job whose pipeline it runs (read by metrics from another thread)."""
         self._busy_threads: set[int] = set()
         self._late_claims: list[asyncio.Future[Job | None]] = []
@@ -297,6 +300,7 @@ class WorkerPool:
     async def _finish(self, job: Job, worker: str) -> bool:
         # No longer running: a stop from here on must not give the job back.
         self._running.pop(worker, None)
+        self._validates.pop(job.id, None)  # its own verdict is no longer asked for
         return await self._store(self.queue.finish, job, self.clock(), worker)
 
     async def _heartbeat(self, job: Job, worker: str) -> None:
@@ -336,8 +340,7 @@ class WorkerPool:
             return _Outcome(run_id, None)
         # Only a newer upload that reads and validates supersedes this one: a broken
         # export must never cost the tenant a good one.
-        newer = next((n for n in self.queue.newer_bulk(job)
-                      if self.runner.validates(n.tenant, Path(n.path), n.file_name)), None)
+        newer = next((n for n in self.queue.newer_bulk(job) if self._valid(n)), None)
         if newer is not None:
             run = self.runner.superseded(job.tenant, path, source=job.source,
                                          file_name=job.file_name, run_id=run_id,
@@ -348,6 +351,12 @@ class WorkerPool:
                                    force=job.source == "resync", deadline=deadline)
         path.unlink(missing_ok=True)
         return _Outcome(run.run_id, str(run.status))
+
+    def _valid(self, job: Job) -> bool:
+        if job.id not in self._validates:
+            self._validates[job.id] = self.runner.validates(job.tenant, Path(job.path),
+                                                            job.file_name)
+        return self._validates[job.id]
 
     def _mail_if_recorded(self, run_id: str) -> None:
         from rosterdrop.errors import NotFound
