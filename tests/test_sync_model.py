@@ -565,6 +565,9 @@ class SyncModel(RuleBasedStateMachine):
         self.held: dict[str, tuple[Upload, bytes]] = {}
         """Runs the guard holds: run_id → (upload, its bytes)."""
         self.last_applied: bytes | None = None
+        self.last_applied_upload: Upload | None = None
+        """What ``last_applied`` holds: a re-sent copy that waits in the queue while another
+        upload is applied is no longer the last applied, and is applied for what it holds."""
         # Accounts are told apart by (account_id, created_at): SQLite gives a purged
         # account's id to the next new one (test_an_account_id_is_never_given_again).
         self.accounts_by_id: dict[tuple[int, str], str] = {}
@@ -728,8 +731,7 @@ class SyncModel(RuleBasedStateMachine):
         ordered = sorted(self.people.values(), key=lambda p: p.role != "student")
         return Bulk(tuple(ordered), sis_tables(self.classes, self.rosters))
 
-    def _sync(self, upload: Upload, data: bytes, resend: bool = False, force: bool = False,
-              ) -> None:
+    def _sync(self, upload: Upload, data: bytes, force: bool = False) -> None:
         """Send ``data``: synced now, or queued while the tenant is paused. ``force``: as the
         daemon's resync (source resync), planned even when the bytes were applied before."""
         self.uploads += 1
@@ -740,8 +742,7 @@ class SyncModel(RuleBasedStateMachine):
             self._run(upload, data, path, source="resync" if force else "cli")
             return
         kind = upload_kind(path)  # as the daemon's intake queues it
-        if not resend:
-            assert kind == ("bulk" if isinstance(upload, Bulk) else "delta"), kind
+        assert kind == ("bulk" if isinstance(upload, Bulk) else "delta"), kind
         job_id = self.queue.enqueue(tenant=self.tenant, path=str(path), file_name=path.name,
                                     source="resync" if force else "sftp", kind=kind,
                                     now=self.clock())
@@ -789,7 +790,7 @@ class SyncModel(RuleBasedStateMachine):
         else:
             assert run.status in ("completed", "completed_with_warnings"), errors
             self._applied(outcome, run, today)
-            self.last_applied = data
+            self.last_applied, self.last_applied_upload = data, upload
 
     @rule()
     def bulk_upload(self, force: bool = False) -> None:
@@ -862,9 +863,11 @@ class SyncModel(RuleBasedStateMachine):
     @precondition(lambda self: self.last_applied is not None)
     @rule()
     def send_last_applied_again(self) -> None:
-        """The same bytes as the last applied upload: recorded unchanged, nothing written."""
-        assert self.last_applied is not None
-        self._sync(Delta((), ()), self.last_applied, resend=True)
+        """The same bytes as the last applied upload: recorded unchanged, nothing written. A
+        copy that waited in a paused tenant's queue while another upload was applied is no
+        longer the last applied one, and is applied for what it holds (pipeline.md)."""
+        assert self.last_applied is not None and self.last_applied_upload is not None
+        self._sync(self.last_applied_upload, self.last_applied)
         self._count("send_last_applied_again")
 
     @precondition(lambda self: self.held)
@@ -883,7 +886,7 @@ class SyncModel(RuleBasedStateMachine):
         else:
             assert run.status in ("completed", "completed_with_warnings"), errors
             self._applied(outcome, run, today)
-            self.last_applied = data
+            self.last_applied, self.last_applied_upload = data, upload
         self._count("approve")
 
     @precondition(lambda self: self.held)

@@ -109,6 +109,23 @@ def test_identical_upload_is_unchanged(runner: Runner, store: Store, settings: S
     assert "unchanged" in outbox(settings)[1]["Subject"]
 
 
+def test_an_earlier_upload_sent_again_is_applied_again(runner: Runner, store: Store,
+                                                      tmp_path: Path) -> None:
+    """Only the bytes of the *last* applied upload are unchanged: yesterday's upload re-sent
+    after today's (a SIS retrying an old file, or a copy that waited in a paused tenant's
+    queue) is applied for what it holds, so the directory follows the newest applied file."""
+    first = upload(tmp_path, district())
+    runner.sync("t", first, source="cli")
+    files = district()
+    files["students.csv"] = str(files["students.csv"]).replace("Last2,", "Renamed2,")
+    assert runner.sync("t", upload(tmp_path, files, "2.zip"), source="cli").applied
+    assert people(store)["P2"]["last_name"] == "Renamed2"
+    again = runner.sync("t", upload(tmp_path, district(), "3.zip"), source="cli")
+    assert again.status in ("completed", "completed_with_warnings") and again.applied
+    assert again.document.to_json()["changes"]["updated"]["students"] == 1
+    assert people(store)["P2"]["last_name"] == "Last2"
+
+
 def test_update_deactivate_reactivate(runner: Runner, store: Store, tmp_path: Path) -> None:
     """An edit updates, an absence deactivates, a return reactivates the same account."""
     runner.sync("t", upload(tmp_path, district()), source="cli")
