@@ -1,8 +1,8 @@
 """A run's artifacts in its reports folder (shown read-only over SFTP).
 
-``issues.csv`` and ``patch-summary.csv`` are opened by admins in
-spreadsheets, so every cell that a spreadsheet would run as a formula
-(starting with = + - @, tab or CR) is prefixed with ``'``.
+Every CSV here (issues.csv, patch-summary.csv, preview.csv, matches.csv) is
+written by ``write_csv``, which first makes each cell a spreadsheet would
+evaluate inert (``runs/csv_safety.py``).
 """
 
 from __future__ import annotations
@@ -16,28 +16,13 @@ import polars as pl
 
 from rosterdrop.pipeline.model import Model
 from rosterdrop.runs.asm_writer import write_asm_zip
+from rosterdrop.runs.csv_safety import neutralise
 from rosterdrop.runs.names import ISSUES_CSV as ISSUES_CSV
 from rosterdrop.runs.names import MATCHES_CSV as MATCHES_CSV
 from rosterdrop.runs.names import MODIFIED_ZIP as MODIFIED_ZIP
 from rosterdrop.runs.names import PREVIEW_CSV as PREVIEW_CSV
 from rosterdrop.runs.names import REPORT_JSON as REPORT_JSON
 from rosterdrop.runs.names import SUMMARY_CSV as SUMMARY_CSV
-
-FORMULA_START = r"^[=+\-@\t\r]"
-
-
-
-def formula_safe(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.with_columns(
-        [
-            pl.when(pl.col(name).str.contains(FORMULA_START))
-            .then(pl.lit("'") + pl.col(name))
-            .otherwise(pl.col(name))
-            .alias(name)
-            for name, dtype in frame.schema.items()
-            if dtype == pl.String
-        ]
-    )
 
 
 def _atomic(path: Path) -> Path:
@@ -50,7 +35,7 @@ def _publish(tmp: Path, path: Path) -> None:
 
 def write_csv(frame: pl.DataFrame, path: Path) -> None:
     tmp = _atomic(path)
-    formula_safe(frame).write_csv(tmp)
+    neutralise(frame).write_csv(tmp)
     _publish(tmp, path)
 
 
