@@ -9,11 +9,13 @@ key's path in the message (``tenants.springfield.guard.min_population: …``).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -93,6 +95,39 @@ class MailSettings(_Section):
     retry_seconds: Annotated[float, Field(gt=0)] = 60
     """After a send finally failed, the daemon tries again after this, doubling up to 1 h."""
     attach_max_bytes: PositiveInt = 5 * 1000 * 1000
+    docs_url: str = ""
+    """Where the issue-code page (docs/errors.md) is published: each code in a report
+    email links to it, with ``#code`` appended (``#zip_unreadable``); empty: codes are
+    not linked (rosterdrop has no public project page to default to)."""
+
+    @field_validator("docs_url")
+    @classmethod
+    def _docs_link(cls, value: str) -> str:
+        if "#" in value:
+            raise ValueError("leave out the #fragment: each code's link adds its own")
+        return _link_url(value)
+
+
+def _link_url(value: str) -> str:
+    """An http(s) URL put into emails as a link, or ``""``."""
+    if value and not re.fullmatch(r"https?://[^/\s?#\"'<>]+([/?][^\s#\"'<>]*)?", value):
+        raise ValueError(f"expected an http(s):// URL, got {value!r}")
+    return value
+
+
+class WebSettings(_Section):
+    """The web console; so far only the address report emails link to."""
+
+    base_url: str = ""
+    """The console's address as admins reach it (``https://rosterdrop.example.org``):
+    report emails link to ``{base_url}/runs/{run_id}``; empty: no links to the console."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _console_link(cls, value: str) -> str:
+        if "?" in value or "#" in value:
+            raise ValueError("expected the console's address without ?query or #fragment")
+        return _link_url(value).rstrip("/")
 
 
 class MetricsSettings(_Section):
@@ -350,6 +385,7 @@ class Settings(_Section):
     mail: MailSettings = MailSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    web: WebSettings = WebSettings()
     limits: LimitSettings = LimitSettings()
     retention: RetentionSettings = RetentionSettings()
     tenants: dict[str, TenantSettings] = {}
@@ -435,11 +471,26 @@ def load_settings(explicit: str | Path | None = None) -> Settings:
     if path is None:
         return embedded_defaults()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+        error = ConfigError(f"cannot read config {path}: {exc.strerror or exc}")
+        error.add_note("check the path (-c, $ROSTERDROP_CONFIG or ./rosterdrop.toml) and "
+                       "that the user running rosterdrop may read it")
+        raise error from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        error = ConfigError(f"config {path} is not valid TOML: line {line}: not UTF-8 "
+                            f"(byte {raw[exc.start]:#04x})")
+        error.add_note("save the file as UTF-8")
+        raise error from exc
+    except tomllib.TOMLDecodeError as exc:
+        error = ConfigError(f"config {path} is not valid TOML: "
+                            f"{_toml_problem(str(exc), raw.decode('utf-8'))}")
+        error.add_note("fix the TOML syntax at the line shown (strings in double quotes, "
+                       "[tables] in brackets, one key = value a line)")
+        raise error from exc
     return parse_settings(data, source=str(path))
 
 
@@ -447,15 +498,150 @@ def parse_settings(data: dict[str, Any], source: str = "config") -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc)}") from exc
+        error = ConfigError(f"{source}: {_describe(exc)}")
+        error.add_note("correct the key named above; every key is listed in "
+                       "docs/configuration.md")
+        raise error from exc
+
+
+# --- what a refused config is told ----------------------------------------------------
+
+SHOWN_CHARS = 40
+"""A bad value is shown up to this many characters."""
+_SECRET_WORDS = ("password", "secret", "token", "passphrase")
+"""A key whose name holds one of these never has its value shown (an unknown
+``smtp_password`` is as secret as a known one); nor has ``store.url`` (it may carry
+the database password)."""
 
 
 def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
-        path = ".".join(str(p) for p in error["loc"])
+        loc = tuple(error["loc"])
+        path = ".".join(str(p) for p in loc)
+        value = _shown(loc, error.get("input"))
         if error["type"] == "extra_forbidden":
-            parts.append(f"{path}: unknown key")
-        else:
-            parts.append(f"{path}: {error['msg']}")
+            hint = _did_you_mean(loc)
+            parts.append(f"{path}: unknown key" + (f", {hint}" if hint else "")
+                         + (f" {value}" if value else ""))
+            continue
+        message = _message(error)
+        if value and repr(error.get("input")) not in message:
+            message += f" {value}"
+        parts.append(f"{path}: {message}")
     return "; ".join(parts)
+
+
+def _message(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "is_instance_of" and "Path" in message:
+        return "expected a path (a string)"
+    return message
+
+
+def _shown(loc: tuple[str | int, ...], value: Any) -> str:
+    """``(given "x")``: the bad value as TOML spells it, cut short; nothing for a table,
+    and never a secret's value."""
+    names = [str(p) for p in loc if isinstance(p, str)]
+    leaf = names[-1].lower() if names else ""
+    if any(word in leaf for word in _SECRET_WORDS) or names[:2] == ["store", "url"]:
+        return "(value not shown: it may be secret)"
+    if isinstance(value, dict) or value is None:
+        return ""
+    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        return ""
+    text = _toml_value(value)
+    return f"(given {text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + '…'})"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _did_you_mean(loc: tuple[str | int, ...]) -> str:
+    """``did you mean 'account_domain'?`` for a near miss of a key at the same level
+    (edit distance), or ``it belongs in [sftp.ban]`` for a key of a sub-table."""
+    model = _model_at(loc[:-1])
+    wrong = str(loc[-1])
+    if model is None:
+        return ""
+    keys = [info.alias or name for name, info in model.model_fields.items()]
+    limit = 1 if len(wrong) <= 4 else 2
+    scored = sorted((edit_distance(wrong.lower(), key.lower()), key) for key in keys)
+    near = [key for distance, key in scored if distance <= limit and distance == scored[0][0]]
+    if near:
+        return "did you mean " + " or ".join(f"'{key}'" for key in near) + "?"
+    here = ".".join(str(p) for p in loc[:-1])
+    for name, info in model.model_fields.items():
+        inner = _model_of(info.annotation)
+        if inner is not None and wrong in {i.alias or n for n, i in inner.model_fields.items()}:
+            table = f"{here}.{info.alias or name}" if here else info.alias or name
+            return f"it belongs in [{table}]"
+    return ""
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if get_origin(annotation) in (Union, UnionType) and len(models) == 1 \
+        else None
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The settings model of the table at ``loc`` (``("tenants", "t")`` → TenantSettings)."""
+    annotation: Any = Settings
+    for part in loc:
+        model = _model_of(annotation)
+        if model is not None:
+            found = [info for name, info in model.model_fields.items()
+                     if (info.alias or name) == part]
+            if not found:
+                return None
+            annotation = found[0].annotation
+        elif get_origin(annotation) in (dict, list):
+            annotation = get_args(annotation)[-1]  # the key or index is this part
+        else:
+            return None
+    return _model_of(annotation)
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and
+    swaps of neighbours count 1 each (``acount`` → ``account`` is 1)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, char in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, other in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1,
+                             previous[j - 1] + (char != other))
+            if i > 1 and j > 1 and char == b[j - 2] and a[i - 2] == other:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def _toml_problem(message: str, text: str) -> str:
+    """tomllib's ``Expected '=' … (at line 2, column 7)`` as ``line 2, column 7: Expected
+    '=' …; the line reads: lisen "0.0.0.0:22"`` (a secret on it is not shown)."""
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match is None:
+        return message.replace("(at end of document)", "at the end of the file")
+    number = int(match.group(1))
+    lines = text.splitlines()
+    line = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+    key = re.match(r"[\w.\-\"']+", line)
+    if key and any(word in key.group(0).lower() for word in _SECRET_WORDS):
+        line = f"{key.group(0)} = … (not shown: it may be secret)"
+    line = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1…@", line)
+    if len(line) > 80:
+        line = line[:79] + "…"
+    where = f"line {number}, column {match.group(2)}"
+    return f"{where}: {message[:match.start()]}" + (f"; the line reads: {line}" if line else "")
