@@ -134,3 +134,75 @@ def test_a_role_format_is_checked_like_the_tenants() -> None:
             "staff": {"account_format": "{nickname}.{last_name}"}}}}})
     with pytest.raises(ConfigError, match=r"accounts_by_role\.teacher: unknown key"):
         parse_settings({"tenants": {"a": {"accounts_by_role": {"teacher": {}}}}})
+
+
+def _refusal(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "rd.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    return str(refused.value)
+
+
+def test_an_unknown_key_names_its_near_miss_and_shows_the_value(tmp_path: Path) -> None:
+    """A typo of a key is answered with the key it may be (edit distance against the
+    keys of that table) and the value given; a key put one table too high is sent to
+    its table; a key like nothing known gets neither."""
+    message = _refusal(tmp_path, '[tenants.t]\nacount_domain = "x"\n')
+    assert message == (f"{tmp_path / 'rd.toml'}: tenants.t.acount_domain: unknown key, "
+                       "did you mean 'account_domain'? (given \"x\")")
+    assert "did you mean 'listen'? (given \"0.0.0.0:22\")" in _refusal(
+        tmp_path, '[sftp]\nlisen = "0.0.0.0:22"\n')
+    assert "tenants.t.source.clientid: unknown key, did you mean 'client_id'?" in _refusal(
+        tmp_path, '[tenants.t.source]\ntype = "oneroster-api"\nclientid = "c"\n')
+    assert "sftp.failures: unknown key, it belongs in [sftp.ban] (given 3)" in _refusal(
+        tmp_path, "[sftp]\nfailures = 3\n")
+    unlike = _refusal(tmp_path, "[limits]\ncolour = 1\n")
+    assert unlike.endswith("limits.colour: unknown key (given 1)"), unlike
+
+
+def test_a_wrong_value_is_shown_cut_short_but_never_a_secret(tmp_path: Path) -> None:
+    """The value of a refused key is shown as TOML spells it, cut to 40 characters;
+    a password hash, the store URL (it may carry the database password) and an
+    unknown key named like a secret are not shown at all."""
+    assert "sftp.ban.failures: Input should be a valid integer (given \"ten\")" in _refusal(
+        tmp_path, '[sftp.ban]\nfailures = "ten"\n')
+    long = _refusal(tmp_path, f'[tenants.t]\nreport_to = "{"a" * 100}"\n')
+    assert f'(given "{"a" * 38}…)' in long and "a" * 40 not in long
+    for text in ('[[tenants.t.accounts]]\nusername = "t"\npassword_hash = 12345\n',
+                 '[store]\nurl = ["postgresql://u:hunter2@db/rd"]\n',
+                 '[mail]\nsmtp_password = "hunter2"\n'):
+        secret = _refusal(tmp_path, text)
+        assert "(value not shown: it may be secret)" in secret, secret
+        assert "12345" not in secret and "hunter2" not in secret
+
+
+def test_a_toml_syntax_error_names_the_line_and_column_and_shows_it(tmp_path: Path) -> None:
+    """A syntax error says where (line and column) and what that line reads, and
+    suggests fixing the syntax (not "the key named above"); a secret on the line
+    is not shown."""
+    path = tmp_path / "rd.toml"
+    path.write_text('state_dir = "state"\n[sftp]\nlisen "0.0.0.0:22"\n')
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    assert str(refused.value) == (
+        f"config {path} is not valid TOML: line 3, column 7: Expected '=' after a key in "
+        "a key/value pair; the line reads: lisen \"0.0.0.0:22\"")
+    assert "fix the TOML syntax at the line shown" in refused.value.__notes__[0]
+    secret = _refusal(tmp_path, '[store]\nurl = "postgresql://u:hunter2@db/rd\n')
+    assert "line 2, column" in secret and "hunter2" not in secret
+    assert "postgresql://u:…@db/rd" in secret
+    hashed = _refusal(tmp_path, "[[tenants.t.accounts]]\npassword_hash = $argon2id$x\n")
+    assert "line 2, column 17" in hashed and "$argon2id" not in hashed
+    path.write_bytes(b'state_dir = "x"\nname = "\xff"\n')
+    with pytest.raises(ConfigError, match=r"is not valid TOML: line 2: not UTF-8"):
+        load_settings(path)
+
+
+def test_edit_distance_counts_a_swap_as_one() -> None:
+    from rosterdrop.config import edit_distance
+
+    assert edit_distance("acount_domain", "account_domain") == 1
+    assert edit_distance("lsiten", "listen") == 1
+    assert edit_distance("", "abc") == 3 and edit_distance("abc", "abc") == 0
+    assert edit_distance("kitten", "sitting") == 3

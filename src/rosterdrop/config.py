@@ -4,7 +4,10 @@
 ``./rosterdrop.toml``); with no file at all the embedded defaults apply: one
 tenant ``demo`` with an SFTP account ``demo`` whose password the daemon
 generates on first start. Unknown keys and wrong types are refused with the
-key's path in the message (``tenants.springfield.guard.min_population: …``).
+key's path in the message (``tenants.springfield.guard.min_population: …``), the
+bad value (cut short, never a secret's) and, for an unknown key, the near miss it
+may be (``did you mean 'account_domain'?``); a TOML syntax error names the line,
+the column and what the line reads.
 """
 
 from __future__ import annotations
