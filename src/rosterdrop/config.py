@@ -347,6 +347,10 @@ class TenantSettings(_Section):
     account_domain: str = "appleid.example"
     accounts_by_role: AccountsByRole = AccountsByRole()
     retention_days: NonNegativeInt = 120
+    strict_headers: bool = False
+    """A missing column that the sync does not read (``sms``, ``periods``) is an error
+    (``HEADER_MISSING_UNUSED``), not a warning: for exports that must match the layout
+    exactly."""
     filter: FilterSettings = FilterSettings()
     patch: PatchSettings = PatchSettings()
     duplicates: DuplicateSettings = DuplicateSettings()
