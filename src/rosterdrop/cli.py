@@ -29,8 +29,17 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
 class _Context:
     def __init__(self, config: str | None) -> None:
-        self.config_path = config
+        self._config_path = config
         self._settings: Settings | None = None
+
+    @property
+    def config_path(self) -> str | None:
+        return self._config_path
+
+    @config_path.setter
+    def config_path(self, value: str | None) -> None:
+        self._config_path = value
+        self._settings = None
 
     @property
     def settings(self) -> Settings:
@@ -43,12 +52,29 @@ class _Context:
 
 pass_ctx = click.make_pass_decorator(_Context)
 
+CONFIG_HELP = ("Config file (default: $ROSTERDROP_CONFIG, then ./rosterdrop.toml, then "
+               "built-in defaults).")
+
+
+def _config_after_command(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``rosterdrop serve -c X`` as ``rosterdrop -c X serve``: the one given last wins."""
+    if value is not None:
+        ctx.ensure_object(_Context).config_path = value
+
+
+def _accept_config_everywhere(group: click.Group) -> None:
+    """Give every command and group under ``group`` its own ``-c/--config`` (the
+    contract: accepted before or after the command name)."""
+    for command in group.commands.values():
+        command.params.append(click.Option(
+            ["-c", "--config"], metavar="PATH", expose_value=False,
+            callback=_config_after_command, help=CONFIG_HELP))
+        if isinstance(command, click.Group):
+            _accept_config_everywhere(command)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "-c", "--config", "config", metavar="PATH", default=None,
-    help="Config file (default: $ROSTERDROP_CONFIG, then ./rosterdrop.toml, then built-in defaults).",
-)
+@click.option("-c", "--config", "config", metavar="PATH", default=None, help=CONFIG_HELP)
 @click.version_option(package_name="rosterdrop")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None) -> None:
@@ -161,7 +187,7 @@ def render_check(document: dict[str, Any], examples: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _one_tenant(settings: Settings, tenant_key: str | None) -> str:
+def _one_tenant(settings: Settings, tenant_key: str | None, how: str = "--tenant T") -> str:
     """The tenant a command is about: the one named, or the only one configured."""
     if tenant_key:
         settings.tenant(tenant_key)
@@ -169,7 +195,7 @@ def _one_tenant(settings: Settings, tenant_key: str | None) -> str:
     if len(settings.tenants) == 1:
         return next(iter(settings.tenants))
     known = ", ".join(sorted(settings.tenants)) or "none"
-    raise UsageError(f"name the tenant with --tenant T (configured: {known})")
+    raise UsageError(f"name the tenant with {how} (configured: {known})")
 
 
 def _open_store(settings: Settings) -> Any:
@@ -351,28 +377,28 @@ def tenant() -> None:
 
 
 @tenant.command("pause")
-@click.argument("tenant_key", metavar="T")
+@click.argument("tenant_key", metavar="[T]", required=False)
 @pass_ctx
-def tenant_pause(ctx: _Context, tenant_key: str) -> None:
+def tenant_pause(ctx: _Context, tenant_key: str | None) -> None:
     """Keep accepting T's uploads but apply none until `tenant resume T` (the summer)."""
     from rosterdrop.runs.runner import utc_now
     from rosterdrop.store.tenants import set_paused
 
-    ctx.settings.tenant(tenant_key)
+    tenant_key = _one_tenant(ctx.settings, tenant_key, "rosterdrop tenant pause T")
     changed = set_paused(_open_store(ctx.settings), tenant_key, utc_now())
     click.echo(f"{tenant_key}: paused" + ("" if changed else " (it already was)")
                + "; uploads are kept and queued, none is applied until resumed")
 
 
 @tenant.command("resume")
-@click.argument("tenant_key", metavar="T")
+@click.argument("tenant_key", metavar="[T]", required=False)
 @pass_ctx
-def tenant_resume(ctx: _Context, tenant_key: str) -> None:
+def tenant_resume(ctx: _Context, tenant_key: str | None) -> None:
     """Apply T's uploads again; of those that waited, the newest valid one runs."""
     from rosterdrop.store.jobs import JobQueue
     from rosterdrop.store.tenants import set_paused
 
-    ctx.settings.tenant(tenant_key)
+    tenant_key = _one_tenant(ctx.settings, tenant_key, "rosterdrop tenant resume T")
     store = _open_store(ctx.settings)
     changed = set_paused(store, tenant_key, None)
     waiting = sum(1 for job in JobQueue(store).pending() if job.tenant == tenant_key)
@@ -523,10 +549,9 @@ def people(click_ctx: click.Context, tenant_key: str | None, search: str | None,
     """The tenant's accounts; `people set` edits one locally, `people reset` hands it back,
     `people import` adds accounts made outside the SIS."""
     ctx: _Context = click_ctx.obj
-    if tenant_key:
-        ctx.settings.tenant(tenant_key)
-        click_ctx.meta["tenant"] = tenant_key
     if click_ctx.invoked_subcommand is not None:
+        # Checked by the subcommand: a -c after it is not parsed yet.
+        click_ctx.meta["tenant"] = tenant_key
         return
     tenant_key = _one_tenant(ctx.settings, tenant_key)
     from rosterdrop.store.people import list_people
@@ -645,6 +670,9 @@ def hash_password_command() -> None:
     if not password:
         raise UsageError("no password on stdin")
     click.echo(hash_password(password))
+
+
+_accept_config_everywhere(cli)
 
 
 def main(argv: list[str] | None = None) -> Any:
