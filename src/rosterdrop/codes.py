@@ -22,6 +22,7 @@ class Code(StrEnum):
     ZIP_UNEXPECTED_FILE = "ZIP_UNEXPECTED_FILE"
     ZIP_UNSAFE = "ZIP_UNSAFE"
     FORMAT_UNKNOWN = "FORMAT_UNKNOWN"
+    FORMAT_FOREIGN = "FORMAT_FOREIGN"
     FILE_MISSING = "FILE_MISSING"
     FILE_NAME_CASE = "FILE_NAME_CASE"
     FILE_EMPTY = "FILE_EMPTY"
@@ -89,6 +90,10 @@ CATALOGUE: dict[Code, CodeInfo] = {
     Code.FORMAT_UNKNOWN: CodeInfo(
         E, "The upload layout was not recognised",
         "Upload either the OneRoster CSV files or the Apple School Manager CSV files, not a mix."),
+    Code.FORMAT_FOREIGN: CodeInfo(
+        E, "The upload is in another roster format",
+        "Export the roster as OneRoster CSV 1.1/1.2 or as Apple School Manager CSV; the "
+        "message names the format found and where its system offers one of those."),
     Code.FILE_MISSING: CodeInfo(
         E, "A required file is missing",
         "Add the missing file to the export (it may hold only its header row)."),

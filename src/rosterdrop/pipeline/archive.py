@@ -52,6 +52,10 @@ _STORED = zipfile.ZIP_STORED
 _DEFLATED = zipfile.ZIP_DEFLATED
 READ_AHEAD_BYTES = 256 << 20
 """How much inflated data ``read_each`` may hold that its caller has not taken yet."""
+HEAD_BYTES = 64 << 10
+"""How much of an entry ``head`` inflates: room for any real header row."""
+_SHOWN_FILES = 6
+"""How many of a folder's files a ZIP_NESTED_FOLDER message names."""
 _INFLATE_ERRORS: tuple[type[BaseException], ...] = (
     OSError, EOFError, ValueError, zlib.error,
     cast("type[BaseException]", isal_zlib.IsalError),  # its stub types it as an instance
@@ -89,6 +93,7 @@ class UploadArchive:
         ignored: list[str],
         directory_start: int,
         issues: IssueLog,
+        nested: Sequence[str] = (),
     ) -> None:
         self._fp = fp
         self._infos = infos
@@ -99,6 +104,8 @@ class UploadArchive:
             for name, info in infos.items()
         }
         self.ignored = ignored
+        self.nested = list(nested)
+        """The CSV files found inside folders (reported as ZIP_NESTED_FOLDER, not read)."""
 
     def read(self, name: str) -> bytes | None:
         """Inflate the entry ``name`` (a key of ``entries``) and check its CRC.
@@ -144,6 +151,32 @@ class UploadArchive:
                     stopped = True
                     turn.notify_all()
 
+    def head(self, name: str, limit: int = HEAD_BYTES) -> bytes | None:
+        """The first ``limit`` bytes (at most) of the entry ``name``, or None.
+
+        For a look at a file's header row before deciding how to read the upload:
+        only the compressed bytes needed for ``limit`` are read and at most
+        ``limit`` are inflated, whatever the entry declares. The checksum cannot
+        be checked on a part, so nothing is reported here: an entry that fails
+        is left for ``read`` to report when the upload is read in full.
+        """
+        info = self._infos[name]
+        try:
+            start = self._data_start(info)
+            if isinstance(start, tuple):
+                return None
+            fp = self._fp
+            fp.seek(start)
+            want = min(limit, info.file_size)
+            if info.compress_type == _DEFLATED:
+                # Deflate never needs much more input than the output it yields
+                # (stored blocks cost 5 bytes per 64 KiB), so this bounds the read.
+                compressed = fp.read(min(info.compress_size, want + (want >> 4) + 1024))
+                return isal_zlib.decompressobj(-15).decompress(compressed, want)
+            return fp.read(want)
+        except _INFLATE_ERRORS:
+            return None
+
     def _inflate_safely(self, name: str) -> bytes | tuple[Code, str]:
         info = self._infos[name]
         try:
@@ -163,7 +196,8 @@ class UploadArchive:
         self._issues.add(code, f"{what}; {fix}.", file=name)
         return None
 
-    def _inflate(self, info: zipfile.ZipInfo) -> bytes | tuple[Code, str]:
+    def _data_start(self, info: zipfile.ZipInfo) -> int | tuple[Code, str]:
+        """Where the entry's data starts, once its local header agrees with the directory."""
         entry = f"The ZIP entry {info.filename!r}"
         fp = self._fp
         fp.seek(info.header_offset)
@@ -177,9 +211,17 @@ class UploadArchive:
             return Code.ZIP_UNSAFE, f"{entry} is encrypted"
         if fp.read(name_len) != _raw_name(info):
             return Code.ZIP_UNREADABLE, f"{entry} is damaged (its header names another file)"
-        start = info.header_offset + LOCAL_HEADER.size + name_len + extra_len
+        start: int = info.header_offset + LOCAL_HEADER.size + name_len + extra_len
         if start + info.compress_size > self._directory_start:
             return Code.ZIP_UNREADABLE, f"{entry} is cut off"
+        return start
+
+    def _inflate(self, info: zipfile.ZipInfo) -> bytes | tuple[Code, str]:
+        entry = f"The ZIP entry {info.filename!r}"
+        start = self._data_start(info)
+        if isinstance(start, tuple):
+            return start
+        fp = self._fp
         fp.seek(start)
 
         declared = info.file_size
@@ -356,18 +398,34 @@ def _open(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> UploadArchiv
         accepted[path] = info
         folded[path.lower()] = path
 
+    nested: list[str] = []
     for folder, names in folders.items():
-        files = [n for n in names if not n.endswith("/")]
-        shown = ", ".join(repr(n) for n in files[:3]) + (", …" if len(files) > 3 else "")
-        holding = f" holding {shown}" if files else ""
+        files = [n for n in names if not n.endswith(("/", "\\"))]
+        csvs = [n for n in files if n.lower().endswith(".csv")]
+        nested.extend(csvs)
         issues.add(
             Code.ZIP_NESTED_FOLDER,
-            f"The ZIP contains the folder {folder + '/'!r}{holding}; the CSV files must "
-            "sit at the top of the ZIP, so select the files themselves and compress "
-            "them, not the folder that holds them.",
+            f"The ZIP contains the folder {folder + '/'!r}{_holding(files, csvs)}; the CSV "
+            "files must sit at the top of the ZIP, so select the files themselves and "
+            "compress them, not the folder that holds them.",
             file=folder + "/",
         )
-    return UploadArchive(fp, accepted, ignored, directory_start, issues)
+    return UploadArchive(fp, accepted, ignored, directory_start, issues, nested)
+
+
+def _holding(files: list[str], csvs: list[str]) -> str:
+    """What a folder holds, for its ZIP_NESTED_FOLDER message: the CSV files first."""
+    if not files:
+        return ""
+    listed = csvs or files
+    shown = ", ".join(repr(n) for n in listed[:_SHOWN_FILES])
+    more = len(listed) - _SHOWN_FILES
+    shown += f" and {more} more" if more > 0 else ""
+    if not csvs:
+        return f" holding {shown}"
+    count = f"{len(csvs)} CSV file" + ("s" if len(csvs) != 1 else "")
+    return f" holding {count} ({shown})"
+
 
 
 def _vet_directory(fp: BinaryIO, limits: LimitSettings, issues: IssueLog) -> int | None:

@@ -21,7 +21,7 @@ import polars as pl
 from rosterdrop.codes import Code, Severity
 from rosterdrop.config import LimitSettings, TenantSettings
 from rosterdrop.documents import CheckStatus
-from rosterdrop.pipeline import detect
+from rosterdrop.pipeline import detect, foreign
 from rosterdrop.pipeline.archive import UploadArchive, open_upload
 from rosterdrop.pipeline.filter import apply_filter, summary_frame
 from rosterdrop.pipeline.issues import IssueLog
@@ -95,7 +95,9 @@ def check_upload(
     with archive:
         checked.files_ignored = list(archive.ignored)
         names = list(archive.entries)
-        family = detect.family(names, issues)
+        if foreign.recognise(archive, names, issues):
+            return checked
+        family = detect.family(names, issues, nested=archive.nested)
         if family is None:
             return checked
         model = _read_model(archive, names, family, checked, say)

@@ -6,6 +6,7 @@ mean" issues for case slips, plus the OneRoster manifest.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rosterdrop.codes import Code, Severity
@@ -44,8 +45,12 @@ class Detected:
         return {}
 
 
-def family(names: list[str], issues: IssueLog) -> str | None:
-    """ASM or OneRoster, from the file names (case ignored, so slips still tell)."""
+def family(names: list[str], issues: IssueLog, nested: Sequence[str] = ()) -> str | None:
+    """ASM or OneRoster, from the file names (case ignored, so slips still tell).
+
+    ``nested``: CSV files the archive found inside folders, already reported as
+    ZIP_NESTED_FOLDER; when they are all there is, that issue is the whole answer.
+    """
     lower = {name.lower() for name in names}
     asm = sorted(n for n in names if n.lower() in {a.lower() for a in ASM_ONLY_NAMES})
     oneroster = sorted(
@@ -62,6 +67,8 @@ def family(names: list[str], issues: IssueLog) -> str | None:
         return ASM
     if oneroster:
         return ONEROSTER
+    if not names and nested:
+        return None
     found = ", ".join(sorted(names)) or "no CSV files"
     hint = "courses.csv and classes.csv alone are not enough to tell the layout; " if (
         lower and lower <= {"courses.csv", "classes.csv"}) else ""

@@ -365,13 +365,13 @@ def _() -> bytes:
     return zipped({})
 
 
-@case("nested_folder", E("ZIP_NESTED_FOLDER", "FORMAT_UNKNOWN"),
+@case("nested_folder", E("ZIP_NESTED_FOLDER"),
       "the export folder zipped instead of its files")
 def _() -> bytes:
     return zipped({f"export/{name}": c for name, c in asm().items()})
 
 
-@case("windows_backslash_folder", E("ZIP_NESTED_FOLDER", "FORMAT_UNKNOWN"),
+@case("windows_backslash_folder", E("ZIP_NESTED_FOLDER"),
       "a folder written with Windows separators (export\\students.csv)")
 def _() -> bytes:
     return raw_zip(members({f"export\\{name}": c for name, c in asm().items()}))
@@ -707,6 +707,18 @@ def _() -> bytes:
 def _() -> bytes:
     files = asm()
     return zipped({"courses.csv": files["courses.csv"], "classes.csv": files["classes.csv"]})
+
+
+@case("clever_export", E("FORMAT_FOREIGN"),
+      "a Clever export (students.csv, enrollments.csv …), whose names both layouts share")
+def _() -> bytes:
+    return zipped({
+        "schools.csv": "School_id,School_name\nS1,North High\n",
+        "students.csv": "School_id,Student_id,Last_name,First_name\nS1,P1,Chen,Li\n",
+        "teachers.csv": "School_id,Teacher_id,Last_name,First_name\nS1,T1,Smith,Ann\n",
+        "sections.csv": "School_id,Section_id,Teacher_id\nS1,K1,T1\n",
+        "enrollments.csv": "School_id,Section_id,Student_id\nS1,K1,P1\n",
+    })
 
 
 # --- the OneRoster manifest --------------------------------------------------------------
