@@ -114,12 +114,24 @@ def test_value_case_warns_and_normalises() -> None:
 
 
 def test_invalid_enum_in_used_field_is_error() -> None:
-    """An org type outside the enumeration is an error (the sync uses it)."""
+    """An org status outside the enumeration is an error (the sync reads it)."""
     files = oneroster_files()
-    files["orgs.csv"] = files["orgs.csv"].replace("North High,school", "North High,campus")
+    files["orgs.csv"] = files["orgs.csv"].replace("S1,,,North High", "S1,inactive,,North High")
     issue = only(check(files), "VALUE_INVALID")
     assert (issue["severity"], issue["file"], issue["line"], issue["column"]) == (
-        "error", "orgs.csv", 3, "type")
+        "error", "orgs.csv", 3, "status")
+
+
+def test_invalid_enum_in_unread_field_is_warning() -> None:
+    """An org type outside the enumeration is a warning: the sync never reads org types
+    (every org is a location), so the value is dropped and the upload goes ahead."""
+    files = oneroster_files()
+    files["orgs.csv"] = files["orgs.csv"].replace("North High,school", "North High,campus")
+    checked = check(files)
+    issue = only(checked, "VALUE_INVALID")
+    assert (issue["severity"], issue["file"], issue["line"], issue["column"]) == (
+        "warning", "orgs.csv", 3, "type")
+    assert checked.status == "warnings" and checked.model is not None
 
 
 def test_invalid_value_in_unused_field_is_warning() -> None:

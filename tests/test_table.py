@@ -432,7 +432,7 @@ def _same_as_csv(raw: bytes) -> None:
     reference = IssueLog()
     slow = table._read_slow(data, "x.csv", ",", reference)
     assert slow is not None
-    header, frame = slow
+    header, frame, _ = slow
     assert parsed.header == header
     assert parsed.frame.rows() == frame.rows()
     assert sorted((i.code, i.line) for i in issues) == sorted(

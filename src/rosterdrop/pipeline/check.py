@@ -6,6 +6,14 @@
 ``check_upload`` is what ``rosterdrop validate`` runs, and the first half of
 every sync. It reads the upload and nothing else: no clock (``today`` is a
 parameter), no store, no network.
+
+One pass: a file that is missing or unreadable, or a column the header lacks,
+does not stop the checks that can still run. The model is built from what
+could be read (the rest as empty), and every later check runs on it, minus
+the consequences of what is missing (no blank value for a missing column, no
+dangling reference into a file that could not be read): the header or file
+issue already said it. Such a model is never handed on (``Checked.model`` is
+None), so a partial upload is never planned, let alone applied.
 """
 
 from __future__ import annotations
@@ -50,6 +58,8 @@ class Checked:
             ("locations", "students", "staff", "courses", "classes", "rosters"), 0)
     )
     model: Model | None = None
+    """None when the upload could not be read whole (a file or a column the sync reads
+    is missing): only a whole model may be planned."""
     filtered: dict[str, int] = field(default_factory=dict)
     patched: dict[str, int] = field(default_factory=dict)
     summary: pl.DataFrame = field(default_factory=lambda: summary_frame([]))
@@ -100,23 +110,81 @@ def check_upload(
         family = detect.family(names, issues, nested=archive.nested)
         if family is None:
             return checked
-        model = _read_model(archive, names, family, checked, say)
-    if model is None:
+        built = _read_model(archive, names, family, checked, say,
+                            strict=tenant.strict_headers)
+    if built is None:
         return checked
 
     say("checking people")
-    model = check_people(model, issues)
-    checked.counts = model.counts()
+    people_checked = check_people(built.model, issues, built.unread_email)
+    checked.counts = people_checked.counts()
     say("filtering")
-    filtered = apply_filter(model, tenant.filter, today, family)
+    filtered = apply_filter(people_checked, tenant.filter, today, family)
     checked.filtered = _count_by_kind(filtered.counts)
     say("checking references")
-    check_references(filtered.model, family, filtered.gone, issues)
-    patched = apply_patch(filtered.model, tenant.patch, family, issues)
+    check_references(filtered.model, family, filtered.gone, issues, built.unavailable)
+    patched = apply_patch(filtered.model, tenant.patch, family, issues, built.unavailable)
     checked.patched = patched.counts
     checked.summary = summary_frame(filtered.summary + patched.summary)
-    checked.model = patched.model
+    checked.model = None if built.partial else patched.model
     return checked
+
+
+@dataclass(frozen=True)
+class _Files:
+    """Every file of the layout as read: a frame for each, empty where none could be."""
+
+    frames: dict[str, pl.DataFrame]
+    unread: frozenset[str]
+    """Files whose records could not be read (missing, unreadable, header blamed)."""
+    missing: dict[str, tuple[str, ...]]
+    """File → base columns its header lacks (their frame columns are all blank)."""
+
+    def lacks(self, file: str, column: str) -> bool:
+        return file in self.unread or column in self.missing.get(file, ())
+
+    def partial(self, specs: dict[str, FileSpec]) -> bool:
+        """Something the sync reads could not be read."""
+        return bool(self.unread) or any(
+            specs[file].read_by_sync(column)
+            for file, columns in self.missing.items() for column in columns)
+
+
+@dataclass(frozen=True)
+class _Built:
+    """The model, and what the checks after it must leave alone."""
+
+    model: Model
+    partial: bool
+    unavailable: frozenset[str] = frozenset()
+    """Kinds (locations, courses, classes, terms, students, staff) whose file or ID
+    column could not be read: references to them are not checked."""
+    unread_email: frozenset[str] = frozenset()
+    """Files whose email column is missing: nobody there is "missing an email"."""
+
+
+Needs = tuple[tuple[str, str], ...]
+_ASM_KINDS: dict[str, Needs] = {
+    "locations": (("locations.csv", "location_id"),),
+    "courses": (("courses.csv", "course_id"),),
+    "classes": (("classes.csv", "class_id"),),
+    "students": (("students.csv", "person_id"),),
+    "staff": (("staff.csv", "person_id"),),
+}
+_PEOPLE_11: Needs = (("users.csv", "sourcedId"), ("users.csv", "role"))
+_PEOPLE_12: Needs = (("users.csv", "sourcedId"), ("roles.csv", "userSourcedId"), ("roles.csv", "role"))
+_ONEROSTER_KINDS: dict[str, Needs] = {
+    "locations": (("orgs.csv", "sourcedId"),),
+    "courses": (("courses.csv", "sourcedId"),),
+    "classes": (("classes.csv", "sourcedId"),),
+    "terms": (("academicSessions.csv", "sourcedId"),),
+}
+"""Kind → the (file, column) pairs its records need: without one, it is unavailable."""
+
+
+def _unavailable(files: _Files, kinds: dict[str, Needs]) -> frozenset[str]:
+    return frozenset(kind for kind, needs in kinds.items()
+                     if any(files.lacks(file, column) for file, column in needs))
 
 
 def _count_by_kind(counts: dict[str, int]) -> dict[str, int]:
@@ -124,13 +192,19 @@ def _count_by_kind(counts: dict[str, int]) -> dict[str, int]:
 
 
 def _read_model(archive: UploadArchive, names: list[str], family: str, checked: Checked,
-                say: Progress) -> Model | None:
+                say: Progress, *, strict: bool) -> _Built | None:
     issues = checked.issues
     if family == detect.ASM:
         detected = detect.detect_asm(names, issues)
         checked.layout = detected.layout
-        frames = _read_files(archive, detected, (",", ";"), checked, say, oneroster_12=False)
-        return None if frames is None else asm_model(frames)
+        files = _read_files(archive, detected, (",", ";"), checked, say, oneroster_12=False,
+                            strict=strict)
+        return _Built(
+            asm_model(files.frames), files.partial(detected.specs),
+            _unavailable(files, _ASM_KINDS),
+            frozenset(f for f in ("students.csv", "staff.csv")
+                      if files.lacks(f, "email_address")),
+        )
 
     version, modes, users = _oneroster_version(archive, names, issues)
     if version is None:
@@ -138,12 +212,20 @@ def _read_model(archive: UploadArchive, names: list[str], family: str, checked: 
     detected = detect.detect_oneroster(names, version, modes, issues)
     checked.layout = detected.layout
     checked.files_ignored = sorted({*checked.files_ignored, *detected.ignored})
-    frames = _read_files(archive, detected, (",",), checked, say,
-                         oneroster_12=version == "1.2", preread={"users.csv": users})
-    if frames is None:
-        return None
+    files = _read_files(archive, detected, (",",), checked, say, strict=strict,
+                        oneroster_12=version == "1.2", preread={"users.csv": users})
     delta_files = {n for n, mode in detected.modes.items() if mode == "delta"}
-    return oneroster_model(frames, version, delta_files, issues)
+    if version == "1.1":
+        people, orgs_unread = _PEOPLE_11, files.lacks("users.csv", "orgSourcedIds")
+    else:
+        people, orgs_unread = _PEOPLE_12, files.lacks("roles.csv", "orgSourcedId")
+    model = oneroster_model(files.frames, version, delta_files, issues,
+                            orgs_unread=orgs_unread)
+    return _Built(
+        model, files.partial(detected.specs),
+        _unavailable(files, {**_ONEROSTER_KINDS, "students": people, "staff": people}),
+        frozenset({"users.csv"}) if files.lacks("users.csv", "email") else frozenset(),
+    )
 
 
 def file_modes(source: Path, limits: LimitSettings) -> dict[str, str]:
@@ -218,12 +300,14 @@ def _read_files(
     say: Progress,
     *,
     oneroster_12: bool,
+    strict: bool,
     preread: dict[str, Table | None] | None = None,
-) -> dict[str, pl.DataFrame] | None:
-    """Read and check every file of the layout; None when the model cannot be built."""
+) -> _Files:
+    """Read and check every file of the layout, as far as each can be read."""
     issues = checked.issues
     frames: dict[str, pl.DataFrame] = {}
-    complete = True
+    unread: set[str] = set()
+    missing: dict[str, tuple[str, ...]] = {}
     unknown_is_error = detected.layout == detect.ASM
 
     def already_read(spec_name: str) -> Table | None:
@@ -239,12 +323,12 @@ def _read_files(
     contents = archive.read_each(to_read)
     for spec_name, spec in detected.specs.items():
         entry = detected.files.get(spec_name)
+        frames[spec_name] = pl.DataFrame(
+            schema={**dict.fromkeys(spec.columns, pl.String), "_line": pl.Int64})
         if spec_name in detected.unchanged:
-            frames[spec_name] = pl.DataFrame(
-                schema={**dict.fromkeys(spec.columns, pl.String), "_line": pl.Int64})
             continue
         if entry is None:
-            complete = False
+            unread.add(spec_name)
             continue
         say(f"reading {entry}")
         table = already_read(spec_name)
@@ -252,31 +336,36 @@ def _read_files(
             _, raw = next(contents)
             table = None if raw is None else read_table(raw, entry, issues, separators)
         if table is None:
-            complete = False
+            unread.add(spec_name)
             continue
         if not table.header:
             issues.add(Code.FILE_EMPTY, f"{spec_name} is empty (no header row); export it "
                        f"again with its header row, even when it has no records.",
                        file=spec_name, line=1)
-            complete = False
+            unread.add(spec_name)
             continue
-        frame = _check_file(table, spec, spec_name, detected, unknown_is_error,
-                            oneroster_12, issues)
-        if frame is None:
-            complete = False
+        frame, lacking = _check_file(table, spec, spec_name, detected, unknown_is_error,
+                                     oneroster_12, strict, issues)
+        if table.header_mismatch:
+            unread.add(spec_name)  # HEADER_FIELD_COUNT: its records were not read
             continue
         frames[spec_name] = frame
-    return frames if complete else None
+        if lacking:
+            missing[spec_name] = lacking
+    return _Files(frames, frozenset(unread), missing)
 
 
 def _check_file(table: Table, spec: FileSpec, name: str, detected: detect.Detected,
-                unknown_is_error: bool, oneroster_12: bool,
-                issues: IssueLog) -> pl.DataFrame | None:
-    mapping = check_header(table, spec, unknown_is_error=unknown_is_error, issues=issues)
-    frame = tidy(table, mapping)
+                unknown_is_error: bool, oneroster_12: bool, strict: bool,
+                issues: IssueLog) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    """The file's frame with the spec's column names (a missing column all blank, and
+    never "blank but required": its header issue said it), and the missing columns."""
+    header = check_header(table, spec, unknown_is_error=unknown_is_error, issues=issues,
+                          strict=strict)
+    frame = tidy(table, header.mapping)
     delta = detected.modes.get(name) == "delta"
     frame = check_values(frame, spec, name, delta=delta, oneroster_12=oneroster_12,
                          issues=issues)
-    if any(column not in mapping for column in spec.columns):
-        return None
-    return frame
+    if header.missing:
+        frame = frame.with_columns(pl.lit(None, pl.String).alias(c) for c in header.missing)
+    return frame, header.missing

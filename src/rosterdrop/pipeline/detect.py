@@ -22,6 +22,16 @@ from rosterdrop.pipeline.layouts import (
 ASM = "asm"
 ONEROSTER = "oneroster"
 MODES = ("absent", "bulk", "delta")
+NEEDED_FOR = {
+    "orgs.csv": "every person, course and class names its school there",
+    "users.csv": "it holds the students and staff",
+    "roles.csv": "it gives each user a role and a school",
+    "courses.csv": "every class names its course there",
+    "classes.csv": "it holds the classes",
+    "enrollments.csv": "it says who teaches and who attends each class",
+    "academicSessions.csv": "every class names its terms there",
+}
+"""Why a OneRoster bulk upload cannot do without a file, in the admin's terms."""
 
 
 @dataclass
@@ -83,9 +93,11 @@ def family(names: list[str], issues: IssueLog, nested: Sequence[str] = ()) -> st
 
 def resolve_names(
     names: list[str], required: list[str], issues: IssueLog,
-    may_lack: frozenset[str] = frozenset(),
+    may_lack: frozenset[str] = frozenset(), declared_absent: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
-    """Map each required file to its entry, reporting missing files and case slips."""
+    """Map each required file to its entry, reporting missing files and case slips (which
+    are mapped all the same). ``declared_absent``: files the manifest says are absent,
+    whose FILE_MISSING says so (one issue, not a header row and then a flood)."""
     by_lower: dict[str, list[str]] = {}
     for name in names:
         by_lower.setdefault(name.lower(), []).append(name)
@@ -99,9 +111,22 @@ def resolve_names(
             issues.add(
                 Code.FILE_NAME_CASE,
                 f"The file '{near[0]}' must be named exactly '{expected}' (file names are "
-                f"case sensitive); rename it and upload again.",
+                f"case sensitive); rename it and upload again. It was checked as {expected}.",
                 file=near[0],
                 value=near[0],
+            )
+            # Read all the same, so the first report also covers what is in it; the
+            # error keeps the upload from being applied.
+            found[expected] = near[0]
+        elif expected in declared_absent and expected not in may_lack:
+            issues.add(
+                Code.FILE_MISSING,
+                f"manifest.csv declares {expected} absent, but a bulk upload needs it "
+                f"({NEEDED_FOR.get(expected, 'the sync reads it')}); export {expected} with "
+                f"its records and declare it bulk in the manifest "
+                f"(file.{expected.removesuffix('.csv')},bulk). References to it were not "
+                f"checked.",
+                file=expected,
             )
         elif expected not in may_lack:
             issues.add(
@@ -216,7 +241,8 @@ def detect_oneroster(
     # A delta upload carries only what changed: a file it declares absent may be left out.
     delta = "delta" in modes.values()
     unchanged = frozenset(n for n in required if delta and modes.get(n) == "absent")
-    detected.files = resolve_names(names, required, issues, unchanged)
+    declared_absent = frozenset(n for n in required if modes.get(n) == "absent")
+    detected.files = resolve_names(names, required, issues, unchanged, declared_absent)
     detected.modes = reconcile_manifest(names, modes, required, issues)
     for name in unchanged:
         if name not in detected.files:

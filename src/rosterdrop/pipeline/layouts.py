@@ -7,7 +7,7 @@ formats.md is one line here, not a branch in code.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -31,8 +31,42 @@ class Field:
     kind: Kind = Kind.TEXT
     required: bool = False
     used: bool = True
-    """Used by the sync: a bad value is an error; otherwise a warning and dropped."""
+    """Read by the sync (the mapping to the directory model takes it): a bad or over-long
+    value is an error and a missing column is ``HEADER_MISSING_COLUMN``. Otherwise a bad
+    value is a warning and dropped, and a missing column ``HEADER_MISSING_UNUSED``."""
     values: tuple[str, ...] = ()
+    limit: int | None = None
+    """Most characters a value may have; None: the kind's limit in ``MAX_LENGTH``."""
+
+    def max_length(self) -> int:
+        return self.limit if self.limit is not None else MAX_LENGTH[self.kind]
+
+
+MAX_LENGTH: dict[Kind, int] = {
+    Kind.ID: 255,
+    Kind.ID_LIST: 8192,  # a person in 40 schools with 128-character ids still fits
+    Kind.ENUM: 255,
+    Kind.ENUM_LIST: 1024,
+    Kind.BOOL: 255,
+    Kind.DATE: 255,
+    Kind.DATETIME: 255,
+    Kind.EMAIL: 254,  # RFC 5321: a forward path holds at most 256 octets, <> included
+    Kind.PASSWORD_POLICY: 255,
+    Kind.TEXT: 1024,
+}
+"""Every field's length limit, in characters, by what it holds. Names and other short
+text fields (``SHORT_TEXT``) have 255. No real roster value comes near these; they exist
+so that a broken export (a quote never closed, a 10 MB cell) cannot reach the store."""
+NAME_LENGTH = 255
+SHORT_TEXT = frozenset({
+    # Apple School Manager
+    "location_name", "person_number", "first_name", "middle_name", "last_name", "grade_level",
+    "sis_username", "course_number", "course_name", "class_number", "class_display_name",
+    # OneRoster
+    "name", "identifier", "username", "givenName", "familyName", "middleName",
+    "preferredGivenName", "preferredMiddleName", "preferredFamilyName", "title",
+    "courseCode", "classCode", "schoolYear", "pronouns",
+})
 
 
 @dataclass(frozen=True)
@@ -54,12 +88,30 @@ class FileSpec:
             return self.extra_field
         return Field()
 
+    def read_by_sync(self, column: str) -> bool:
+        """The sync reads this column: missing, it is an error (``HEADER_MISSING_COLUMN``)."""
+        return self.field(column).used
+
     def allows(self, column: str) -> bool:
         return (
             column in self.columns
             or column in self.optional_columns
             or bool(self.extra_column and self.extra_column.fullmatch(column))
         )
+
+
+def _complete(spec: FileSpec, unread: frozenset[str] = frozenset()) -> FileSpec:
+    """``spec`` with a Field for every column it names: the ``unread`` ones marked not
+    used, short text fields limited to ``NAME_LENGTH``."""
+    fields = {}
+    for column in (*spec.columns, *spec.optional_columns):
+        rule = spec.fields.get(column, Field())
+        if column in unread:
+            rule = replace(rule, used=False)
+        if rule.limit is None and rule.kind is Kind.TEXT and column in SHORT_TEXT:
+            rule = replace(rule, limit=NAME_LENGTH)
+        fields[column] = rule
+    return replace(spec, fields=fields)
 
 
 ID = Field(Kind.ID)
@@ -70,7 +122,7 @@ UNUSED = Field(used=False)
 # --- Apple School Manager -------------------------------------------------------------
 
 ASM_FILES: dict[str, FileSpec] = {
-    spec.name: spec
+    spec.name: _complete(spec)  # the sync reads every ASM column
     for spec in (
         FileSpec(
             "locations.csv",
@@ -274,12 +326,36 @@ def _oneroster_files(version: str) -> dict[str, FileSpec]:
             )
         )
     return {
-        spec.name: FileSpec(
-            spec.name, spec.columns, spec.fields, spec.unique, spec.optional_columns,
-            METADATA, UNUSED,
+        spec.name: _complete(
+            replace(spec, extra_column=METADATA, extra_field=UNUSED),
+            ONEROSTER_UNREAD[spec.name],
         )
         for spec in files
     }
+
+
+ONEROSTER_UNREAD: dict[str, frozenset[str]] = {
+    "orgs.csv": frozenset({"dateLastModified", "type", "identifier", "parentSourcedId"}),
+    "users.csv": frozenset({
+        "dateLastModified", "userIds", "sms", "phone", "agentSourcedIds", "password",
+        "userMasterIdentifier", "preferredGivenName", "preferredMiddleName",
+        "preferredFamilyName", "primaryOrgSourcedId", "pronouns", "resourceSourcedIds"}),
+    "courses.csv": frozenset({
+        "dateLastModified", "schoolYearSourcedId", "grades", "subjects", "subjectCodes"}),
+    "classes.csv": frozenset({
+        "dateLastModified", "grades", "classType", "location", "subjects", "subjectCodes",
+        "periods"}),
+    # beginDate/endDate are read by filter.active_terms only, where a blank date is no
+    # limit: the sync does without them, so a bad one is dropped and a missing one warned.
+    "enrollments.csv": frozenset({"dateLastModified", "schoolSourcedId", "beginDate",
+                                  "endDate"}),
+    "academicSessions.csv": frozenset({
+        "dateLastModified", "title", "type", "parentSourcedId", "schoolYear"}),
+    "roles.csv": frozenset({"dateLastModified", "beginDate", "endDate",
+                            "userProfileSourcedId"}),
+}
+"""The OneRoster columns the sync never reads (``mapping.py`` does not take them): every
+other column of the layout is read. Apple School Manager's are all read."""
 
 
 ONEROSTER_FILES: dict[str, dict[str, FileSpec]] = {

@@ -120,7 +120,9 @@ def _active(frame: pl.DataFrame) -> pl.Expr:
 
 
 def oneroster_model(frames: Frames, version: str, delta_files: set[str],
-                    issues: IssueLog) -> Model:
+                    issues: IssueLog, *, orgs_unread: bool = False) -> Model:
+    """``orgs_unread``: the column that gives people their schools could not be read
+    (its header issue said so), so nobody is reported for having none."""
     orgs = frames["orgs.csv"]
     locations = orgs.select(
         pl.col("sourcedId").alias("location_id"), pl.col("name").alias("location_name"),
@@ -150,7 +152,7 @@ def oneroster_model(frames: Frames, version: str, delta_files: set[str],
         pl.col("endDate").str.to_date("%Y-%m-%d", strict=False).alias("end_date"),
         _active(sessions), *_provenance("academicSessions.csv"),
     )
-    people = _oneroster_people(frames, version, issues)
+    people = _oneroster_people(frames, version, issues, orgs_unread)
     instructors, rosters = _enrollments(frames["enrollments.csv"])
 
     delta: set[str] = set()
@@ -173,7 +175,8 @@ def oneroster_model(frames: Frames, version: str, delta_files: set[str],
     )
 
 
-def _oneroster_people(frames: Frames, version: str, issues: IssueLog) -> pl.DataFrame:
+def _oneroster_people(frames: Frames, version: str, issues: IssueLog,
+                      orgs_unread: bool) -> pl.DataFrame:
     users = frames["users.csv"]
     if version == "1.1":  # the role and orgs are columns of users.csv itself
         users = users.with_columns(
@@ -203,6 +206,8 @@ def _oneroster_people(frames: Frames, version: str, issues: IssueLog) -> pl.Data
         .alias("active"),
         *_provenance("users.csv"),
     )
+    if orgs_unread:
+        return people
     no_location = people.filter(pl.col("location_ids").list.len() == 0)
     column = "orgSourcedIds" if version == "1.1" else "orgSourcedId"
     where = "users.csv" if version == "1.1" else "roles.csv"

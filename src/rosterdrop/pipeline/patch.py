@@ -68,15 +68,18 @@ def _dangling_message(field: str, target: str, family: str, gone: pl.DataFrame |
 
 
 def check_references(model: Model, family: str, gone: dict[str, pl.DataFrame],
-                     issues: IssueLog) -> None:
-    """REFERENCE_MISSING for references patching does not handle."""
+                     issues: IssueLog, unavailable: frozenset[str] = frozenset()) -> None:
+    """REFERENCE_MISSING for references patching does not handle.
+
+    ``unavailable``: kinds whose file or ID column could not be read (an issue said so
+    already); references to them are not checked, lest every one be reported."""
     fields = ASM_FIELDS if family == "asm" else ONEROSTER_FIELDS
     fix = "add the record to the export or correct the reference in the SIS."
 
     def check(source: pl.DataFrame, ref: pl.Expr, target: str, target_id: str,
               key: str) -> None:
-        if target in model.delta:
-            return  # the store may hold it; the plan decides
+        if target in model.delta or target in unavailable:
+            return  # the store may hold it (the plan decides), or it could not be read
         valid = _ids(model, target, target_id)
         refs = source.with_columns(ref.alias("_ref")).filter(
             pl.col("_ref").is_not_null() & ~pl.col("_ref").is_in(valid.implode())
@@ -112,11 +115,13 @@ def check_references(model: Model, family: str, gone: dict[str, pl.DataFrame],
 
 
 def apply_patch(model: Model, settings: PatchSettings, family: str,
-                issues: IssueLog) -> Patched:
+                issues: IssueLog, unavailable: frozenset[str] = frozenset()) -> Patched:
     """Drop instructor and roster references to records that are missing or not active.
 
     References to what a filter removed never get here: the filter removed them with
-    their target (filter.py), so everything patched is broken in the upload itself."""
+    their target (filter.py), so everything patched is broken in the upload itself.
+    ``unavailable`` (``classes``, ``students``, ``staff``): kinds that could not be
+    read; references to them are left alone (the run fails on the header issue)."""
     counts: dict[str, int] = {}
     summary: list[pl.DataFrame] = []
     fields = ASM_FIELDS if family == "asm" else ONEROSTER_FIELDS
@@ -124,6 +129,16 @@ def apply_patch(model: Model, settings: PatchSettings, family: str,
     staff = people.filter(pl.col("role") == "staff")["person_id"].implode()
     students = people.filter(pl.col("role") == "student")["person_id"].implode()
     classes = model.classes.filter(pl.col("active"))["class_id"].implode()
+    # Who a dangling person reference does name, when it names someone: a teacher
+    # enrolled as a student is "names staff member T1 (Tina Turner), not a student".
+    who = model.people.select(
+        pl.col("person_id").alias("_ref"),
+        pl.col("role").replace_strict({"staff": "staff member"}, default=pl.col("role"))
+        .alias("_is"),
+        pl.concat_str([pl.col("first_name"), pl.col("last_name")], separator=" ",
+                      ignore_nulls=True).alias("_name"),
+        pl.col("active").alias("_live"),
+    ).unique("_ref", keep="first", maintain_order=True)
 
     def patch(kind: str, checks: list[tuple[pl.Expr, str, str, str]], enabled: bool) -> None:
         nonlocal model
@@ -150,8 +165,18 @@ def apply_patch(model: Model, settings: PatchSettings, family: str,
             first_hit([pl.col(column) for _, column, _, _ in checks]).alias("_ref"),
             first_hit([pl.lit(what) for _, _, _, what in checks]).alias("_what"),
         )
-        why = pl.format("{} '{}' does not name an active {} in this upload",
-                        pl.col("_field"), pl.col("_ref"), pl.col("_what"))
+        dropped = dropped.join(who, on="_ref", how="left", maintain_order="left")
+        person = (pl.col("_what") != "class") & pl.col("_is").is_not_null()
+        named = pl.format("{} '{}' names {} {} ({})", pl.col("_field"), pl.col("_ref"),
+                          pl.col("_is"), pl.col("_ref"), pl.col("_name"))
+        why = (
+            pl.when(person & (pl.col("_is") != pl.col("_what")))
+            .then(pl.format("{}, not a {}", named, pl.col("_what")))
+            .when(person & ~pl.col("_live"))
+            .then(pl.format("{}, who is not active in this upload", named))
+            .otherwise(pl.format("{} '{}' does not name an active {} in this upload",
+                                 pl.col("_field"), pl.col("_ref"), pl.col("_what")))
+        )
         record = "roster_id" if kind == "rosters" else "class_id"
         outcome = ("it was removed for this sync" if enabled
                    else "turn on patching or correct the SIS")
@@ -174,11 +199,13 @@ def apply_patch(model: Model, settings: PatchSettings, family: str,
     instructor_checks = []
     roster_checks = []
     if "people" not in model.delta:
-        instructor_checks.append((~pl.col("person_id").is_in(staff), "person_id",
-                                  "_column", "staff member"))
-        roster_checks.append((~pl.col("student_id").is_in(students), "student_id",
-                              fields["roster.student"], "student"))
-    if "classes" not in model.delta:
+        if "staff" not in unavailable:
+            instructor_checks.append((~pl.col("person_id").is_in(staff), "person_id",
+                                      "_column", "staff member"))
+        if "students" not in unavailable:
+            roster_checks.append((~pl.col("student_id").is_in(students), "student_id",
+                                  fields["roster.student"], "student"))
+    if "classes" not in model.delta and "classes" not in unavailable:
         instructor_checks.insert(0, (~pl.col("class_id").is_in(classes), "class_id",
                                      "class_id", "class"))
         roster_checks.insert(0, (~pl.col("class_id").is_in(classes), "class_id",

@@ -86,6 +86,9 @@ class Table:
     """Some field may start or end with white space (False: trimming can be skipped)."""
     quoted_empty: bool = True
     """Some field may be a quoted empty string ``""`` (False: no "" values to null)."""
+    header_mismatch: bool = False
+    """Most records have another field count than the header (``HEADER_FIELD_COUNT``):
+    the header is wrong, so no record was read and the frame is empty."""
 
 
 def read_table(
@@ -96,7 +99,10 @@ def read_table(
     Returns None, after reporting why, when the bytes are not text
     (``ENCODING_INVALID``) or the header is too wide to be a roster file.
     Records with the wrong number of fields are reported (``ROW_COLUMN_COUNT``)
-    and left out of the frame.
+    and left out of the frame; when most records agree on a count other than the
+    header's, the header is blamed once instead (``HEADER_FIELD_COUNT``) and no
+    record is read. Records may leave out fields that the header ends in without
+    names (a spreadsheet's empty cells): those read as blank.
     """
     if not separators or any(
         len(s) != 1 or not s.isascii() or s in '"\r\n' for s in separators
@@ -122,9 +128,9 @@ def read_table(
         parsed = _read_slow(data, file, sep, issues)
     if parsed is None:
         return None
-    header, frame = parsed
+    header, frame, mismatch = parsed
     padded, quoted_empty = _value_hints(data, ord(sep))
-    return Table(file, header, frame, sep, padded, quoted_empty)
+    return Table(file, header, frame, sep, padded, quoted_empty, mismatch)
 
 
 def _value_hints(data: bytes, sep: int) -> tuple[bool, bool]:
@@ -544,7 +550,7 @@ def _scan(data: bytes, sep: int, *, detail: bool) -> _Scan:
 
 
 def _polars(source: bytes, sep: str, names: list[str], skip_rows: int,
-            first_line: int | None = None) -> pl.DataFrame | None:
+            first_line: int | None = None, short: bool = False) -> pl.DataFrame | None:
     """The records of ``source``; with ``first_line``, numbered from it in ``LINE``.
 
     The numbers come from the reader itself, so they are chunked like the
@@ -564,6 +570,8 @@ def _polars(source: bytes, sep: str, names: list[str], skip_rows: int,
             raise_if_empty=False,
             row_index_name=None if first_line is None else LINE,
             row_index_offset=first_line or 0,
+            # records that leave out the header's trailing blank names: blank there
+            missing_columns="insert" if short else "raise",
         )
     except (pl.exceptions.PolarsError, ValueError, OSError):
         return None
@@ -572,9 +580,21 @@ def _polars(source: bytes, sep: str, names: list[str], skip_rows: int,
     return frame.select(*names, pl.col(LINE).cast(pl.Int64))
 
 
+Parsed = tuple[list[str], pl.DataFrame, bool]
+"""Header, records, and whether the header was blamed (``Table.header_mismatch``)."""
+
+
+def _blank_tail(header: list[str]) -> int:
+    """How many names the header ends in that are blank (never all of them)."""
+    tail = 0
+    while tail < len(header) - 1 and not header[len(header) - 1 - tail].strip():
+        tail += 1
+    return tail
+
+
 def _read_fast(
     data: bytes, file: str, sep: str, head: tuple[int, int], issues: IssueLog
-) -> tuple[list[str], pl.DataFrame] | None:
+) -> Parsed | None:
     """The fast or the medium path; None when only the slow path can tell."""
     scan = _survey(data, ord(sep))
     if scan.misquoted:
@@ -594,10 +614,10 @@ def _read_fast(
         # Every record has the header's field count: with one field too many
         # polars raises, so none has one too few either.
         if records <= 1:
-            return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE))
+            return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE)), False
         frame = _polars(data, sep, names, 1, first_line=2)
         if frame is not None and frame.height == records - 1:
-            return header, frame
+            return header, frame, False
     return _read_medium(data, file, sep, header, names, issues)
 
 
@@ -607,7 +627,7 @@ def _empty(names: list[str]) -> pl.DataFrame:
 
 def _read_medium(
     data: bytes, file: str, sep: str, header: list[str], names: list[str], issues: IssueLog
-) -> tuple[list[str], pl.DataFrame] | None:
+) -> Parsed | None:
     scan = _scan(data, ord(sep), detail=True)
     assert scan.ends is not None and scan.seps_before is not None
     assert scan.lines_through is not None
@@ -628,13 +648,16 @@ def _read_medium(
     nonblank = np.flatnonzero(~blank)
     first = int(nonblank[0])
     expected = len(header)
+    fewest = expected - _blank_tail(header)
     is_data = ~blank
     is_data[: first + 1] = False
-    bad = is_data & (fields != expected)
+    bad = is_data & ((fields > expected) | (fields < fewest))
     unclosed = np.zeros(count, np.bool_)
     if scan.open_at_end:
         unclosed[-1] = True
         bad[-1] = is_data[-1]
+    if _header_blamed(file, expected, fields[bad & ~unclosed], int(is_data.sum()), issues):
+        return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE)), True
     good = is_data & ~bad
 
     rows = int(good.sum())
@@ -646,19 +669,48 @@ def _read_medium(
         run_last = np.flatnonzero(edges == -1) - 1
         byte_from = starts[run_first]
         byte_to = np.minimum(stops[run_last] + 1, n)
+        short = fewest < expected
         if first == 0 and run_first.size == 1 and run_first[0] == 1 and byte_to[0] == n:
-            maybe = _polars(data, sep, names, 1)
+            maybe = _polars(data, sep, names, 1, short=short)
         else:
             view = memoryview(data)
             pieces = b"".join(
                 view[int(lo) : int(hi)] for lo, hi in zip(byte_from, byte_to, strict=True)
             )
-            maybe = _polars(pieces, sep, names, 0)
+            maybe = _polars(pieces, sep, names, 0, short=short)
         if maybe is None or maybe.height != rows:
             return None  # polars read the records otherwise than the pass: csv decides
         frame = maybe
     _report_counts(file, expected, lines[bad], fields[bad], unclosed[bad], issues)
-    return header, frame.with_columns(pl.Series(LINE, lines[good], dtype=pl.Int64))
+    return header, frame.with_columns(pl.Series(LINE, lines[good], dtype=pl.Int64)), False
+
+
+def _header_blamed(file: str, expected: int, found: Ints, records: int,
+                   issues: IssueLog) -> bool:
+    """When most records agree on a field count other than the header's, the header
+    is wrong, not each record: one HEADER_FIELD_COUNT, and True."""
+    if records < 2 or found.size * 2 <= records:
+        return False
+    counts, times = np.unique(found, return_counts=True)
+    top = int(np.argmax(times))
+    agree, fields = int(times[top]), int(counts[top])
+    if agree * 2 <= records:
+        return False
+    if fields < expected:
+        why = (f"the header has {expected - fields} name{'s' if expected - fields > 1 else ''}"
+               " too many (or the records lack a column)")
+    else:
+        why = (f"the header lacks {fields - expected} column "
+               f"name{'s' if fields - expected > 1 else ''} (or every record has a stray "
+               "separator)")
+    issues.add(
+        Code.HEADER_FIELD_COUNT,
+        f"{file} line 1: the header row names {expected} columns, but {agree:,} of the "
+        f"{records:,} records have {fields} fields: {why}. No record of {file} was read, so "
+        f"the checks that need it were skipped; correct the header row and export again.",
+        file=file, line=1, value=f"{expected} names, {fields} fields",
+    )
+    return True
 
 
 def _report_counts(
@@ -702,7 +754,7 @@ def _report_counts(
 
 def _read_slow(
     data: bytes, file: str, sep: str, issues: IssueLog
-) -> tuple[list[str], pl.DataFrame] | None:
+) -> Parsed | None:
     """Record by record with the csv module: quotes where RFC 4180 allows none
     are read as csv (and Excel) read them."""
     exhausted = False
@@ -715,6 +767,7 @@ def _read_slow(
     reader = csv.reader(physical_lines(), delimiter=sep, quotechar='"', doublequote=True)
     header: list[str] | None = None
     names: list[str] = []
+    fewest = 0
     frames: list[pl.DataFrame] = []
     batch: list[list[str]] = []
     batch_lines: list[int] = []
@@ -738,20 +791,26 @@ def _read_slow(
                 _too_wide(file, len(row), line, issues)
                 return None
             header, names = row, _column_names(row)
+            fewest = len(header) - _blank_tail(header)
             continue
-        if len(row) != len(header) or exhausted:
+        if not fewest <= len(row) <= len(header) or exhausted:
             # csv hands back an unclosed quoted field when the lines run out
             bad_lines.append(line)
             bad_found.append(len(row))
             bad_open.append(exhausted)
             continue
-        batch.append(row)
+        batch.append(row if len(row) == len(header) else row + [""] * (len(header) - len(row)))
         batch_lines.append(line)
         if len(batch) >= _SLOW_BATCH:
             frames.append(_batch_frame(batch, batch_lines, names))
             batch, batch_lines = [], []
     if header is None:
-        return [], pl.DataFrame(schema={LINE: pl.Int64})
+        return [], pl.DataFrame(schema={LINE: pl.Int64}), False
+    records = sum(f.height for f in frames) + len(batch_lines) + len(bad_lines)
+    found = np.array([n for n, unclosed in zip(bad_found, bad_open, strict=True)
+                      if not unclosed], np.int64)
+    if _header_blamed(file, len(header), found, records, issues):
+        return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE)), True
     if batch or not frames:
         frames.append(_batch_frame(batch, batch_lines, names))
     _report_counts(
@@ -767,7 +826,7 @@ def _read_slow(
             file=file,
             line=line,
         )
-    return header, pl.concat(frames, how="vertical")
+    return header, pl.concat(frames, how="vertical"), False
 
 
 def _batch_frame(rows: list[list[str]], lines: list[int], names: list[str]) -> pl.DataFrame:
