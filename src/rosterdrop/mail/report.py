@@ -8,6 +8,13 @@ the HTML template escapes everything (Jinja2 autoescape).
 
 The templates get a small view model (``_View``) rather than the raw run
 document, so they only lay things out and never compute.
+
+The reader is a district admin, often on a phone, who cannot reach the server:
+what the email asks of them is what they can do (check, fix the export, ask
+the person who runs rosterdrop, or use the console when ``[web] base_url`` is
+set), and a server command appears only on a line labelled for whoever runs
+rosterdrop. Both parts are one column with nothing aligned in columns; the
+plain text is not hard-wrapped, so a phone reflows each paragraph to its width.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from email.utils import format_datetime, make_msgid
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from rosterdrop.codes import CATALOGUE, Code, Severity
-from rosterdrop.config import MailSettings, TenantSettings
+from rosterdrop.config import MailSettings, TenantSettings, WebSettings
 from rosterdrop.documents import PURGE_FILE, RunDocument
 
 RUN_HEADER = "X-Rosterdrop-Run"
@@ -56,11 +64,17 @@ _STATUS_STYLE = {
     "discarded": ("Held sync discarded", "#4b5563"),
 }
 
+OPERATOR = "the person who runs rosterdrop for your district"
+"""Who the admin asks for what only the server can do (the config names no contact)."""
+OPERATOR_LABEL = "For whoever runs rosterdrop"
+
 # C0/C1 controls and the bidirectional overrides that can make a value read
 # differently from what it is ("Trojan source").
 _INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _BACKTICKED = re.compile(r"`([^`]*)`")
 _HEADER_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`'(])")
+_HELD_COMMAND = re.compile(r"`rosterdrop (?:approve|discard)\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,8 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class CountRow:
+    """One count that is not zero (zero counts are left out)."""
+
     label: str
     total: str
     detail: str
@@ -86,6 +102,7 @@ class Example:
     value: str | None
     """None: the issue has no value; ``""`` is shown as blank."""
     message: str
+    """The issue's message without the place it starts with (``where`` shows it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +114,8 @@ class IssueGroup:
     count_text: str
     examples: list[Example]
     fix: list[Segment]
+    link: str
+    """The code's section on the issue-code page (``mail.docs_url``), or ``""``."""
 
     @property
     def not_shown(self) -> int:
@@ -121,11 +140,21 @@ class _View:
     headline: str
     counts_caption: str
     count_rows: list[CountRow]
+    counts_note: str
+    """Said once where there is nothing to count: ``No changes`` ..."""
     error_count: str
     warning_count: str
     errors: list[IssueGroup]
     warnings: list[IssueGroup]
     next_steps: list[list[Segment]]
+    """What the admin who reads the email can do."""
+    operator_steps: list[list[Segment]]
+    """Server commands, shown under ``operator_label`` only."""
+    operator_label: str
+    run_url: str
+    """The run's page in the console (``[web] base_url``), or ``""``."""
+    run_link_text: str
+    docs_url: str
     details: list[tuple[str, str]]
     files_ignored: list[str]
     attached: list[str]
@@ -141,6 +170,7 @@ def build_report_email(
     attachments: Mapping[str, Path],
     artifacts_hint: str,
     *,
+    web: WebSettings | None = None,
     now: datetime | None = None,
 ) -> EmailMessage:
     """The report email of one finished run.
@@ -152,6 +182,8 @@ def build_report_email(
     folder they can reach (``reports/<run-id>/``): oversized attachments are
     named relative to it. Missing or empty (header-only) attachment files are
     left out; files over ``mail.attach_max_bytes`` are named, not attached.
+    With ``web.base_url`` the email links to the run's page in the console;
+    with ``mail.docs_url`` each code links to its section of the issue-code page.
     """
     run = document.to_json()
     run_id = document.run_id
@@ -160,26 +192,43 @@ def build_report_email(
     totals = _issue_totals(run)
     n_errors = sum(n for (severity, _), n in totals.items() if severity == Severity.ERROR)
     n_warnings = sum(n for (severity, _), n in totals.items() if severity == Severity.WARNING)
-    subject = _subject(tenant_name, status, n_errors, n_warnings, bool(run.get("dry_run")))
+    superseded = status == "unchanged" and _has_code(run, Code.UPLOAD_SUPERSEDED)
+    subject = _subject(tenant_name, status, n_errors, n_warnings, bool(run.get("dry_run")),
+                       superseded=superseded)
     if run.get("file") == PURGE_FILE:
         subject = (f"[rosterdrop] {tenant_name}: "
                    f"{_plural(int(run.get('purged') or 0), 'account')} purged")
 
     files, omitted = _read_attachments(attachments, mail.attach_max_bytes, artifacts_hint)
+    base_url = web.base_url if web is not None else ""
+    run_url = f"{base_url}/runs/{quote(run_id, safe='')}" if base_url and run_id else ""
+    held = status == "held" and not run.get("dry_run")
+    tenant_key = _clean(str(run.get("tenant") or ""), 80)
+    label, accent = _STATUS_STYLE.get(status, (f"Sync {_clean(status, 40)}", "#4b5563"))
     view = _View(
         subject=subject,
         tenant_name=tenant_name,
-        status_label=_STATUS_STYLE.get(status, (f"Sync {_clean(status, 40)}", ""))[0],
-        accent=_STATUS_STYLE.get(status, ("", "#4b5563"))[1],
-        headline=_headline(run, status, n_errors, n_warnings),
-        counts_caption=_counts_caption(status, bool(run.get("dry_run"))),
+        status_label="Upload skipped" if superseded else label,
+        accent=accent,
+        headline=_headline(run, status, n_errors, n_warnings, superseded=superseded),
+        counts_caption=_counts_caption(status, bool(run.get("dry_run")), superseded=superseded),
         count_rows=_count_rows(run),
+        counts_note=_counts_note(run, status, superseded=superseded),
         error_count=f"{n_errors:,}",
         warning_count=f"{n_warnings:,}",
-        errors=_groups(run.get("errors"), Severity.ERROR, totals, run_id),
-        warnings=_groups(run.get("warnings"), Severity.WARNING, totals, run_id),
+        errors=_groups(run.get("errors"), Severity.ERROR, totals, run_id, tenant_key,
+                       mail.docs_url),
+        warnings=_groups(run.get("warnings"), Severity.WARNING, totals, run_id, tenant_key,
+                         mail.docs_url),
         next_steps=_next_steps(status, run_id, n_warnings, bool(run.get("dry_run")),
-                               pulled=_is_pull_failure(run)),
+                               pulled=_is_pull_failure(run), run_url=run_url,
+                               preview="preview.csv" in attachments),
+        operator_steps=_operator_steps(status, run_id, tenant_key, bool(run.get("dry_run")),
+                                       pulled=_is_pull_failure(run)),
+        operator_label=OPERATOR_LABEL,
+        run_url=run_url,
+        run_link_text="Approve or discard this run" if held else "Open this run in the console",
+        docs_url=mail.docs_url,
         details=_details(run, run_id, artifacts_hint),
         files_ignored=[_clean(str(f), MAX_VALUE_CHARS) for f in run.get("files_ignored") or []],
         attached=[name for name, _ in files],
@@ -225,8 +274,11 @@ def build_report_email(
 # --- subject and prose -------------------------------------------------------
 
 
-def _subject(tenant_name: str, status: str, errors: int, warnings: int, dry_run: bool) -> str:
-    if status == "completed_with_warnings":
+def _subject(tenant_name: str, status: str, errors: int, warnings: int, dry_run: bool, *,
+             superseded: bool = False) -> str:
+    if superseded:
+        what = "upload skipped for a newer one"
+    elif status == "completed_with_warnings":
         what = f"sync completed with {_plural(warnings, 'warning')}" if warnings else (
             "sync completed with warnings")
     elif status == "completed":
@@ -244,7 +296,8 @@ def _subject(tenant_name: str, status: str, errors: int, warnings: int, dry_run:
     return f"[rosterdrop] {tenant_name}: {what}{' (dry run)' if dry_run else ''}"
 
 
-def _headline(run: Mapping[str, Any], status: str, errors: int, warnings: int) -> str:
+def _headline(run: Mapping[str, Any], status: str, errors: int, warnings: int, *,
+              superseded: bool = False) -> str:
     """What happened, in one sentence."""
     name = run.get("file")
     upload = f"The upload {_clean(str(name), 120)}" if name else "The upload"
@@ -284,12 +337,20 @@ def _headline(run: Mapping[str, Any], status: str, errors: int, warnings: int) -
         return (f"{upload} was held and not applied: it would deactivate "
                 f"{changes['deactivated']:,} and remove {changes['removed']:,} records, more "
                 "than the change threshold allows.")
+    if superseded:
+        return (f"{upload} was skipped: a newer upload arrived before its turn and was "
+                "synced instead, so nothing of this one was applied.")
     if status == "unchanged":
-        return f"{upload} is identical to the last applied upload, so nothing was changed."
+        return (f"{upload} is byte-identical to the last applied upload, so it was not "
+                "read again and nothing changed.")
     return f"{upload} ended with status {_clean(status, 40)}."
 
 
-def _counts_caption(status: str, dry_run: bool) -> str:
+def _counts_caption(status: str, dry_run: bool, *, superseded: bool = False) -> str:
+    if superseded:
+        return "Counts (nothing applied)"
+    if status == "unchanged":
+        return "What the upload holds (as last time)"
     if status == "held":
         return "What the sync would change (nothing applied)"
     if status == "failed":
@@ -306,8 +367,9 @@ def _is_pull_failure(run: Mapping[str, Any]) -> bool:
 
 
 def _next_steps(status: str, run_id: str, warnings: int, dry_run: bool, *,
-                pulled: bool = False) -> list[list[Segment]]:
-    shown = run_id or "RUN_ID"
+                pulled: bool = False, run_url: str = "",
+                preview: bool = False) -> list[list[Segment]]:
+    """What the admin reading the email can do (no server commands: see _operator_steps)."""
     if status == "held" and dry_run:
         return [
             [Segment("This was a dry run: the real run of this upload would be held for "
@@ -320,21 +382,33 @@ def _next_steps(status: str, run_id: str, warnings: int, dry_run: bool, *,
                          "applied. The directory still holds the last applied upload.")]]
     if status == "failed" and pulled:
         return [[Segment("rosterdrop could not get the roster from the SIS. Check the "
-                         "connection named above; the next scheduled pull tries again, or "
-                         "pull now with "), Segment("rosterdrop resync --tenant T", code=True),
-                 Segment(". Nothing was changed.")]]
+                         "connection named above; the next scheduled pull tries again. "
+                         "Nothing was changed.")]]
     if status == "held":
-        return [
-            [Segment("Check the export and the changes above.")],
-            [Segment("If they are expected, release the run: "),
-             Segment(f"rosterdrop approve {shown}", code=True)],
-            [Segment("If not, drop it: "), Segment(f"rosterdrop discard {shown}", code=True),
-             Segment(" (a newer upload also discards it).")],
-        ]
+        check = "Check the export and the changes above"
+        if preview:
+            check += "; preview.csv lists every account and class the sync would change"
+        held = [[Segment(check + ".")]]
+        if run_url:
+            return [*held,
+                    [Segment("If they are expected, approve the run on its page in the "
+                             "rosterdrop console (linked below). If not, discard it "
+                             "there, or upload a corrected export: a newer upload discards "
+                             "this held run.")],
+                    [Segment(f"If your console role cannot approve, ask {OPERATOR}.")]]
+        return [*held,
+                [Segment(f"If they are expected, ask {OPERATOR} to approve run "),
+                 Segment(run_id or "(this run)", code=True),
+                 Segment(": forward this email to them.")],
+                [Segment("If not, fix the export in the SIS and upload it again: a newer "
+                         "upload discards this held run. Until then nothing of it is "
+                         "applied.")]]
     if status == "failed":
         return [[Segment("Fix the errors above in the SIS, export again and upload the new "
                          "ZIP. Nothing was changed, so the directory still holds the last "
                          "applied upload.")]]
+    if status == "unchanged":
+        return [[Segment("Nothing to do.")]]
     steps: list[list[Segment]] = []
     if dry_run:
         steps.append([Segment("This was a dry run: run the sync without --dry-run to apply it.")])
@@ -347,6 +421,21 @@ def _next_steps(status: str, run_id: str, warnings: int, dry_run: bool, *,
     return steps
 
 
+def _operator_steps(status: str, run_id: str, tenant_key: str, dry_run: bool, *,
+                    pulled: bool) -> list[list[Segment]]:
+    """The server commands that go with the admin's steps, for whoever runs rosterdrop."""
+    if status == "held" and not dry_run:
+        shown = run_id or "RUN_ID"
+        return [[Segment(f"rosterdrop approve {shown}", code=True),
+                 Segment(" applies the held run; "),
+                 Segment(f"rosterdrop discard {shown}", code=True),
+                 Segment(" drops it.")]]
+    if status == "failed" and pulled:
+        return [[Segment(f"rosterdrop resync --tenant {tenant_key or 'T'}", code=True),
+                 Segment(" pulls from the SIS again now.")]]
+    return []
+
+
 def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str) -> list[tuple[str, str]]:
     rows = [("Run id", run_id or "(none)")]
     if run.get("tenant"):
@@ -355,7 +444,9 @@ def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str) -> list[t
         rows.append(("File", _clean(str(run["file"]), MAX_VALUE_CHARS)))
     if not _is_pull_failure(run) and run.get("file") != PURGE_FILE:
         # (a failed pull and a purge have no upload: no layout, no bytes to fingerprint)
-        rows.append(("Layout", _clean(str(run.get("layout") or "not recognised"), 40)))
+        if run.get("layout") or run.get("status") != "unchanged":
+            # (an unchanged upload was not read again: no layout is not "not recognised")
+            rows.append(("Layout", _clean(str(run.get("layout") or "not recognised"), 40)))
         if run.get("sha256"):
             rows.append(("SHA-256", _clean(str(run["sha256"]), 80)))
     purged = run.get("purged") or 0
@@ -398,20 +489,38 @@ def _kind_key(kind: str) -> tuple[int, str]:
 
 
 def _count_rows(run: Mapping[str, Any]) -> list[CountRow]:
+    """The counts that are not zero."""
     rows = []
+    status = run.get("status")
     # Nothing of a failed run was applied: filter and patch counts would read as done.
-    skipped = {"filtered", "patched"} if run.get("status") == "failed" else set()
+    skipped = {"filtered", "patched"} if status == "failed" else set()
     for metric in METRICS:
         if metric in skipped:
             continue
         per_kind = _metric(run, metric)
+        total = sum(per_kind.values())
+        if not total:
+            continue
         detail = " · ".join(
             f"{_clean(kind, 40)} {n:,}"
             for kind, n in sorted(per_kind.items(), key=lambda kv: _kind_key(kv[0]))
             if n
         )
-        rows.append(CountRow(metric.capitalize(), f"{sum(per_kind.values()):,}", detail))
+        rows.append(CountRow(metric.capitalize(), f"{total:,}", detail))
     return rows
+
+
+def _counts_note(run: Mapping[str, Any], status: str, *, superseded: bool) -> str:
+    """One line for what the rows cannot say: that nothing changed, and why."""
+    if run.get("file") == PURGE_FILE:
+        return f"{_plural(int(run.get('purged') or 0), 'account')} purged"
+    if superseded:
+        return "No changes: skipped for a newer upload"
+    if status == "unchanged":
+        return "No changes: byte-identical to the last applied upload"
+    if any(_change_totals(run).values()):
+        return ""
+    return "No changes"
 
 
 # --- issues ------------------------------------------------------------------
@@ -471,8 +580,32 @@ def _code_key(code: str) -> tuple[int, str]:
     return (members.index(code) if code in members else len(members), code)
 
 
+def _has_code(run: Mapping[str, Any], code: Code) -> bool:
+    counts = run.get("issue_counts")
+    listed = _issue_list(run.get("errors")) + _issue_list(run.get("warnings"))
+    return (isinstance(counts, Mapping) and bool(counts.get(code.value))) or any(
+        i.get("code") == code.value for i in listed)
+
+
+def _code_link(docs_url: str, code: str) -> str:
+    """The code's section of the issue-code page: its heading ``### `CODE``` makes the
+    anchor ``#code`` (GitHub's and most renderers' rule); an unknown code, the page."""
+    if not docs_url:
+        return ""
+    return f"{docs_url}#{code.lower()}" if code in Code.__members__ else docs_url
+
+
+# A code whose catalogue fix is a server command: the email's next steps say what the
+# admin can do instead (and give the command to whoever runs rosterdrop).
+_ADMIN_FIX = {
+    Code.CHANGE_THRESHOLD: "Check the export and the changes; what you can do is under "
+                           "\"What to do next\".",
+}
+
+
 def _groups(
-    issues: Any, severity: Severity, totals: Mapping[tuple[str, str], int], run_id: str
+    issues: Any, severity: Severity, totals: Mapping[tuple[str, str], int], run_id: str,
+    tenant_key: str = "", docs_url: str = "",
 ) -> list[IssueGroup]:
     by_code: dict[str, list[Mapping[str, Any]]] = {}
     for issue in _issue_list(issues):
@@ -482,9 +615,14 @@ def _groups(
             by_code.setdefault(code, [])
     groups = []
     for code in sorted(by_code, key=_code_key):
-        info = CATALOGUE.get(Code(code)) if code in Code.__members__ else None
+        known = Code(code) if code in Code.__members__ else None
+        info = CATALOGUE.get(known) if known else None
         count = max(totals.get((severity, code), 0), len(by_code[code]))
-        fix = info.fix.replace("RUN_ID", run_id) if info and run_id else info.fix if info else ""
+        fix = _ADMIN_FIX.get(known, info.fix) if known and info else ""
+        if run_id:
+            fix = fix.replace("RUN_ID", run_id)
+        if tenant_key:
+            fix = fix.replace("--tenant T`", f"--tenant {tenant_key}`")
         groups.append(
             IssueGroup(
                 code=_clean(code, 60),
@@ -494,6 +632,7 @@ def _groups(
                 count_text=_plural(count, "issue"),
                 examples=[_example(i) for i in by_code[code][:MAX_EXAMPLES]],
                 fix=_segments(fix),
+                link=_code_link(docs_url, code),
             )
         )
     return groups
@@ -501,19 +640,51 @@ def _groups(
 
 def _example(issue: Mapping[str, Any]) -> Example:
     where = []
-    if issue.get("file"):
-        where.append(_clean(str(issue["file"]), 120))
-    if issue.get("line") is not None:
-        line = issue["line"]
+    file, line = issue.get("file"), issue.get("line")
+    if file:
+        where.append(_clean(str(file), 120))
+    if line is not None:
         where.append(f"line {line:,}" if isinstance(line, int) else f"line {_clean(str(line), 20)}")
     if issue.get("column"):
         where.append(f"column {_clean(str(issue['column']), 80)}")
     value = issue.get("value")
+    message = _admin_message(_without_place(str(issue.get("message") or ""), file, line))
     return Example(
         where=", ".join(where),
         value=None if value is None else _clean(str(value), MAX_VALUE_CHARS),
-        message=_clean(str(issue.get("message") or ""), MAX_MESSAGE_CHARS),
+        message=_clean(message, MAX_MESSAGE_CHARS),
     )
+
+
+def _without_place(message: str, file: Any, line: Any) -> str:
+    """``message`` without the ``users.csv line 12: `` it starts with: the example's
+    ``where`` shows the place, and once is enough."""
+    if not file:
+        return message
+    prefixes = [f"{file} line {line}: "] if line is not None else []
+    prefixes.append(f"{file}: ")
+    for prefix in prefixes:
+        if message.startswith(prefix) and len(message) > len(prefix):
+            # (not capitalised: it often starts with a column name, ``email_address``)
+            return message[len(prefix):]
+    return message
+
+
+def _admin_message(message: str) -> str:
+    """``message`` without its approve/discard commands (for whoever runs rosterdrop,
+    given on their own line): a sentence that gives them loses its clause, or goes."""
+    if not _HELD_COMMAND.search(message):
+        return message
+    kept = []
+    for sentence in _SENTENCE_END.split(message):
+        command = _HELD_COMMAND.search(sentence)
+        if command is None:
+            kept.append(sentence)
+            continue
+        before = sentence[: command.start()]
+        if "; " in before:
+            kept.append(before[: before.rindex("; ")] + ".")
+    return " ".join(kept) or message
 
 
 # --- attachments -------------------------------------------------------------

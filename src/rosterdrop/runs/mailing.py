@@ -119,7 +119,8 @@ class Mailer:
                                                         artifacts.PREVIEW_CSV)
                        if name in written}
         return build_report_email(document, tenant, self.settings.mail, attachments,
-                                  f"reports/{run.run_id}/", now=self.clock())
+                                  f"reports/{run.run_id}/", web=self.settings.web,
+                                  now=self.clock())
 
     def _in_outbox(self, run_id: str) -> bool:
         return any(self.paths.outbox.glob(f"*-{run_id}.eml"))
