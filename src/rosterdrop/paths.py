@@ -6,16 +6,78 @@ generated passwords) live in ``root`` (``state_dir``). What several
 PostgreSQL store, lives in ``shared`` (``shared_dir``): the tenants' drop
 and report folders, kept uploads, the spool and the outbox. With no
 ``shared_dir`` both are the state folder, as for one process on SQLite.
+
+Nearly everything there holds children's names (uploads, reports, the
+database, the snapshot cache, mails) or a credential (host key, generated
+passwords), so it is its owner's alone: every folder rosterdrop makes is 0700
+and every file 0600, whatever the umask; ``private_folder`` and
+``private_file`` are the one way to get there (and tighten what an older
+version left looser).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rosterdrop.config import Settings
+
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+
+
+def private_folder(folder: Path) -> Path:
+    """``mkdir -p folder``, each folder it makes 0700; ``folder`` itself, when it is
+    its owner's, is tightened to 0700. OSError as ``mkdir`` raises it."""
+    missing: list[Path] = []
+    current = folder
+    while not current.is_dir() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # a peer made it meanwhile
+            path.mkdir(mode=PRIVATE_FOLDER)
+        _tighten(path, PRIVATE_FOLDER)  # mkdir's mode passes through the umask
+    if not missing:
+        _tighten(folder, PRIVATE_FOLDER)
+    return folder
+
+
+def private_file(path: Path) -> Path:
+    """Make the file at ``path`` 0600 (its owner's) once written, before it is
+    published (renamed into place); a hard link's other names change with it."""
+    _tighten(path, PRIVATE_FILE)
+    return path
+
+
+def open_private(path: Path, mode: str = "wb") -> int:
+    """A descriptor of ``path`` created (or truncated) 0600 for writing (``"wb"``), or
+    created only when it does not exist yet (``"xb"``, FileExistsError otherwise)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    flags |= os.O_EXCL if mode == "xb" else os.O_TRUNC
+    fd = os.open(path, flags, PRIVATE_FILE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE)  # an older file may have been looser
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Take group and other bits away (the owner's are left as ``mode`` or stricter)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return
+    if stat.st_mode & 0o077 and stat.st_uid == os.geteuid():
+        # Another user's folder (one root made for the service) is left as it is.
+        with contextlib.suppress(OSError):
+            os.chmod(path, stat.st_mode & mode & 0o7777)
 
 
 @dataclass(frozen=True)

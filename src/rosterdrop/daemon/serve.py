@@ -34,7 +34,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
@@ -44,17 +43,17 @@ from typing import Any
 
 import structlog
 
-from rosterdrop.config import Settings, parse_listen
+from rosterdrop.config import Settings
 from rosterdrop.daemon.intake import Intake
 from rosterdrop.daemon.metrics import DaemonState, Metrics, Monitoring
 from rosterdrop.daemon.watcher import Watcher
 from rosterdrop.daemon.workers import WorkerPool
-from rosterdrop.errors import InputError, SftpError
 from rosterdrop.passwords import hash_password
-from rosterdrop.paths import StatePaths
+from rosterdrop.paths import StatePaths, open_private, private_file
 from rosterdrop.runs.runner import Runner, utc_now
 from rosterdrop.sftp.server import DropboxServer
 from rosterdrop.sources.oneroster.puller import daemon_scheduler
+from rosterdrop.startup import ServeLock, refuse_failures, start_checks
 from rosterdrop.store.engine import Store, open_store
 from rosterdrop.store.jobs import JobQueue
 
@@ -69,32 +68,6 @@ STOP_GRACE_SECONDS = 3.0
 """What the parts that are not jobs get beyond drain_seconds to stop."""
 
 
-def check_state_dir(paths: StatePaths) -> None:
-    for folder, what in ((paths.root, "state folder"), (paths.shared, "shared folder")):
-        try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            probe = folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise InputError(f"{what} {folder} is not writable: "
-                             f"{exc.strerror or exc}") from exc
-
-
-def check_port_free(listen: str) -> None:
-    host, port = parse_listen(listen)
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise SftpError(f"cannot listen on {listen}: {exc.strerror or exc} (is another "
-                            f"rosterdrop or SSH server using the port? set sftp.listen)") from exc
-
-
 def generated_passwords(settings: Settings, paths: StatePaths) -> dict[str, str]:
     """Accounts with neither a password hash nor keys get a random password, kept in
     ``state_dir/<username>-password`` (0600), so a newcomer can upload at once."""
@@ -106,10 +79,9 @@ def generated_passwords(settings: Settings, paths: StatePaths) -> dict[str, str]
             file = paths.root / f"{account.username}-password"
             made = not file.is_file()
             if made:
-                fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as handle:
+                with os.fdopen(open_private(file, "xb"), "w") as handle:
                     handle.write(secrets.token_urlsafe(18) + "\n")
-            hashes[account.username] = hash_password(file.read_text().strip())
+            hashes[account.username] = hash_password(private_file(file).read_text().strip())
             # A warning once, when the password is made; later starts only say it is in use.
             (log.warning if made else log.info)(
                 "sftp_password_generated" if made else "sftp_password_file_used",
@@ -121,8 +93,17 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.paths = StatePaths.of(settings)
-        check_state_dir(self.paths)
-        check_port_free(settings.sftp.listen)
+        # One serve per state folder; then the checks doctor shows, every one of them.
+        self.lock = ServeLock(self.paths)
+        self.lock.acquire()
+        try:
+            refuse_failures(start_checks(settings, create=True))
+            self._build(settings)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, settings: Settings) -> None:
         self.store: Store = open_store(settings.database_url, cache_dir=settings.state_dir / "cache")
         self.metrics = Metrics()
         self.runner = Runner(settings, self.store, telemetry=self.metrics)
@@ -209,6 +190,13 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            self.lock.release()  # also when a listener failed to start
+
+    def _metrics_listen(self) -> str:
+        server = self.monitoring.server
+        if server is None:
+            return ""
+        return f"{self.settings.metrics.listen.rsplit(':', 1)[0]}:{server.port}"
 
     async def _serve(self) -> None:
         assert self._stop is not None
@@ -226,10 +214,11 @@ class Daemon:
         self._spawn(self._housekeeping(), "rosterdrop-housekeeping")
         if self.pulls is not None:
             self._spawn(self.pulls.run(), "rosterdrop-pull-scheduler")
-        log.info("daemon_started", listen=f"{self.settings.sftp.listen.rsplit(':', 1)[0]}:"
-                 f"{self.server.port}", store=self.store.dialect, workers=self.settings.workers,
-                 state_dir=str(self.paths.root), recovered=recovered, released=released,
-                 pid=os.getpid())
+        listen = f"{self.settings.sftp.listen.rsplit(':', 1)[0]}:{self.server.port}"
+        self.lock.publish(sftp=listen, metrics=self._metrics_listen())
+        log.info("daemon_started", listen=listen, store=self.store.dialect,
+                 workers=self.settings.workers, state_dir=str(self.paths.root),
+                 recovered=recovered, released=released, pid=os.getpid())
         try:
             await self._stop.wait()
         finally:
@@ -261,6 +250,7 @@ class Daemon:
         await asyncio.gather(*(t for t in tasks if t.done()), return_exceptions=True)
         self.queue.close()
         self.store.close()
+        self.lock.release()
         log.info("daemon_stopped", threads_busy=self.pool.threads_busy())
 
 

@@ -109,10 +109,15 @@ def field_docs(model: type[BaseModel]) -> dict[str, str]:
 
 
 def example_comments(path: Path = EXAMPLE) -> dict[str, str]:
-    """``section.key`` → the inline comment of that key in config.example.toml."""
+    """``section.key`` → the inline comment of that key in config.example.toml. A table
+    shipped commented out (``# [tenants.x.source]`` and its ``# key = …`` lines, up to
+    the next line that is not a comment) counts as if it were not."""
     found: dict[str, str] = {}
     section = ""
-    for line in path.read_text(encoding="utf-8").splitlines():
+    commented = False
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        commented = (commented and raw.startswith("#")) or bool(re.match(r"^# \[", raw))
+        line = raw[2:] if commented and raw.startswith("# ") else raw
         header = re.match(r"^\s*\[\[?([^\]]+)\]\]?", line)
         if header:
             section = re.sub(r"^tenants\.[^.]+", f"tenants.{TENANT}", header.group(1).strip())
