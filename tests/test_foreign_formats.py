@@ -16,6 +16,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rosterdrop.config import LimitSettings
 from rosterdrop.pipeline.archive import HEAD_BYTES, open_upload
@@ -225,6 +227,39 @@ def test_oneroster_10_needs_its_own_columns() -> None:
 def test_header_row(raw: bytes, expected: list[str]) -> None:
     """The first line, whatever the encoding, line ends or quoting."""
     assert header_row(raw) == expected
+
+
+_COLUMNS = st.sampled_from([
+    "School_id", "Student_id", "SIS ID", "sourcedId", "status", "dateLastModified",
+    "userId", "enabledUser", "classSourcedId", "userSourcedId", "role", "user_id",
+    "login_id", "person_id", "First Name", "Email Address [Required]", "x",
+]) | st.text(max_size=12)
+_NAMES = st.sampled_from([
+    "users.csv", "students.csv", "enrollments.csv", "Student.csv", "roles.csv",
+    "courses.csv", "classes.csv", "manifest.csv", "a.csv",
+])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_NAMES, st.lists(_COLUMNS, max_size=8), max_size=6))
+def test_identify_never_raises_and_spares_asm_and_manifests(
+        headers: dict[str, list[str]]) -> None:
+    """Any names and headers: an answer, never an exception; never foreign with a manifest
+    or an ASM column, and always a file of the upload as the evidence."""
+    found = identify(sorted(headers), headers)
+    columns = {c.strip().lower() for row in headers.values() for c in row}
+    if "manifest.csv" in headers or "person_id" in columns:
+        assert found is None
+    if found is not None:
+        assert found.file in headers and found.file in found.message()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_header_row_never_raises(raw: bytes) -> None:
+    """Arbitrary bytes give a list of strings."""
+    row = header_row(raw)
+    assert all(isinstance(c, str) for c in row)
 
 
 # --- reading only the head ---------------------------------------------------------------

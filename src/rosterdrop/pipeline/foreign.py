@@ -68,7 +68,7 @@ SDS_V1_FILES = frozenset({
     "teacherroster.csv", "user.csv", "guardianrelationship.csv",
 })
 SDS_V1_COLUMNS = frozenset({"sis id", "school sis id", "section sis id"})
-SDS_V1_UK_COLUMNS = frozenset({"dfe number", "school dfe number", "section id"})
+SDS_V1_UK_COLUMNS = frozenset({"dfe number", "school dfe number"})
 
 CLEVER_IDS = frozenset({"student_id", "teacher_id", "section_id", "school_name", "staff_id"})
 
@@ -90,7 +90,7 @@ class Foreign:
     fix: str
     """How to get OneRoster or ASM CSV from the system that made the files."""
     kind: str = "export"
-    """What the files are: an ``export``, an ``import`` (Canvas), a ``list``."""
+    """What the files are: an ``export``, an ``import`` (Canvas), a ``user list``…"""
 
     @property
     def label(self) -> str:
@@ -172,7 +172,7 @@ def _sds_v1(head: _Header) -> str | None:
     known_name = head.file.lower() in SDS_V1_FILES
     if SDS_V1_COLUMNS & head.lower and (known_name or head.has("sis id", "school sis id")):
         return f"SDS's {head.shown(*sorted(SDS_V1_COLUMNS & head.lower))}"
-    uk = {"dfe number", "school dfe number"} & head.lower
+    uk = SDS_V1_UK_COLUMNS & head.lower
     if uk and known_name:
         return f"SDS's {head.shown(*sorted(uk))}"
     return None
@@ -261,7 +261,7 @@ class _Format:
 
 
 def _sds_v1_version(heads: Mapping[str, _Header]) -> str | None:
-    uk = any(h.lower & {"dfe number", "school dfe number"} for h in heads.values())
+    uk = any(h.lower & SDS_V1_UK_COLUMNS for h in heads.values())
     return "v1 (UK format)" if uk else "v1"
 
 
@@ -337,7 +337,10 @@ def header_row(raw: bytes) -> list[str]:
     line = re.split(r"[\r\n]", text, maxsplit=1)[0].removeprefix("\ufeff")
     delimiter = "," if "," in line or not ({";", "\t"} & set(line)) else (
         ";" if ";" in line else "\t")
-    return next(csv.reader([line], delimiter=delimiter), [])
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:  # a NUL byte, on Pythons that refuse it: the names still tell
+        return line.split(delimiter)
 
 
 def recognise(archive: UploadArchive, names: list[str], issues: IssueLog) -> bool:
