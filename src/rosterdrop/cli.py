@@ -202,8 +202,10 @@ def _open_store(settings: Settings) -> Any:
     from rosterdrop.store.engine import open_store
 
     if not settings.store.url:
+        from rosterdrop.paths import private_folder
+
         try:
-            settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_folder(settings.state_dir)
         except OSError as exc:
             raise InputError(f"cannot create state folder {settings.state_dir}: "
                              f"{exc.strerror}") from exc
@@ -663,12 +665,17 @@ def doctor(ctx: _Context, as_json: bool) -> None:
 
 @cli.command("hash-password")
 def hash_password_command() -> None:
-    """Read a password on stdin and print its hash for the config."""
+    """Print the argon2id hash of a password for the config (SFTP accounts, [[admins]]):
+    asked twice at a terminal, else the first line of stdin."""
     from rosterdrop.passwords import hash_password
 
-    password = sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise UsageError("no password on stdin")
+        raise UsageError("no password given (type it at the prompt, or pipe it on stdin)")
     click.echo(hash_password(password))
 
 

@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -34,6 +35,8 @@ from rosterdrop.errors import ConfigError
 CONFIG_ENV = "ROSTERDROP_CONFIG"
 DEFAULT_CONFIG_NAME = "rosterdrop.toml"
 DEMO_TENANT = "demo"
+CONSOLE_LISTEN = "127.0.0.1:8080"
+"""The console's address in the embedded defaults (a config file switches it on itself)."""
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -119,11 +122,25 @@ def _link_url(value: str) -> str:
 
 
 class WebSettings(_Section):
-    """The web console; so far only the address report emails link to."""
+    """The admin console (docs/console.md) and the health and metrics routes it serves."""
 
+    listen: str = ""
+    """``HOST:PORT`` of the console's HTTP listener (also /metrics, /healthz, /readyz);
+    empty: off. With no config file the embedded defaults set ``127.0.0.1:8080``.
+    Behind a TLS proxy in production (deploy/README.md)."""
     base_url: str = ""
     """The console's address as admins reach it (``https://rosterdrop.example.org``):
-    report emails link to ``{base_url}/runs/{run_id}``; empty: no links to the console."""
+    report emails link to ``{base_url}/runs/{run_id}``; empty: no links to the console.
+    An ``https://`` address also marks the session cookie ``Secure``."""
+    session_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 480
+    """A console sign-in lasts this long (kept in the database, ended by sign-out)."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            parse_listen(value)
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -207,6 +224,38 @@ class DuplicateSettings(_Section):
 class GuardSettings(_Section):
     max_deactivate_percent: Annotated[float, Field(ge=0, le=100)] = 20
     min_population: NonNegativeInt = 50
+
+
+AdminRole = Literal["administrator", "site_manager", "people_manager"]
+
+
+class AdminAccount(_Section):
+    """One sign-in of the admin console (docs/console.md, "Roles")."""
+
+    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+    password_hash: str = Field("", validate_default=True)
+    """From ``rosterdrop hash-password`` (argon2id; scrypt strings are accepted too)."""
+    role: AdminRole
+    tenants: list[str] = []
+    """The tenants this admin sees and acts on; empty: every tenant (administrators only)."""
+
+    @field_validator("password_hash")
+    @classmethod
+    def _a_hash(cls, value: str) -> str:
+        if not value:
+            raise ValueError("is empty: make one with `rosterdrop hash-password` and paste "
+                             "it here")
+        if not value.startswith(("$argon2id$", "$argon2i$", "$argon2d$", "$scrypt$")):
+            raise ValueError("is not a password hash (expected $argon2id$… from "
+                             "`rosterdrop hash-password`, never the password itself)")
+        return value
+
+    @model_validator(mode="after")
+    def _tenants_named(self) -> AdminAccount:
+        if not self.tenants and self.role != "administrator":
+            raise ValueError(f"a {self.role} must name its tenants (tenants = [\"…\"]); only "
+                             f"an administrator may have every tenant")
+        return self
 
 
 class SftpAccount(_Section):
@@ -396,6 +445,9 @@ class Settings(_Section):
     limits: LimitSettings = LimitSettings()
     retention: RetentionSettings = RetentionSettings()
     tenants: dict[str, TenantSettings] = {}
+    admins: list[AdminAccount] = []
+    """The console's sign-ins; none: the daemon makes one administrator ``admin`` with a
+    generated password in ``state_dir/admin-password`` (docs/console.md)."""
 
     model_config = ConfigDict(
         extra="forbid", strict=True, frozen=True, populate_by_name=True
@@ -432,6 +484,23 @@ class Settings(_Section):
                 seen[account.username] = key
         return value
 
+    @field_validator("admins")
+    @classmethod
+    def _admins_known(cls, value: list[AdminAccount],
+                      info: ValidationInfo) -> list[AdminAccount]:
+        tenants = info.data.get("tenants") or {}
+        seen: set[str] = set()
+        for admin in value:
+            if admin.username in seen:
+                raise ValueError(f"username {admin.username!r} is used by two admins")
+            seen.add(admin.username)
+            unknown = [t for t in admin.tenants if t not in tenants]
+            if unknown:
+                known = ", ".join(sorted(tenants)) or "none"
+                raise ValueError(f"the admin {admin.username!r} names unknown tenant(s) "
+                                 f"{', '.join(map(repr, unknown))} (configured: {known})")
+        return value
+
     def tenant(self, key: str) -> TenantSettings:
         from rosterdrop.errors import NotFound
 
@@ -459,7 +528,8 @@ def embedded_defaults() -> Settings:
                 report_to=["admin@demo.example"],
                 accounts=[SftpAccount(username=DEMO_TENANT)],
             )
-        }
+        },
+        web=WebSettings(listen=CONSOLE_LISTEN),
     )
 
 
