@@ -32,11 +32,16 @@ class Code(StrEnum):
     HEADER_COLUMN_CASE = "HEADER_COLUMN_CASE"
     HEADER_UNKNOWN_COLUMN = "HEADER_UNKNOWN_COLUMN"
     HEADER_DUPLICATE_COLUMN = "HEADER_DUPLICATE_COLUMN"
+    HEADER_NEAR_MISS = "HEADER_NEAR_MISS"
+    HEADER_BLANK_COLUMNS = "HEADER_BLANK_COLUMNS"
+    HEADER_MISSING_UNUSED = "HEADER_MISSING_UNUSED"
+    HEADER_FIELD_COUNT = "HEADER_FIELD_COUNT"
     ENCODING_INVALID = "ENCODING_INVALID"
     # records
     ROW_COLUMN_COUNT = "ROW_COLUMN_COUNT"
     VALUE_REQUIRED = "VALUE_REQUIRED"
     VALUE_INVALID = "VALUE_INVALID"
+    VALUE_TOO_LONG = "VALUE_TOO_LONG"
     VALUE_CASE = "VALUE_CASE"
     ID_DUPLICATE = "ID_DUPLICATE"
     REFERENCE_MISSING = "REFERENCE_MISSING"
@@ -121,6 +126,19 @@ CATALOGUE: dict[Code, CodeInfo] = {
     Code.HEADER_DUPLICATE_COLUMN: CodeInfo(
         E, "A column appears twice",
         "Keep one column of that name in the header row."),
+    Code.HEADER_NEAR_MISS: CodeInfo(
+        E, "A column name is a near miss of a column the layout defines",
+        "Rename the column as the message suggests (\"did you mean\"), spelled exactly."),
+    Code.HEADER_BLANK_COLUMNS: CodeInfo(
+        W, "The header ends in blank column names (a spreadsheet artifact); they were ignored",
+        "No action needed; delete the empty columns in the spreadsheet before exporting."),
+    Code.HEADER_MISSING_UNUSED: CodeInfo(
+        W, "A column the layout defines but the sync does not read is missing",
+        "Add the column (it may be empty) to match the layout exactly; with "
+        "strict_headers = true this is an error."),
+    Code.HEADER_FIELD_COUNT: CodeInfo(
+        E, "The header row has a different number of columns than the records",
+        "Fix the header row: most records have the number of fields the message gives."),
     Code.ENCODING_INVALID: CodeInfo(
         E, "A file's text encoding is not supported",
         "Export the file as UTF-8 (or UTF-16 / Windows-1252)."),
@@ -133,6 +151,9 @@ CATALOGUE: dict[Code, CodeInfo] = {
     Code.VALUE_INVALID: CodeInfo(
         E, "A value is not allowed",
         "Correct the value in the SIS and export again."),
+    Code.VALUE_TOO_LONG: CodeInfo(
+        E, "A value is longer than rosterdrop accepts",
+        "Correct the value in the SIS (the message gives the limit) and export again."),
     Code.VALUE_CASE: CodeInfo(
         W, "A value had the wrong upper/lower case and was corrected",
         "No action needed; the SIS export should use the exact spelling."),
