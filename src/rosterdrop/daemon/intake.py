@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from rosterdrop.config import LimitSettings
-from rosterdrop.paths import StatePaths
+from rosterdrop.paths import StatePaths, private_file, private_folder
 from rosterdrop.pipeline.check import file_modes
 from rosterdrop.sftp.vpath import is_temporary, is_zip
 from rosterdrop.store.jobs import JobQueue
@@ -79,11 +79,10 @@ class Intake:
 
     def take(self, tenant: str, path: Path, source: str) -> int | None:
         """Move a completed upload into the spool and queue it; None if it vanished."""
-        folder = self.spool_dir(tenant)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_folder(self.spool_dir(tenant))
         spooled = folder / spool_name(path.name)
         try:
-            os.replace(path, spooled)
+            os.replace(private_file(path), spooled)  # also a file copied in by hand
         except FileNotFoundError:
             return None  # taken already (the SFTP callback and the watcher both saw it)
         except OSError as exc:

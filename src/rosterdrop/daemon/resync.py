@@ -8,7 +8,7 @@ import uuid
 from rosterdrop.config import Settings
 from rosterdrop.daemon.intake import SEPARATOR, upload_kind
 from rosterdrop.errors import NotFound
-from rosterdrop.paths import StatePaths
+from rosterdrop.paths import StatePaths, private_file, private_folder
 from rosterdrop.runs.kept import KeptUploads
 from rosterdrop.runs.runner import utc_now
 from rosterdrop.store.engine import Store
@@ -26,10 +26,10 @@ def queue_last_upload(settings: Settings, store: Store, tenant: str) -> tuple[in
         if upload is None:
             continue
         name = run.file_name or upload.name
-        spool = paths.spool / tenant
-        spool.mkdir(parents=True, exist_ok=True)
+        spool = private_folder(paths.spool / tenant)
         spooled = spool / f"{uuid.uuid4().hex}{SEPARATOR}{name}"
         shutil.copyfile(upload, spooled)
+        private_file(spooled)
         job_id = JobQueue(store).enqueue(tenant=tenant, path=str(spooled), file_name=name,
                                          source="resync", kind=upload_kind(spooled),
                                          now=utc_now())

@@ -26,6 +26,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from rosterdrop.daemon.intake import Intake, is_upload_name
+from rosterdrop.paths import private_folder
 
 log = structlog.get_logger("rosterdrop.watcher")
 
@@ -75,8 +76,7 @@ class Watcher:
 
     def start(self) -> None:
         for tenant in self.intake.tenants:
-            folder = self.intake.paths.dropbox(tenant)
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = private_folder(self.intake.paths.dropbox(tenant))
             self._tenant_of[folder.resolve()] = tenant
             self._observer.schedule(_Events(self._seen), str(folder), recursive=False,
                                     event_filter=EVENTS)

@@ -32,7 +32,7 @@ import structlog
 from rosterdrop.config import MailSettings, Settings
 from rosterdrop.errors import MailError
 from rosterdrop.mail.report import RUN_HEADER
-from rosterdrop.paths import StatePaths
+from rosterdrop.paths import StatePaths, private_folder
 
 log = structlog.get_logger("rosterdrop.mail")
 
@@ -147,7 +147,7 @@ def write_outbox(message: EmailMessage, outbox: Path) -> Path:
     path = outbox / f"{stamp}-{_UNSAFE_NAME.sub('_', ident)[:100]}.eml"
     context = {"run_id": message.get(RUN_HEADER), "recipients": len(_recipients(message))}
     try:
-        outbox.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(outbox)
         fd, temp = tempfile.mkstemp(dir=outbox, prefix=".", suffix=".eml.tmp")
         try:
             with os.fdopen(fd, "wb") as file:

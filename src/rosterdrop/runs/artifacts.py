@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from rosterdrop.paths import private_file, private_folder
 from rosterdrop.pipeline.model import Model
 from rosterdrop.runs.asm_writer import write_asm_zip
 from rosterdrop.runs.csv_safety import neutralise
@@ -30,7 +31,7 @@ def _atomic(path: Path) -> Path:
 
 
 def _publish(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
+    os.replace(private_file(tmp), path)
 
 
 def write_csv(frame: pl.DataFrame, path: Path) -> None:
@@ -55,7 +56,7 @@ def write_modified(model: Model, path: Path) -> None:
 def write_artifacts(folder: Path, document: dict[str, Any], issues: pl.DataFrame,
                     summary: pl.DataFrame, model: Model | None) -> dict[str, Path]:
     """Write every artifact of a run; return name → path of what was written."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folder(folder)
     written = {REPORT_JSON: folder / REPORT_JSON, ISSUES_CSV: folder / ISSUES_CSV,
                SUMMARY_CSV: folder / SUMMARY_CSV}
     write_csv(issues, written[ISSUES_CSV])

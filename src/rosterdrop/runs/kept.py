@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rosterdrop.config import RetentionSettings
 from rosterdrop.errors import NotFound
-from rosterdrop.paths import StatePaths
+from rosterdrop.paths import StatePaths, private_file, private_folder
 
 
 class KeptUploads:
@@ -30,7 +30,7 @@ class KeptUploads:
     def keep(self, tenant: str, run_id: str, upload: Path) -> Path:
         """Keep ``upload`` as the run's; atomic, and a no-op for a resumed run."""
         kept = self.paths.kept_upload(tenant, run_id)
-        kept.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(kept.parent)
         if kept.exists() and os.path.samefile(upload, kept):
             return kept
         staging = kept.with_name(f".{run_id}.zip.tmp")
@@ -39,7 +39,7 @@ class KeptUploads:
             os.link(upload, staging)
         except OSError:
             shutil.copyfile(upload, staging)
-        os.replace(staging, kept)
+        os.replace(private_file(staging), kept)  # a link: the spooled name is private too
         return kept
 
     def of(self, tenant: str, run_id: str) -> Path:

@@ -39,7 +39,7 @@ from rosterdrop.config import Settings, TenantSettings
 from rosterdrop.documents import PURGE_FILE, RunDocument, RunSource, RunStatus, no_changes
 from rosterdrop.errors import NotFound, StoreError, UsageError
 from rosterdrop.mail import send_mail
-from rosterdrop.paths import StatePaths
+from rosterdrop.paths import StatePaths, private_folder
 from rosterdrop.pipeline.check import Checked, check_upload, sha256_of
 from rosterdrop.pipeline.guard import check_guard
 from rosterdrop.pipeline.model import Model
@@ -434,8 +434,7 @@ class Runner:
                         model: Model) -> Future[Path]:
         """modified.zip is written on a second core while the store is planned and written
         (polars and zlib work outside the GIL)."""
-        folder = self.paths.run_reports(run.tenant, run.run_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_folder(self.paths.run_reports(run.tenant, run.run_id))
         path = folder / artifacts.MODIFIED_ZIP
 
         def write() -> Path:
@@ -511,7 +510,7 @@ class Runner:
                    folder: Path) -> dict[str, Path]:
         checked = progress.checked
         if checked is None:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_folder(folder)
             artifacts.write_json(document.to_json(), folder / artifacts.REPORT_JSON)
             return {artifacts.REPORT_JSON: folder / artifacts.REPORT_JSON}
         written = artifacts.write_artifacts(folder, document.to_json(), checked.issues.frame(),

@@ -61,7 +61,7 @@ from asyncssh import (
     SSHServerChannel,
 )
 
-from rosterdrop.paths import StatePaths
+from rosterdrop.paths import PRIVATE_FILE, StatePaths, private_folder
 from rosterdrop.sftp.asyncssh_seam import client_still_sending, closing_for_client
 from rosterdrop.sftp.files import (
     Download,
@@ -85,7 +85,7 @@ from rosterdrop.telemetry import NO_TELEMETRY, Telemetry
 
 log = structlog.get_logger("rosterdrop.sftp")
 
-FILE_MODE = 0o640
+FILE_MODE = PRIVATE_FILE
 MAX_OPEN_FILES = 32
 """Open files per session: a client holding thousands of handles must not exhaust the
 daemon's file descriptors (each SIS export needs one or two)."""
@@ -354,7 +354,7 @@ class DropboxFS(SFTPServer):
         folder = self._ctx.incoming(self._info.tenant)
         partial = folder / uuid.uuid4().hex
         try:
-            folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+            private_folder(folder)
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncssh
 
 from rosterdrop.errors import SftpError
+from rosterdrop.paths import private_file, private_folder
 
 HOST_KEY_NAME = "ssh_host_ed25519_key"
 
@@ -21,11 +22,10 @@ def load_or_create_host_key(folder: Path) -> asyncssh.SSHKey:
     """
     path = folder / HOST_KEY_NAME
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_folder(folder)
         if not path.exists():
             _create(path)
-        if os.stat(path).st_mode & 0o077:
-            os.chmod(path, 0o600)
+        private_file(path)
         return asyncssh.read_private_key(path)
     except asyncssh.KeyImportError as exc:
         raise SftpError(f"host key {path} is not a valid private key: {exc}") from exc
@@ -52,3 +52,4 @@ def _create(path: Path) -> None:
     public = path.with_name(path.name + ".pub")
     if not public.exists():
         public.write_bytes(asyncssh.read_private_key(path).export_public_key())
+        private_file(public)  # the folder's rule (every file its owner's), not a secret

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import secrets
 import time
 from collections import Counter
@@ -48,7 +49,7 @@ import structlog
 from rosterdrop.config import Settings, parse_listen
 from rosterdrop.errors import SftpError
 from rosterdrop.passwords import hash_password, verify_password
-from rosterdrop.paths import StatePaths
+from rosterdrop.paths import StatePaths, open_private, private_folder
 from rosterdrop.sftp import asyncssh_seam
 from rosterdrop.sftp.accounts import Account, load_accounts
 from rosterdrop.sftp.admission import AddressCounts, PasswordChecks, RecentLogins, Refused
@@ -237,7 +238,7 @@ class DropboxServer:
             incoming = context.incoming(tenant)
             for folder in (self._paths.dropbox(tenant), self._paths.reports(tenant), incoming):
                 try:
-                    folder.mkdir(mode=0o750, parents=True, exist_ok=True)
+                    private_folder(folder)
                 except OSError as exc:
                     raise SftpError(
                         f"cannot create {folder}: {exc.strerror or exc}"
@@ -517,8 +518,9 @@ def _instance_id(paths: StatePaths) -> str:
         raise SftpError(f"cannot read {file}: {exc.strerror or exc}") from exc
     instance = secrets.token_hex(6)
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(instance + "\n")
+        private_folder(file.parent)
+        with os.fdopen(open_private(file), "w") as out:
+            out.write(instance + "\n")
     except OSError as exc:
         raise SftpError(f"cannot write {file}: {exc.strerror or exc}") from exc
     return instance

@@ -39,6 +39,7 @@ import structlog
 from sqlalchemy import Connection, Table, delete, func, select, text, update
 
 from rosterdrop.errors import NotFound, StoreError, UsageError
+from rosterdrop.paths import private_file, private_folder
 from rosterdrop.pipeline.imports import ExistingAccount, ImportCheck, read_import
 from rosterdrop.pipeline.people import edit_problems
 from rosterdrop.pipeline.plan import Plan, advance
@@ -273,9 +274,10 @@ def _write_cache(store: Store, tenant: str, snapshot: Snapshot) -> None:
     final = folder / f"{store.store_id}-{snapshot.revision}"
     temporary = folder / f".tmp-{uuid.uuid4().hex}"
     try:
-        temporary.mkdir(parents=True)
+        private_folder(temporary)
         for kind in TABLE_KINDS:
             snapshot.frame(kind).write_ipc(temporary / f"{kind}.arrow", compression="uncompressed")
+            private_file(temporary / f"{kind}.arrow")
         os.replace(temporary, final)
         for old in folder.iterdir():
             if old != final:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rosterdrop.errors import StoreError
+from rosterdrop.paths import private_file, private_folder
 from rosterdrop.store.tables import (
     ALL_TABLES,
     SCHEMA_VERSION,
@@ -170,10 +171,12 @@ class Store:
 def _sqlite_engine(url: str, database: str | None) -> Engine:
     if database and database != ":memory:":
         with translate(f"creating the folder for {database}"):
-            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_folder(Path(database).parent)
             # The directory holds children's names and emails: readable by its owner only
             # (SQLite gives its -wal and -shm files the database file's permissions).
             os.close(os.open(database, os.O_WRONLY | os.O_CREAT, 0o600))
+            for file in (database, f"{database}-wal", f"{database}-shm"):
+                private_file(Path(file))  # an older version's may be looser
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
 
     @event.listens_for(engine, "connect")

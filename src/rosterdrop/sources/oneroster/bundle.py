@@ -41,6 +41,7 @@ from typing import IO, Any, Final
 import polars as pl
 
 from rosterdrop.errors import InputError
+from rosterdrop.paths import private_file, private_folder
 from rosterdrop.pipeline.headers import (
     CLASSES_HEADER,
     COURSES_HEADER,
@@ -262,7 +263,7 @@ class BundleWriter:
         self._files: dict[str, IO[str]] = {}
         self._writers: dict[str, Any] = {}
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_folder(folder)
             for name, header in self.headers.items():
                 handle = (folder / f"{name}.part").open(
                     "w", encoding="utf-8", errors="replace", newline="")
@@ -339,7 +340,7 @@ class BundleWriter:
                     with ordered.open("rb") as source:
                         self._entry(archive, name, source)
                     ordered.unlink()
-            os.replace(partial, out)
+            os.replace(private_file(partial), out)
         except OSError as exc:
             raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
         except pl.exceptions.PolarsError as exc:

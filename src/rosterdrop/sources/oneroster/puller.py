@@ -42,7 +42,7 @@ import structlog
 from rosterdrop.codes import Code
 from rosterdrop.config import OneRosterSource, Settings
 from rosterdrop.errors import InputError, SourceError, UsageError
-from rosterdrop.paths import StatePaths
+from rosterdrop.paths import StatePaths, open_private, private_folder
 from rosterdrop.sources.oneroster.auth import read_secret
 from rosterdrop.sources.oneroster.bundle import BundleWriter
 from rosterdrop.sources.oneroster.client import (
@@ -183,9 +183,7 @@ class PullStates:
         return self.root / f"{tenant}{suffix}"
 
     def work_dir(self, tenant: str) -> Path:
-        folder = self.root / tenant
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        return private_folder(self.root / tenant)
 
     def read(self, tenant: str) -> PullState:
         try:
@@ -201,8 +199,9 @@ class PullStates:
         target = self._file(tenant, ".json")
         partial = self._file(tenant, f".json.{os.getpid()}.tmp")
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            partial.write_text(json.dumps(state.as_json(), indent=1), encoding="utf-8")
+            private_folder(self.root)
+            with os.fdopen(open_private(partial), "w", encoding="utf-8") as out:
+                out.write(json.dumps(state.as_json(), indent=1))
             os.replace(partial, target)
         except OSError as exc:
             raise InputError(f"cannot write {target}: {exc.strerror or exc}") from exc
@@ -210,8 +209,9 @@ class PullStates:
     def request(self, tenant: str) -> None:
         """Ask the daemon to pull this tenant now (``rosterdrop resync``)."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._file(tenant, ".request").write_text(datetime.now(UTC).isoformat() + "\n")
+            private_folder(self.root)
+            with os.fdopen(open_private(self._file(tenant, ".request")), "w") as out:
+                out.write(datetime.now(UTC).isoformat() + "\n")
         except OSError as exc:
             raise InputError(f"cannot write {self.root}: {exc.strerror or exc}") from exc
 
@@ -228,7 +228,7 @@ class PullStates:
     @contextlib.contextmanager
     def lock(self, tenant: str) -> Iterator[None]:
         """Hold the tenant's pull lock, or raise PullBusy at once."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_folder(self.root)
         fd = os.open(self._file(tenant, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             try:
