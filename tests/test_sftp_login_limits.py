@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -24,7 +26,16 @@ import asyncssh
 import paramiko
 import pytest
 from argon2 import PasswordHasher
-from test_sftp_support import PASSWORD, WAIT_SECONDS, Running, running_server, wait_until
+from test_sftp_support import (
+    OPENSSH_OPTIONS,
+    PASSWORD,
+    WAIT_SECONDS,
+    Running,
+    make_key,
+    openssh_batch,
+    running_server,
+    wait_until,
+)
 
 import rosterdrop.sftp.server as server_module
 from rosterdrop.passwords import verify_password
@@ -347,3 +358,80 @@ async def test_every_other_drop_before_login_is_logged(tmp_path: Path) -> None:
         assert password_login(srv.port, PASSWORD)
         srv.logs.wait("login_ok")
     assert len(srv.logs.named("connection_dropped")) == 3
+
+
+def _openssh_password_logins(tmp_path: Path, port: int, prompts: int,
+                             source: str = HONEST) -> tuple[int, str, int]:
+    """One OpenSSH ``ssh -s sftp`` connection answering each password prompt (keyboard-
+    interactive, as OpenSSH asks first) with a wrong password through SSH_ASKPASS, at most
+    ``prompts`` times: (exit status, stderr, prompts answered so far in ``tmp_path``)."""
+    asked = tmp_path / "asked"
+    askpass = tmp_path / "askpass"
+    if not askpass.exists():
+        askpass.write_text(f"#!/bin/sh\necho x >> {asked}\necho wrong\n")
+        askpass.chmod(0o700)
+    pairs = zip(OPENSSH_OPTIONS[::2], OPENSSH_OPTIONS[1::2], strict=True)
+    options = [part for pair in pairs if pair[1] != "BatchMode=yes" for part in pair]
+    ssh = shutil.which("ssh")
+    assert ssh, "the OpenSSH client is not installed"
+    done = subprocess.run(
+        [ssh, "-p", str(port), "-b", source, *options, "-o", "PubkeyAuthentication=no",
+         "-o", f"NumberOfPasswordPrompts={prompts}", "-s", "acme@127.0.0.1", "sftp"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=WAIT_SECONDS * 2,
+        env={"PATH": "/usr/bin:/bin", "SSH_ASKPASS": str(askpass),
+             "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0", "HOME": str(tmp_path)})
+    return done.returncode, done.stderr, len(asked.read_text().splitlines()) \
+        if asked.exists() else 0
+
+
+def test_the_ban_starts_after_exactly_ban_failures_wrong_passwords_from_openssh(
+    tmp_path: Path, checks: HashChecks
+) -> None:
+    """OpenSSH, three password prompts a connection, ``ban.failures = 4``: the first
+    connection's three wrong passwords (its ``auth_attempts``) are forgiven; the second connection's
+    first wrong password is the fourth failure and starts the ban at once (OpenSSH is
+    told "too many failed logins from your address" and asks no more); the next
+    connection is dropped before its password is asked or hashed. Exactly four hashes."""
+    ban = {"failures": 4, "window_seconds": 60, "duration_seconds": 60}
+    with running_server(tmp_path, sftp={"ban": ban},
+                        passwords={"acme": cheap_hash(PASSWORD)}) as srv:
+        status, said, asked = _openssh_password_logins(tmp_path, srv.port, prompts=3)
+        assert status == 255 and asked == 3, said
+        srv.logs.wait("connection_dropped", reason="auth_attempts", username="acme")
+        assert [e["attempt"] for e in srv.logs.named("login_failed")] == [1, 2, 3]
+        assert srv.logs.named("login_banned") == []
+
+        status, said, asked = _openssh_password_logins(tmp_path, srv.port, prompts=3)
+        assert status == 255 and asked == 4, said
+        assert "too many failed logins from your address" in said
+        (banned,) = srv.logs.named("login_banned")
+        assert banned["failures"] == 4 and banned["peer"] == HONEST
+        assert len(srv.logs.named("login_failed")) == 4
+
+        status, said, asked = _openssh_password_logins(tmp_path, srv.port, prompts=3)
+        assert status == 255 and asked == 4, said
+        srv.logs.wait("login_banned", seconds_left=60)
+        assert checks.calls["wrong"] == 4
+        assert _openssh_password_logins(tmp_path, srv.port, 1, "127.0.0.3")[2] == 5
+
+
+def test_rejected_keys_then_wrong_passwords_ban_at_exactly_ban_failures(
+    tmp_path: Path, checks: HashChecks
+) -> None:
+    """``ban.failures = 3``: a connection that only offered an unknown key counts one
+    failure when it ends, two wrong passwords (paramiko) make three: the ban starts with
+    the third, not after it; the address's next login is refused unhashed."""
+    stranger, _ = make_key(tmp_path, "stranger")
+    ban = {"failures": 3, "window_seconds": 60, "duration_seconds": 60}
+    with running_server(tmp_path, sftp={"ban": ban, "auth_attempts": 1},
+                        passwords={"acme": cheap_hash(PASSWORD)}) as srv:
+        assert openssh_batch(srv.port, "acme", stranger, ["pwd"], cwd=tmp_path).returncode
+        srv.logs.wait("connection_dropped", reason="closed_before_login")
+        assert not password_login(srv.port, "wrong")
+        srv.logs.wait("login_failed", method="password", attempt=1)
+        assert srv.logs.named("login_banned") == []
+        assert not password_login(srv.port, "wrong")
+        banned = srv.logs.wait("login_banned", failures=3)
+        assert banned["peer"] == HONEST and len(srv.logs.named("login_banned")) == 1
+        assert not password_login(srv.port, PASSWORD)
+        assert checks.calls == {"wrong": 2}
