@@ -176,3 +176,13 @@ def test_a_partial_upload_is_never_planned(tmp_path: Path, backend_url: str) -> 
                                   "removed": {}, "unchanged": {}}
         assert load_snapshot(store, "t", TODAY).people.height == 0
         assert runner.validates("t", upload, "u.zip") is False
+
+
+def test_an_entry_refused_as_a_zip_bomb_is_not_also_missing() -> None:
+    """students.csv inflates past the ratio limit: its ZIP_UNSAFE says so; no
+    'students.csv is missing, add it', and no roster row patched for its students."""
+    files = asm_files()
+    files["students.csv"] = files["students.csv"].replace(",José,", "," + "J" * 2_000_000 + ",")
+    checked = check(files)
+    assert [(i.code, i.file) for i in checked.issues] == [("ZIP_UNSAFE", "students.csv")]
+    assert checked.model is None

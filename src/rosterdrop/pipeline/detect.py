@@ -32,6 +32,7 @@ NEEDED_FOR = {
     "academicSessions.csv": "every class names its terms there",
 }
 """Why a OneRoster bulk upload cannot do without a file, in the admin's terms."""
+_REFUSED = frozenset({Code.ZIP_UNSAFE.value, Code.ZIP_UNREADABLE.value})
 
 
 @dataclass
@@ -101,10 +102,15 @@ def resolve_names(
     by_lower: dict[str, list[str]] = {}
     for name in names:
         by_lower.setdefault(name.lower(), []).append(name)
+    # An entry the archive refused (a ZIP bomb's ratio, a bad CRC) is not missing: its
+    # ZIP_UNSAFE or ZIP_UNREADABLE already names it.
+    refused = {i.file for i in issues if i.code in _REFUSED and i.file}
     found: dict[str, str] = {}
     for expected in required:
         if expected in names:
             found[expected] = expected
+            continue
+        if expected in refused:
             continue
         near = by_lower.get(expected.lower())
         if near:
