@@ -72,6 +72,8 @@ class RunSource(StrEnum):
     CLI = "cli"
     RESYNC = "resync"
     ONEROSTER_API = "oneroster-api"
+    WEB = "web"
+    """An upload through the admin console (``POST /upload``, mode sync)."""
     PURGE = "purge"
     """A purge outside a sync (the daemon's daily one, ``rosterdrop purge``)."""
     CLASSES_CLEAR = "classes-clear"

@@ -7,7 +7,7 @@ failure (``refuse_failures``); ``rosterdrop doctor`` runs the same list with
 
 - state and shared folders: writable (``create``: made 0700), else creatable;
 - store: reachable, schema not newer than this rosterdrop's (read only);
-- ``sftp.listen`` and ``metrics.listen``: free, bound the way each listener
+- ``sftp.listen``, ``metrics.listen`` and ``web.listen``: free, bound the way each listener
   binds; or else served by *this* state folder's running serve (doctor: fine;
   serve: already running), by another rosterdrop, or by another program;
 - the SFTP host key: a valid key if it exists (never created here);
@@ -91,6 +91,8 @@ class ServeRecord:
     sftp: str = ""
     """``HOST:PORT`` it listens on for SFTP (the real port when configured as 0)."""
     metrics: str = ""
+    web: str = ""
+    """``HOST:PORT`` of the console (``web.listen``), when it runs."""
 
 
 class ServeLock:
@@ -128,11 +130,11 @@ class ServeLock:
         self._write(ServeRecord(os.getpid(), str(self.path.parent.absolute()),
                                 datetime.now(UTC).isoformat(timespec="seconds")))
 
-    def publish(self, *, sftp: str, metrics: str) -> None:
+    def publish(self, *, sftp: str, metrics: str, web: str = "") -> None:
         """Add the addresses the listeners actually bound."""
         if self._record is not None:
             self._write(ServeRecord(self._record.pid, self._record.state_dir,
-                                    self._record.started_at, sftp, metrics))
+                                    self._record.started_at, sftp, metrics, web))
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -207,6 +209,9 @@ def start_checks(settings: Settings, *, create: bool) -> list[Check]:
     if settings.metrics.listen:
         checks.append(check_listen("metrics.listen", settings.metrics.listen, running,
                                    sftp=False, starting=create))
+    if settings.web.listen:
+        checks.append(check_listen("web.listen", settings.web.listen, running,
+                                   sftp=False, starting=create))
     checks.append(check_host_key(settings))
     checks.extend(check_secrets(settings))
     return checks
@@ -214,7 +219,8 @@ def start_checks(settings: Settings, *, create: bool) -> list[Check]:
 
 _ERRORS: dict[str, type[RosterdropError]] = {
     "state folder": InputError, "shared folder": InputError, "store": StoreError,
-    "sftp.listen": SftpError, "metrics.listen": ConfigError, "host key": SftpError,
+    "sftp.listen": SftpError, "metrics.listen": ConfigError, "web.listen": ConfigError,
+    "host key": SftpError,
 }
 
 
@@ -305,7 +311,7 @@ def check_listen(name: str, listen: str, running: ServeRecord | None, *, sftp: b
     if refused.errno != errno.EADDRINUSE:
         return Check(name, FAIL, f"{listen}: {refused.strerror or refused}",
                      "use an address of this machine (0.0.0.0 for all)")
-    held = (running.sftp if sftp else running.metrics) if running else ""
+    held = str(getattr(running, name.split(".")[0], "")) if running else ""  # sftp, metrics, web
     if running is not None and held and _same_address(held, host, port):
         detail = (f"{listen}: served by this state folder's rosterdrop (pid {running.pid}, "
                   f"{running.state_dir})")

@@ -10,8 +10,10 @@ read when Prometheus scrapes. The registry belongs to the daemon, never
 prometheus_client's global default, so two daemons in one process (tests) do
 not share counters.
 
-``MetricsServer`` is a small threaded HTTP listener (``metrics.listen``, off by
-default) with three routes:
+The same three routes are served by the console's listener (``web.listen``,
+``rosterdrop.web``); ``MetricsServer`` is the older small threaded HTTP listener
+(``metrics.listen``, off by default), kept for a scrape port apart from the console
+(not behind the TLS proxy), with three routes:
 
 - ``/metrics`` — Prometheus text format;
 - ``/healthz`` — the process is up and its event loop answers (liveness);
@@ -295,6 +297,12 @@ class Monitoring:
         self.metrics = metrics
         self.state = state
         self.server = MetricsServer(listen, self.metrics, state) if listen else None
+        if self.server is None:  # the console's /metrics reads the gauges too
+            metrics.registry.register(_StateCollector(state))
+
+    def scrape(self) -> bytes:
+        """/metrics in Prometheus text format (blocking: the gauges query the store)."""
+        return bytes(generate_latest(self.metrics.registry))
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         if self.server is not None:

@@ -17,6 +17,8 @@ timeout.
   threads), each with a deadline of ``job_timeout_seconds``.
 - SMTP is one attempt per call (``mail/transport.py``), bounded by
   ``mail.timeout_seconds``; retries come from the mail ledger, never a sleep.
+- The console (``web.listen``, ``rosterdrop.web``) is uvicorn on the loop, one
+  task; its store and runner calls run in the default executor.
 - Outside the loop by nature: the watcher's inotify observer (a watchdog
   thread that only hands files to intake) and the metrics HTTP listener.
 
@@ -53,9 +55,10 @@ from rosterdrop.paths import StatePaths, open_private, private_file
 from rosterdrop.runs.runner import Runner, utc_now
 from rosterdrop.sftp.server import DropboxServer
 from rosterdrop.sources.oneroster.puller import daemon_scheduler
-from rosterdrop.startup import ServeLock, refuse_failures, start_checks
+from rosterdrop.startup import ServeLock, check_host_key, refuse_failures, start_checks
 from rosterdrop.store.engine import Store, open_store
 from rosterdrop.store.jobs import JobQueue
+from rosterdrop.web.listener import WebListener
 
 log = structlog.get_logger("rosterdrop.daemon")
 
@@ -127,9 +130,32 @@ class Daemon:
         self.monitoring = Monitoring(settings.metrics.listen, DaemonState.of(
             self.store, self.queue, self.server, self.pool, clock=utc_now,
             stuck_seconds=settings.metrics.stuck_seconds), self.metrics)
+        self.web = self._console(settings) if settings.web.listen else None
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._intake: set[asyncio.Task[None]] = set()
+
+    def _console(self, settings: Settings) -> WebListener:
+        from rosterdrop.daemon.resync import queue_last_upload
+        from rosterdrop.sources.oneroster.puller import PullStates
+        from rosterdrop.web.app import build_app
+        from rosterdrop.web.console import Console, console_admins
+
+        def sync_now(tenant: str) -> str:  # what `rosterdrop resync` does
+            if settings.tenant(tenant).source is not None:
+                PullStates.of(settings).request(tenant)
+                return f"Asked for a pull of {tenant} from its SIS now."
+            job, name = queue_last_upload(settings, self.store, tenant)
+            return f"Queued {name} again (job {job})."
+
+        console = Console(
+            settings=settings, store=self.store, runner=self.runner,
+            admins=console_admins(settings, self.paths), clock=utc_now,
+            take=self.intake.take, wake=self.pool.wake, sync_now=sync_now,
+            ready=self.monitoring.state.ready, scrape=self.monitoring.scrape,
+            host_key_fingerprint=lambda: check_host_key(settings).host_key_fingerprint)
+        return WebListener(settings.web.listen, build_app(console),
+                           graceful_seconds=STOP_GRACE_SECONDS)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Start a background task the shutdown cancels and awaits."""
@@ -202,6 +228,9 @@ class Daemon:
         assert self._stop is not None
         loop = asyncio.get_running_loop()
         self.monitoring.start(loop)
+        if self.web is not None:
+            self.web.bind()
+            self._tasks.add(await self.web.start())
         await self.server.start()
         released = 0
         if self.store.is_sqlite:
@@ -215,8 +244,10 @@ class Daemon:
         if self.pulls is not None:
             self._spawn(self.pulls.run(), "rosterdrop-pull-scheduler")
         listen = f"{self.settings.sftp.listen.rsplit(':', 1)[0]}:{self.server.port}"
-        self.lock.publish(sftp=listen, metrics=self._metrics_listen())
+        self.lock.publish(sftp=listen, metrics=self._metrics_listen(),
+                          web=self.web.address if self.web is not None else "")
         log.info("daemon_started", listen=listen, store=self.store.dialect,
+                 console=f"http://{self.web.address}/" if self.web is not None else "",
                  workers=self.settings.workers, state_dir=str(self.paths.root),
                  recovered=recovered, released=released, pid=os.getpid())
         try:
@@ -233,6 +264,8 @@ class Daemon:
             return max(0.0, deadline - time.monotonic())
 
         self.monitoring.close()
+        if self.web is not None:
+            await self.web.close()
         try:
             await asyncio.wait_for(self.server.close(), drain + STOP_GRACE_SECONDS)
         except Exception:  # the rest of the stop must happen all the same

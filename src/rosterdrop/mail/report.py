@@ -271,6 +271,17 @@ def build_report_email(
     return message
 
 
+def run_sentence(document: RunDocument) -> str:
+    """The email's one sentence on what happened (the console's run page shows it too)."""
+    run = document.to_json()
+    totals = _issue_totals(run)
+    errors = sum(n for (severity, _), n in totals.items() if severity == Severity.ERROR)
+    warnings = sum(n for (severity, _), n in totals.items() if severity == Severity.WARNING)
+    status = document.status.value
+    superseded = status == "unchanged" and _has_code(run, Code.UPLOAD_SUPERSEDED)
+    return _headline(run, status, errors, warnings, superseded=superseded)
+
+
 # --- subject and prose -------------------------------------------------------
 
 

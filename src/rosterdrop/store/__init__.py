@@ -14,10 +14,10 @@ that ``rosterdrop doctor`` can compare a database's version without loading
 SQLAlchemy.
 """
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """1: the first schema. 2: ``ix_people_lifecycle`` (the purge's "anyone due?" query read
 every person of the tenant without it; benchmarks/README.md). 3: the never-written
 columns ``runs.held_plan`` and ``jobs.sha256`` dropped. 4: ``tenant_state.paused_at``
 (``rosterdrop tenant pause``). 5: ``people.sis_seen`` (a local account's SIS values as
-last reported). 6: ``counters`` (SQLite never hands an account_id out twice). See
-tables.py."""
+last reported). 6: ``counters`` (SQLite never hands an account_id out twice). 7: ``audit`` and
+``web_sessions`` (the console). See tables.py."""

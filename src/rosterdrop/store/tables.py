@@ -14,7 +14,8 @@ arrays in text columns, the same on SQLite and PostgreSQL. Timestamps are
 UTC.
 
 Run bookkeeping: ``runs`` (history), ``jobs`` (the daemon's queue), ``mails``
-(report emails and their retries), ``tenant_state`` (a revision counter per
+(report emails and their retries), ``audit`` (who approved, edited, uploaded …),
+``web_sessions`` (console sign-ins), ``tenant_state`` (a revision counter per
 tenant, bumped by every write to its directory; it guards plans made against
 an older snapshot and validates the snapshot cache).
 
@@ -212,6 +213,7 @@ RUNS = Table(
     _time("finished_at", nullable=True),
     _time("applied_at", nullable=True),
     _optional("artifact_dir"),
+    Index("ix_runs_created", "created_at", "run_id"),  # the console's history, by keyset
 )
 
 JOBS = Table(
@@ -262,6 +264,32 @@ COUNTERS = Table(
 """High-water marks SQLite keeps itself (``account_id``: never handed out twice, also
 after a purge deleted the highest; PostgreSQL's sequences already never do)."""
 
+AUDIT = Table(
+    "audit", metadata,
+    _serial("id"),
+    _time("at"),
+    _text("actor"),  # "web:<username>" | "cli:<os user>"
+    _text("action"),  # approve | discard | edit | reset | upload | sync_now | pause | resume
+    _optional("tenant"),
+    _text("target_kind", default=""),  # run | person | tenant | upload
+    _text("target", default=""),  # the run id, person_id, tenant key or file name
+    _text("detail", default=""),
+    Index("ix_audit_target", "target_kind", "target", "at"),
+    Index("ix_audit_tenant", "tenant", "at"),
+)
+"""Who did what to which run, person or tenant (store/audit.py): console and CLI."""
+
+WEB_SESSIONS = Table(
+    "web_sessions", metadata,
+    _key("token_hash"),  # sha256 of the cookie's random token: a stolen table logs no one in
+    _text("username"),
+    _text("csrf_token"),
+    _time("created_at"),
+    _time("expires_at"),
+    Index("ix_web_sessions_expires", "expires_at"),
+)
+"""Console sign-ins (store/sessions.py): the server decides when one ends."""
+
 ALL_TABLES: tuple[Table, ...] = (
     SCHEMA_VERSION_TABLE,
     TENANT_STATE,
@@ -270,6 +298,8 @@ ALL_TABLES: tuple[Table, ...] = (
     RUNS,
     JOBS,
     MAILS,
+    AUDIT,
+    WEB_SESSIONS,
 )
 """Every table of this schema, parents before children."""
 
@@ -293,6 +323,11 @@ def _add_paused_at(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE tenant_state ADD COLUMN paused_at {kind}"))
 
 
+def _add_runs_created_index(conn: Connection) -> None:
+    index = next(i for i in RUNS.indexes if i.name == "ix_runs_created")
+    index.create(conn, checkfirst=True)
+
+
 def _add_sis_seen(conn: Connection) -> None:
     if "sis_seen" not in {c["name"] for c in inspect(conn).get_columns("people")}:
         conn.execute(text("ALTER TABLE people ADD COLUMN sis_seen VARCHAR"))
@@ -304,5 +339,6 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     3: _add_paused_at,
     4: _add_sis_seen,
     5: lambda conn: None,  # 6 adds the counters table: create_all makes it
+    6: _add_runs_created_index,  # 7 also adds the audit and web_sessions tables (create_all)
 }
 """``UPGRADES[n](connection)`` upgrades a version-*n* store to version *n + 1*."""
