@@ -123,6 +123,19 @@ def test_an_unknown_column_far_from_every_missing_one_stays_unknown() -> None:
                                ("HEADER_UNKNOWN_COLUMN", "warning")]
 
 
+def test_two_equally_near_names_are_not_guessed_between() -> None:
+    """`agent` and `agents` are both as near `agentSourcedIds`: neither is linked."""
+    files = oneroster_files("1.1")
+    _rename(files, "users.csv", "agentSourcedIds", "agents")
+    _rename(files, "users.csv", "password", "agent")
+    checked = check(files)
+    assert not issues_of(checked, "HEADER_NEAR_MISS")
+    assert sorted(i["column"] for i in issues_of(checked, "HEADER_UNKNOWN_COLUMN")) == [
+        "agent", "agents"]
+    assert sorted(i["column"] for i in issues_of(checked, "HEADER_MISSING_UNUSED")) == [
+        "agentSourcedIds", "password"]
+
+
 # --- HEADER_BLANK_COLUMNS ---------------------------------------------------------------
 
 
