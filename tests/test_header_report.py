@@ -280,7 +280,7 @@ def test_ten_million_character_first_name_is_refused_and_never_echoed() -> None:
     assert (issue["file"], issue["line"], issue["column"], issue["severity"]) == (
         "students.csv", 2, "first_name", "error")
     assert issue["message"].startswith(
-        "students.csv line 2: first_name is 10000000 characters long, more than the 255 "
+        "students.csv line 2: first_name is 10,000,000 characters long, more than the 255 "
         "rosterdrop accepts")
     assert len(issue["value"]) == 61 and issue["value"].endswith("…")
     assert max(len(i.message) + len(i.value or "") for i in checked.issues) < 600
@@ -294,7 +294,7 @@ def test_over_long_value_in_an_unread_column_is_dropped_with_a_warning() -> None
     checked = check(files)
     issue = only(checked, "VALUE_TOO_LONG")
     assert (issue["column"], issue["severity"]) == ("sms", "warning")
-    assert "2000 characters long, more than the 1,024" in issue["message"]
+    assert "2,000 characters long, more than the 1,024" in issue["message"]
     assert issue["message"].endswith("the value was dropped.")
     assert checked.status == "warnings" and checked.model is not None
 

@@ -347,6 +347,20 @@ def shown(value: pl.Expr) -> pl.Expr:
             .then(value.str.slice(0, SHOWN) + pl.lit("…")).otherwise(value))
 
 
+def thousands(number: pl.Expr) -> pl.Expr:
+    """A non-negative integer as text with thousands separators (``10,000,000``)."""
+    text = number.cast(pl.String)
+    out = text
+    for digits in (3, 6, 9, 12):  # each wraps the last, so the longest is tried first
+        width = pl.lit(digits)
+        head = text.str.slice(0, text.str.len_chars() - width)
+        groups = [text.str.slice(text.str.len_chars() - pl.lit(k), 3)
+                  for k in range(digits, 0, -3)]
+        out = pl.when(text.str.len_chars() > width).then(
+            pl.concat_str([head, *[pl.lit(",") + g for g in groups]])).otherwise(out)
+    return out
+
+
 @dataclass
 class _Rule:
     code: Code
@@ -394,7 +408,7 @@ def check_values(
             + ("correct it in the SIS and export again." if rule.used
                else "the value was dropped."),
             include_value=False, gate=value.str.len_bytes() > limit,
-            args=(value.str.len_chars(), shown(value)),
+            args=(thousands(value.str.len_chars()), shown(value)),
         ))
         invalid, explain, caseless, lowered = _invalid(rule, value, oneroster_12)
         gate = None
