@@ -186,3 +186,14 @@ def test_an_entry_refused_as_a_zip_bomb_is_not_also_missing() -> None:
     checked = check(files)
     assert [(i.code, i.file) for i in checked.issues] == [("ZIP_UNSAFE", "students.csv")]
     assert checked.model is None
+
+
+def test_oneroster_12_unknown_school_of_a_role_names_roles_csv() -> None:
+    files = oneroster_files("1.2")
+    files["roles.csv"] = files["roles.csv"].replace("R2,,,U2,primary,student,,,S2",
+                                                    "R2,,,U2,primary,student,,,S8")
+    issue = only(check(files), "REFERENCE_MISSING")
+    assert (issue["file"], issue["line"], issue["column"], issue["value"]) == (
+        "users.csv", 3, "orgSourcedId", "S8")
+    assert issue["message"].startswith(
+        "users.csv line 3: roles.csv orgSourcedId 'S8' names a location that is not in orgs.csv")

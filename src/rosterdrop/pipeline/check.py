@@ -122,7 +122,8 @@ def check_upload(
     filtered = apply_filter(people_checked, tenant.filter, today, family)
     checked.filtered = _count_by_kind(filtered.counts)
     say("checking references")
-    check_references(filtered.model, family, filtered.gone, issues, built.unavailable)
+    check_references(filtered.model, family, filtered.gone, issues, built.unavailable,
+                     roles_file=checked.layout == "oneroster-1.2")
     patched = apply_patch(filtered.model, tenant.patch, family, issues, built.unavailable)
     checked.patched = patched.counts
     checked.summary = summary_frame(filtered.summary + patched.summary)

@@ -68,12 +68,19 @@ def _dangling_message(field: str, target: str, family: str, gone: pl.DataFrame |
 
 
 def check_references(model: Model, family: str, gone: dict[str, pl.DataFrame],
-                     issues: IssueLog, unavailable: frozenset[str] = frozenset()) -> None:
+                     issues: IssueLog, unavailable: frozenset[str] = frozenset(),
+                     *, roles_file: bool = False) -> None:
     """REFERENCE_MISSING for references patching does not handle.
 
     ``unavailable``: kinds whose file or ID column could not be read (an issue said so
-    already); references to them are not checked, lest every one be reported."""
+    already); references to them are not checked, lest every one be reported.
+    ``roles_file``: OneRoster 1.2, where a person's schools are the orgSourcedId of their
+    roles in roles.csv (the issue still points at the person's line in users.csv)."""
     fields = ASM_FIELDS if family == "asm" else ONEROSTER_FIELDS
+    labels = dict(fields)
+    if roles_file:
+        fields = {**fields, "person.location": "orgSourcedId"}
+        labels["person.location"] = "roles.csv orgSourcedId"
     fix = "add the record to the export or correct the reference in the SIS."
 
     def check(source: pl.DataFrame, ref: pl.Expr, target: str, target_id: str,
@@ -96,7 +103,7 @@ def check_references(model: Model, family: str, gone: dict[str, pl.DataFrame],
             refs.select(
                 pl.col("_file").alias("file"), pl.col("_line").alias("line"),
                 pl.lit(fields[key]).alias("column"), pl.col("_ref").alias("value"),
-                _dangling_message(fields[key], target, family, reasons, fix).alias("message"),
+                _dangling_message(labels[key], target, family, reasons, fix).alias("message"),
             ),
             Code.REFERENCE_MISSING,
         )
