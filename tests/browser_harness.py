@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from daemon_harness import Daemon, free_port, toml_list
 from test_sftp_support import paramiko_sftp
+
+from rosterdrop.passwords import hash_password
 from uploads import make_zip
 
 # Playwright must never fetch a browser build of its own (the machine cannot, and CI
@@ -68,7 +70,7 @@ class ConsoleDaemon(Daemon):
         # guard that is on (the harness's are off) and an account domain for ASM.
         super().__init__(root, {}, extra=f'[web]\nlisten = "127.0.0.1:{self.web_port}"\n'
                          f"{admins}")
-        sftp_hash = hash_with_rosterdrop(SFTP_PASSWORD)
+        sftp_hash = hash_password(SFTP_PASSWORD)
         tenants = "".join(
             f'[tenants.{key}]\nname = "{key.title()}"\nreport_to = ["admin@{key}.example"]\n'
             f'account_domain = "{key}.example"\n'
