@@ -61,30 +61,30 @@ def make_settings(tmp_path: Path, backend_url: str, **top: Any) -> Settings:
     })
 
 
-@pytest.fixture
-def settings(tmp_path: Path, backend_url: str) -> Settings:
+@pytest.fixture(name="settings")
+def settings_fixture(tmp_path: Path, backend_url: str) -> Settings:
     return make_settings(tmp_path, backend_url)
 
 
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
+@pytest.fixture(name="store")
+def store_fixture(settings: Settings) -> Iterator[Store]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     with open_store(settings.database_url) as opened:
         yield opened
 
 
-@pytest.fixture
-def clock() -> Clock:
+@pytest.fixture(name="clock")
+def clock_fixture() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def runner(settings: Settings, store: Store, clock: Clock) -> Runner:
+@pytest.fixture(name="runner")
+def runner_fixture(settings: Settings, store: Store, clock: Clock) -> Runner:
     return Runner(settings, store, clock=clock, mailer=Sent())
 
 
-@pytest.fixture
-def console(settings: Settings, store: Store, runner: Runner, clock: Clock) -> Console:
+@pytest.fixture(name="console")
+def console_fixture(settings: Settings, store: Store, runner: Runner, clock: Clock) -> Console:
     paths = StatePaths.of(settings)
     intake = Intake(paths, JobQueue(store), list(settings.tenants), clock)
 
@@ -98,8 +98,8 @@ def console(settings: Settings, store: Store, runner: Runner, clock: Clock) -> C
                    host_key_fingerprint=lambda: "SHA256:test-fingerprint")
 
 
-@pytest_asyncio.fixture
-async def client(console: Console) -> AsyncIterator[httpx.AsyncClient]:
+@pytest_asyncio.fixture(name="client")
+async def client_fixture(console: Console) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=build_app(console))
     async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as c:
         yield c

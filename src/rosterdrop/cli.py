@@ -230,6 +230,14 @@ def _held_runner(ctx: _Context, run_id: str) -> Any:
     return _runner(ctx, store)
 
 
+def _audit(store: Any, action: str, tenant: str | None, kind: str, target: str,
+           detail: str = "") -> None:
+    """The audit trail the console shows: who (``cli:<os user>``) did what, and when."""
+    from rosterdrop.store.audit import Action, AuditEntry, Target, cli_actor, record
+
+    record(store, AuditEntry(cli_actor(), Action(action), tenant, Target(kind), target, detail))
+
+
 def _run_summary(run: Any) -> dict[str, Any]:
     """A run document without its issue lists (history --json)."""
     summary: dict[str, Any] = run.summary().to_json()
@@ -350,7 +358,9 @@ def approve(ctx: _Context, run_id: str) -> None:
     """Release a run held by the change threshold: apply it now."""
     from rosterdrop.runs.runner import exit_code
 
-    run = _held_runner(ctx, run_id).approve(run_id)
+    runner = _held_runner(ctx, run_id)
+    run = runner.approve(run_id)
+    _audit(runner.store, "approve", run.tenant, "run", run.run_id, f"now {run.status.value}")
     click.echo(f"run {run.run_id}: {run.status}")
     sys.exit(exit_code(run.status))
 
@@ -387,7 +397,9 @@ def tenant_pause(ctx: _Context, tenant_key: str | None) -> None:
     from rosterdrop.store.tenants import set_paused
 
     tenant_key = _one_tenant(ctx.settings, tenant_key, "rosterdrop tenant pause T")
-    changed = set_paused(_open_store(ctx.settings), tenant_key, utc_now())
+    store = _open_store(ctx.settings)
+    changed = set_paused(store, tenant_key, utc_now())
+    _audit(store, "pause", tenant_key, "tenant", tenant_key, "" if changed else "it already was")
     click.echo(f"{tenant_key}: paused" + ("" if changed else " (it already was)")
                + "; uploads are kept and queued, none is applied until resumed")
 
@@ -403,6 +415,7 @@ def tenant_resume(ctx: _Context, tenant_key: str | None) -> None:
     tenant_key = _one_tenant(ctx.settings, tenant_key, "rosterdrop tenant resume T")
     store = _open_store(ctx.settings)
     changed = set_paused(store, tenant_key, None)
+    _audit(store, "resume", tenant_key, "tenant", tenant_key, "" if changed else "it was not paused")
     waiting = sum(1 for job in JobQueue(store).pending() if job.tenant == tenant_key)
     click.echo(f"{tenant_key}: resumed" + ("" if changed else " (it was not paused)")
                + f"; {waiting} upload(s) waiting")
@@ -435,7 +448,9 @@ def purge(ctx: _Context, tenant_key: str | None, dry_run: bool, as_of: Any) -> N
 @pass_ctx
 def discard(ctx: _Context, run_id: str) -> None:
     """Drop a run held by the change threshold; nothing is applied."""
-    run = _held_runner(ctx, run_id).discard(run_id)
+    runner = _held_runner(ctx, run_id)
+    run = runner.discard(run_id)
+    _audit(runner.store, "discard", run.tenant, "run", run.run_id, f"now {run.status.value}")
     click.echo(f"run {run.run_id}: {run.status}")
 
 
@@ -452,10 +467,14 @@ def resync(ctx: _Context, tenant_key: str | None) -> None:
         from rosterdrop.sources.oneroster.puller import PullStates
 
         PullStates.of(ctx.settings).request(tenant_key)
+        _audit(_open_store(ctx.settings), "sync_now", tenant_key, "tenant", tenant_key,
+               "asked for a pull")
         click.echo(f"asked the daemon to pull {tenant_key} from its SIS now; "
                    f"the daemon (rosterdrop serve) starts within seconds")
         return
-    job_id, name = queue_last_upload(ctx.settings, _open_store(ctx.settings), tenant_key)
+    store = _open_store(ctx.settings)
+    job_id, name = queue_last_upload(ctx.settings, store, tenant_key)
+    _audit(store, "sync_now", tenant_key, "tenant", tenant_key, f"queued {name} (job {job_id})")
     click.echo(f"queued {name} again for {tenant_key} (job {job_id}); "
                f"the daemon (rosterdrop serve) will process it")
 
@@ -589,7 +608,9 @@ def people_set(click_ctx: click.Context, person_id: str, assignments: tuple[str,
         if not sep or not name:
             raise UsageError(f"expected FIELD=VALUE, got {assignment!r}")
         fields[name.strip()] = value
-    set_person(_open_store(ctx.settings), tenant, person_id, fields)
+    store = _open_store(ctx.settings)
+    set_person(store, tenant, person_id, fields)
+    _audit(store, "edit", tenant, "person", person_id, "set " + ", ".join(sorted(fields)))
     click.echo(f"{person_id}: updated {', '.join(sorted(fields))} (source = local)")
 
 
@@ -605,7 +626,9 @@ def people_reset(click_ctx: click.Context, person_id: str, tenant_key: str | Non
     tenant = tenant_key or click_ctx.meta.get("tenant")
     tenant = _one_tenant(ctx.settings, tenant)
     ctx.settings.tenant(tenant)
-    reset_person(_open_store(ctx.settings), tenant, person_id)
+    store = _open_store(ctx.settings)
+    reset_person(store, tenant, person_id)
+    _audit(store, "reset", tenant, "person", person_id, "returned to the SIS")
     click.echo(f"{person_id}: source = sis; the next sync applies the SIS's values")
 
 

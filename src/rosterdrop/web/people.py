@@ -87,8 +87,10 @@ def person_view(ctx: Ctx) -> Response:
 
 def person_edit(ctx: Ctx) -> Response:
     tenant, row = _person(ctx, Permission.ACT)
-    entered = {name: ctx.field(name) for name in EDITABLE_FIELDS}
     before = {name: _shown(name, row.get(name)) for name in EDITABLE_FIELDS}
+    # A field the form leaves out is kept as it is (blank means blank: null).
+    entered = {name: ctx.field(name) if ctx.form is not None and name in ctx.form
+               else before[name] for name in EDITABLE_FIELDS}
     changed = {name: value for name, value in entered.items() if value.strip() != before[name]}
     if not changed:
         return redirect(f"/people/{tenant}/{row['person_id']}", done="Nothing changed.")

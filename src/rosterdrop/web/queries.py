@@ -209,8 +209,9 @@ class PeopleFilter:
     location: str = ""
 
 
-def _like(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _like(text: str, *, lower: bool = True) -> str:
+    text = text.lower() if lower else text
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 
@@ -230,7 +231,8 @@ def people_page(store: Store, where: PeopleFilter, offset: int,
         if value:
             condition &= PEOPLE.c[name] == value
     if where.location:
-        condition &= PEOPLE.c.location_ids.like(_like(f'"{where.location}"'), escape="\\")
+        condition &= PEOPLE.c.location_ids.like(_like(f'"{where.location}"', lower=False),
+                                                escape="\\")
     columns = [PEOPLE.c[name] for name in (
         "person_id", "role", "first_name", "last_name", "email_address", "account", "status",
         "source", "location_ids", "grade_level")]
