@@ -78,3 +78,17 @@ def test_hash_password_reads_stdin_and_prints_a_verifiable_hash(tmp_path: Path) 
     assert empty.returncode == 2
     assert empty.stderr.strip() == ("rosterdrop: no password given (type it at the prompt, "
                                     "or pipe it on stdin)")
+
+
+def test_the_embedded_defaults_check_the_console_port_at_start(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    """With no config file, serve's start-up checks (the ones doctor shows) include the
+    console's address, 127.0.0.1:8080."""
+    from rosterdrop.config import load_settings
+    from rosterdrop.startup import start_checks
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ROSTERDROP_CONFIG", raising=False)
+    rows = {c.name: c for c in start_checks(load_settings(None), create=False)}
+    assert rows["web.listen"].detail.startswith("127.0.0.1:8080")
