@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser_harness import (
@@ -90,21 +91,40 @@ def test_axe_core_is_at_hand(axe: Path | None, open_page: Opener) -> None:
 Opener = Callable[..., Page]
 
 
+@pytest.fixture(scope="module")
+def sessions() -> dict[str, Any]:
+    """Each admin's signed-in cookies, kept after their first sign-in in this module:
+    signing in is its own scenario, and argon2 costs a second a time on a busy CI."""
+    return {}
+
+
 @pytest.fixture
-def open_page(browser: Browser, daemon: ConsoleDaemon) -> Iterator[Opener]:
-    """A new page in a context of its own (no cookies shared between tests)."""
+def open_page(browser: Browser, daemon: ConsoleDaemon,
+              sessions: dict[str, Any]) -> Iterator[Opener]:
+    """A new page in a context of its own (its own cookies), signed in as ``admin``
+    when one is named."""
     contexts: list[BrowserContext] = []
 
-    def opener(*, viewport: dict[str, int] | None = None, bypass_csp: bool = True) -> Page:
+    def opener(admin: str = "", *, viewport: dict[str, int] | None = None,
+               bypass_csp: bool = True) -> Page:
         # bypass_csp: the console's Content-Security-Policy (script-src 'self') rightly
         # refuses the inline <script> page.add_script_tag makes for axe-core; it is
         # lifted for that alone. test_sign_in_with_the_keyboard keeps the CSP on and
         # checks that the console works under it.
         context = browser.new_context(base_url=daemon.base_url, bypass_csp=bypass_csp,
-                                      viewport=viewport or {"width": 1280, "height": 900})
+                                      viewport=viewport or {"width": 1280, "height": 900},
+                                      storage_state=sessions.get(admin))
         context.set_default_timeout(WAIT_MS)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        if admin:
+            if admin in sessions:
+                page.goto("/")
+            else:
+                sign_in(page, admin)
+                sessions[admin] = context.storage_state()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+        return page
 
     yield opener
     for context in contexts:
@@ -198,8 +218,7 @@ def test_an_sftp_upload_and_its_run_page(daemon: ConsoleDaemon, open_page: Opene
     finished = daemon.sftp_sync("springfield", district(10), "springfield.zip")
     assert finished["status"] == "completed", finished
     run_id = str(finished["run_id"])
-    page = open_page()
-    sign_in(page, "ana")
+    page = open_page("ana")
     a11y(page)
     card = page.locator("#tenant-springfield")
     expect(card).to_contain_text("Last run: completed")
@@ -230,8 +249,7 @@ def test_a_held_run_approved_by_a_site_manager(daemon: ConsoleDaemon, open_page:
     completed with the approval in its audit trail, the 6 students left out of the
     upload now inactive."""
     run_id = held_runs("shelbyville")
-    page = open_page()
-    sign_in(page, "sam")
+    page = open_page("sam")
     waiting = page.locator("section[aria-labelledby=held-heading]")
     waiting.get_by_role("link", name=run_id).click()
     expect(page.locator("#run-status")).to_have_text("held")
@@ -268,8 +286,7 @@ def test_a_people_manager_may_not_approve(daemon: ConsoleDaemon, open_page: Open
     Approve or Discard, and the server answers the same requests sent anyway (with the
     session's own CSRF token) with 403; the run stays held."""
     run_id = held_runs("ogdenville")
-    page = open_page()
-    sign_in(page, "pam")
+    page = open_page("pam")
     page.get_by_role("link", name="History").click()
     page.get_by_label("Tenant").select_option("ogdenville")
     page.get_by_label("Status").select_option("held")
@@ -308,8 +325,7 @@ def test_upload_a_zip_in_the_browser_to_validate(daemon: ConsoleDaemon, open_pag
     broken.write_bytes(make_zip(files))
     good = tmp_path / "good-export.zip"
     good.write_bytes(make_zip(district(3)))
-    page = open_page()
-    sign_in(page, "sam")
+    page = open_page("sam")
     page.get_by_role("link", name="Upload").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Upload")
     a11y(page)
@@ -337,8 +353,7 @@ def test_edit_a_person_and_return_them_to_the_sis(daemon: ConsoleDaemon, open_pa
     student to the SIS: the next SFTP sync brings back the SIS's value."""
     first = daemon.sftp_sync("capital", district(5), "capital.zip")
     assert first["status"] == "completed", first
-    page = open_page()
-    sign_in(page, "sam")
+    page = open_page("sam")
     page.get_by_role("link", name="People").click()
     page.get_by_label("Tenant").select_option("capital")
     page.get_by_label("Search").fill("Last3")
@@ -378,8 +393,7 @@ def test_phone_width_dashboard_and_run_page(daemon: ConsoleDaemon, open_page: Op
     scroll in their own box) and the Approve button is on screen; screenshots kept in the
     test's tmp folder."""
     run_id = held_runs("ogdenville")
-    page = open_page(viewport=PHONE)
-    sign_in(page, "sam")
+    page = open_page("sam", viewport=PHONE)
     for name, path in (("dashboard", "/"), ("run", f"/runs/{run_id}")):
         page.goto(path)
         expect(page.get_by_role("heading", level=1)).to_be_visible()
