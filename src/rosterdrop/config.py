@@ -121,6 +121,50 @@ def _link_url(value: str) -> str:
     return value
 
 
+class OidcSettings(_Section):
+    """Single sign-on for the console: an OpenID Connect provider (Entra ID, Google)."""
+
+    issuer: str
+    """The provider's issuer URL; its ``/.well-known/openid-configuration`` is read."""
+    client_id: Annotated[str, Field(min_length=1)]
+    """The console's application (client) ID at the provider; ID tokens must name it."""
+    client_secret_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    """Name of the environment variable holding the client secret (never in the file)."""
+    scopes: str = "openid email profile"
+    """Asked for at sign-in, space-separated; must include ``openid``."""
+    name: str = ""
+    """Shown as "Sign in with {name}"; empty: Microsoft, Google or the issuer's host."""
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        # Plain http only on loopback: the ID token's keys come from there.
+        if not re.fullmatch(r"(https://[^/\s?#]+|http://(127\.0\.0\.1|localhost)(:\d+)?)"
+                            r"(/[^\s?#]*)?", value):
+            raise ValueError(f"expected the provider's https:// issuer URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: str) -> str:
+        if "openid" not in value.split():
+            raise ValueError(f"must include 'openid', got {value!r}")
+        return value
+
+    @property
+    def client_secret(self) -> str:
+        return os.environ.get(self.client_secret_env, "")
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        host = self.issuer.split("/")[2]
+        if host.endswith(("microsoftonline.com", "microsoftonline.us")):
+            return "Microsoft"
+        return "Google" if host == "accounts.google.com" else host
+
+
 class WebSettings(_Section):
     """The admin console (docs/console.md) and the health and metrics routes it serves."""
 
@@ -134,6 +178,16 @@ class WebSettings(_Section):
     An ``https://`` address also marks the session cookie ``Secure``."""
     session_minutes: Annotated[int, Field(ge=1, le=7 * 24 * 60)] = 480
     """A console sign-in lasts this long (kept in the database, ended by sign-out)."""
+    oidc: OidcSettings | None = None
+    """Single sign-on with OpenID Connect (docs/console.md, "Single sign-on"); with the
+    console on it needs ``base_url`` (the redirect URI: ``{base_url}/login/oidc/callback``)."""
+
+    @model_validator(mode="after")
+    def _oidc_needs_base_url(self) -> WebSettings:
+        if self.oidc is not None and self.listen and not self.base_url:
+            raise ValueError("[web.oidc] needs web.base_url (the provider redirects to "
+                             "{base_url}/login/oidc/callback)")
+        return self
 
     @field_validator("listen")
     @classmethod
@@ -233,15 +287,22 @@ class AdminAccount(_Section):
     """One sign-in of the admin console (docs/console.md, "Roles")."""
 
     username: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+    oidc_subject: str = ""
+    """Single sign-on: the ID token's ``sub`` claim that signs in as this admin."""
+    email: Annotated[str, Field(pattern=r"^([^@\s]+@[^@\s]+)?$")] = ""
+    """Single sign-on: the ID token's ``email``, when the provider says it is verified."""
     password_hash: str = Field("", validate_default=True)
-    """From ``rosterdrop hash-password`` (argon2id; scrypt strings are accepted too)."""
+    """From ``rosterdrop hash-password`` (argon2id; scrypt strings are accepted too);
+    may be empty for an admin who signs in only by single sign-on."""
     role: AdminRole
     tenants: list[str] = []
     """The tenants this admin sees and acts on; empty: every tenant (administrators only)."""
 
     @field_validator("password_hash")
     @classmethod
-    def _a_hash(cls, value: str) -> str:
+    def _a_hash(cls, value: str, info: ValidationInfo) -> str:
+        if not value and (info.data.get("oidc_subject") or info.data.get("email")):
+            return value
         if not value:
             raise ValueError("is empty: make one with `rosterdrop hash-password` and paste "
                              "it here")
@@ -494,6 +555,16 @@ class Settings(_Section):
             if admin.username in seen:
                 raise ValueError(f"username {admin.username!r} is used by two admins")
             seen.add(admin.username)
+            for identity in (f"oidc_subject {admin.oidc_subject!r}" if admin.oidc_subject
+                             else "", f"email {admin.email.lower()!r}" if admin.email else ""):
+                if identity and identity in seen:
+                    raise ValueError(f"{identity} is used by two admins")
+                seen.add(identity)
+            web = info.data.get("web")
+            if (admin.oidc_subject or admin.email) and web is not None \
+                    and web.oidc is None:
+                raise ValueError(f"the admin {admin.username!r} sets oidc_subject or email "
+                                 f"but [web.oidc] is not configured")
             unknown = [t for t in admin.tenants if t not in tenants]
             if unknown:
                 known = ", ".join(sorted(tenants)) or "none"

@@ -214,13 +214,15 @@ def start_checks(settings: Settings, *, create: bool) -> list[Check]:
                                    sftp=False, starting=create))
     checks.append(check_host_key(settings))
     checks.extend(check_secrets(settings))
+    if settings.web.listen and settings.web.oidc is not None:
+        checks.append(check_oidc_secret(settings))
     return checks
 
 
 _ERRORS: dict[str, type[RosterdropError]] = {
     "state folder": InputError, "shared folder": InputError, "store": StoreError,
     "sftp.listen": SftpError, "metrics.listen": ConfigError, "web.listen": ConfigError,
-    "host key": SftpError,
+    "host key": SftpError, "web.oidc": ConfigError,
 }
 
 
@@ -382,6 +384,18 @@ def check_secrets(settings: Settings) -> list[Check]:
         checks.append(Check(name, OK, f"client secret set ({where}); pulls "
                             f"{source.frequency} from {source.base_url}"))
     return checks
+
+
+def check_oidc_secret(settings: Settings) -> Check:
+    """The console's single sign-on client secret, from its environment variable."""
+    oidc = settings.web.oidc
+    assert oidc is not None
+    if not oidc.client_secret:
+        return Check("web.oidc", FAIL, f"client_secret_env: ${oidc.client_secret_env} is not "
+                     f"set or empty", f"put {oidc.client_secret_env}=… in the service's "
+                     f"environment (/etc/rosterdrop/env); or leave out [web.oidc]")
+    return Check("web.oidc", OK, f"client secret set (${oidc.client_secret_env}); sign-in "
+                 f"with {oidc.display_name} ({oidc.issuer})")
 
 
 # --- helpers ------------------------------------------------------------------------

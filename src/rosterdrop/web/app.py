@@ -125,7 +125,9 @@ class SignIn:
                                   f"again in {wait} seconds.", 429, username)
             response.headers["Retry-After"] = str(wait)
             return response
-        admin = next((a for a in self.console.admins if a.username == username), None)
+        # An admin without a password hash signs in only by single sign-on.
+        admin = next((a for a in self.console.admins
+                      if a.username == username and a.password_hash), None)
         async with self.checks:
             ok = await asyncio.to_thread(verify_password,
                                          admin.password_hash if admin else self.dummy, password)
