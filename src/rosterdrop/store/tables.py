@@ -214,6 +214,9 @@ RUNS = Table(
     _time("applied_at", nullable=True),
     _optional("artifact_dir"),
     Index("ix_runs_created", "created_at", "run_id"),  # the console's history, by keyset
+    # The console's lists pick their run ids from this index alone: reading created_at
+    # from the table walks each row's document (benchmarks/README.md, P11).
+    Index("ix_runs_console", "tenant", "status", "created_at", "run_id"),
 )
 
 JOBS = Table(
@@ -328,6 +331,11 @@ def _add_runs_created_index(conn: Connection) -> None:
     index.create(conn, checkfirst=True)
 
 
+def _add_runs_console_index(conn: Connection) -> None:
+    index = next(i for i in RUNS.indexes if i.name == "ix_runs_console")
+    index.create(conn, checkfirst=True)
+
+
 def _add_sis_seen(conn: Connection) -> None:
     if "sis_seen" not in {c["name"] for c in inspect(conn).get_columns("people")}:
         conn.execute(text("ALTER TABLE people ADD COLUMN sis_seen VARCHAR"))
@@ -340,5 +348,6 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     4: _add_sis_seen,
     5: lambda conn: None,  # 6 adds the counters table: create_all makes it
     6: _add_runs_created_index,  # 7 also adds the audit and web_sessions tables (create_all)
+    7: _add_runs_console_index,
 }
 """``UPGRADES[n](connection)`` upgrades a version-*n* store to version *n + 1*."""

@@ -89,6 +89,10 @@ def _run(ctx: Ctx, run_id: str, permission: Permission = Permission.READ) -> Run
     return run
 
 
+def _ints(counts: dict[str, Any]) -> dict[str, int]:
+    return {str(k): int(v) for k, v in counts.items()}
+
+
 def _folder(run: RunRecord) -> Path | None:
     return Path(run.artifact_dir) if run.artifact_dir else None
 
@@ -105,11 +109,9 @@ def run_page(ctx: Ctx) -> Response:
     issues: queries.IssueRows | None = None
     page: Page | None = None
     if folder is not None and issue_total:
-        first = queries.issues_page(folder / ISSUES_CSV, code=code or None,
-                                    search=search or None, offset=0, size=0)
-        page = Page.of(query_param(request, "page"), queries.ISSUES_PAGE, first.total)
-        issues = queries.issues_page(folder / ISSUES_CSV, code=code or None,
-                                     search=search or None, offset=page.offset)
+        issues, page = queries.issues_page(folder / ISSUES_CSV, _ints(run.issue_counts),
+                                           code=code or None, search=search or None,
+                                           page=query_param(request, "page"))
     files = [name for name in ARTIFACT_NAMES if folder and (folder / name).is_file()]
     tables = {name: queries.csv_head(folder / name) for name in (SUMMARY_CSV, MATCHES_CSV,
                                                                    PREVIEW_CSV)
