@@ -38,6 +38,7 @@ from rosterdrop.web.http import (
     render,
     unauthenticated,
 )
+from rosterdrop.web.oidc import CALLBACK_PATH, OidcSignIn
 
 log = structlog.get_logger("rosterdrop.web")
 
@@ -102,6 +103,8 @@ class SignIn:
         token = secrets.token_urlsafe(32)
         response = render(self.console, "login.html", status=status, title="Sign in",
                           login_token=token, message=message, username=username,
+                          oidc_name=oidc.display_name if (oidc := self.console.settings.web.oidc)
+                          else "",
                           next=_next(request.query_params.get("next")))
         response.set_cookie(LOGIN_COOKIE, token, max_age=LOGIN_COOKIE_SECONDS, path="/login",
                             httponly=True, samesite="strict", secure=self.secure())
@@ -169,6 +172,10 @@ def _next(target: str | None) -> str:
 
 def build_app(console: Console) -> Starlette:
     sign_in = SignIn(console)
+    oidc = console.settings.web.oidc
+    sign_on = [] if oidc is None else [
+        Route("/login/oidc", (flow := OidcSignIn(console, oidc)).start, methods=["GET"]),
+        Route(CALLBACK_PATH, flow.callback, methods=["GET"])]
     css = resources.files("rosterdrop").joinpath("templates/web/console.css").read_bytes()
 
     async def healthz(request: Request) -> Response:
@@ -209,6 +216,7 @@ def build_app(console: Console) -> Starlette:
         Route("/login", sign_in.page, methods=["GET"]),
         Route("/login", sign_in.submit, methods=["POST"]),
         Route("/logout", sign_in.logout, methods=["POST"]),
+        *sign_on,
         *pages.routes(console),
         *people.routes(console),
         *upload.routes(console),
