@@ -65,6 +65,7 @@ HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384"]
 CALLBACK_PATH = "/login/oidc/callback"
 START_AGAIN = "start again from the sign-in page"
+GOOGLE = "https://accounts.google.com"
 
 
 class OidcRefusal(Exception):
@@ -364,6 +365,12 @@ class OidcSignIn:
             raise self._unreachable("token", "its answer has no id_token")
         return id_token
 
+    def _issuers(self) -> list[str]:
+        # Google documents both spellings of its iss (OpenID Connect, "Validating an ID token").
+        if self.oidc.issuer == GOOGLE:
+            return [GOOGLE, GOOGLE.removeprefix("https://")]
+        return [self.oidc.issuer]
+
     async def _claims(self, provider: Provider, id_token: str, nonce: str,
                       address: str) -> dict[str, Any]:
         keys = await self.key_set(provider)
@@ -377,7 +384,7 @@ class OidcSignIn:
             claims = dict(token.claims)
             registry = jwt.JWTClaimsRegistry(
                 leeway=LEEWAY_SECONDS,
-                iss={"essential": True, "value": self.oidc.issuer},
+                iss={"essential": True, "values": self._issuers()},
                 aud={"essential": True, "value": self.oidc.client_id},
                 sub={"essential": True}, exp={"essential": True}, iat={"essential": True},
                 nonce={"essential": True, "value": nonce})
