@@ -361,16 +361,16 @@ def test_edit_a_person_and_return_them_to_the_sis(daemon: ConsoleDaemon, open_pa
     expect(page.locator("#person-source")).to_have_text("sis")
     expect(page.get_by_role("button", name="Return to SIS")).to_have_count(0)
     a11y(page)
-    page.get_by_label("last_name").fill("Lastname-Three")
+    page.get_by_label("Last name").fill("Lastname-Three")
     page.get_by_role("button", name="Save local edit").click()
     expect(page.locator("#person-source")).to_have_text("local")
-    expect(page.get_by_label("last_name")).to_have_value("Lastname-Three")
+    expect(page.get_by_label("Last name")).to_have_value("Lastname-Three")
     expect(page.locator("#audit")).to_contain_text("web:sam edit: set last_name")
     a11y(page)
-    page.get_by_label("location_ids").fill("NOWHERE")
+    page.get_by_label("Locations").fill("NOWHERE")
     page.get_by_role("button", name="Save local edit").click()
     expect(page.get_by_role("alert")).to_contain_text("cannot edit person 'P3'")
-    expect(page.get_by_label("location_ids")).to_have_value("NOWHERE")
+    expect(page.get_by_label("Locations")).to_have_value("NOWHERE")
     a11y(page)
     page.get_by_role("button", name="Return to SIS").click()
     expect(page.locator("#person-source")).to_have_text("sis")
@@ -379,8 +379,8 @@ def test_edit_a_person_and_return_them_to_the_sis(daemon: ConsoleDaemon, open_pa
     again = daemon.sftp_sync("capital", district(6), "capital-again.zip")
     assert again["status"] == "completed", again
     page.reload()
-    expect(page.get_by_label("last_name")).to_have_value("Last3")
-    expect(page.get_by_label("location_ids")).to_have_value("S1")
+    expect(page.get_by_label("Last name")).to_have_value("Last3")
+    expect(page.get_by_label("Locations")).to_have_value("S1")
 
 
 def test_phone_width_dashboard_and_run_page(daemon: ConsoleDaemon, open_page: Opener,
@@ -398,6 +398,16 @@ def test_phone_width_dashboard_and_run_page(daemon: ConsoleDaemon, open_page: Op
                                "window.innerWidth]")
         assert widths[1] == PHONE["width"]
         assert widths[0] <= widths[1], f"{name} page overflows: {widths[0]} px wide"
+        # No word is broken across lines: a cell's unspaced text ("Code", "locations",
+        # a run id) lies on one line; a wide table scrolls in its box instead.
+        broken = page.evaluate("""() => [...document.querySelectorAll('th, td')]
+            .filter(cell => cell.textContent.trim() && !/\\s/.test(cell.textContent.trim()))
+            .filter(cell => { const range = document.createRange();
+                              range.selectNodeContents(cell);
+                              return new Set([...range.getClientRects()].filter(r => r.width)
+                                             .map(r => Math.round(r.top))).size > 1; })
+            .map(cell => cell.textContent.trim())""")
+        assert broken == [], f"{name} page breaks words: {broken[:5]}"
         shot = tmp_path / f"phone-{name}.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 5_000

@@ -57,6 +57,14 @@ def _shown(name: str, value: Any) -> str:
     return str(value)
 
 
+FIELD_LABELS = {"role": "Role", "person_number": "Person number", "first_name": "First name",
+                "middle_name": "Middle name", "last_name": "Last name",
+                "grade_level": "Grade level", "email_address": "Email address",
+                "sis_username": "SIS username", "password_policy": "Password policy",
+                "location_ids": "Locations"}
+"""The person page's labels; the form's field names stay ``people set``'s."""
+
+
 def _person(ctx: Ctx, permission: Permission = Permission.READ) -> tuple[str, dict[str, Any]]:
     tenant = ctx.tenant(ctx.request.path_params["tenant"], permission)
     person_id = ctx.request.path_params["person_id"]
@@ -76,7 +84,8 @@ def person_page(ctx: Ctx, message: str = "", status: int = 200,
         "person.html", status=status, title=f"{row['first_name'] or ''} {row['last_name'] or ''}"
         .strip() or row["person_id"], tenant=tenant, person=row, values=values,
         entered=entered or values, sis=sis, fields=EDITABLE_FIELDS, local=row["source"] == LOCAL,
-        may_act=ctx.may(Permission.ACT, tenant), message=message, done=flash(ctx.request),
+        labels=FIELD_LABELS, may_act=ctx.may(Permission.ACT, tenant), message=message,
+        done=flash(ctx.request),
         account=row["account"], audit=entries_for(ctx.console.store, Target.PERSON,
                                                   row["person_id"], tenant=tenant))
 
