@@ -9,6 +9,7 @@ import html
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,10 +21,14 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 import httpx
 import pytest
 import pytest_asyncio
+import uvicorn
+from browser_harness import CHROMIUM, needs_chromium
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 from structlog.testing import capture_logs
+from test_run_lifecycle import Sent
 from test_web_console import (  # noqa: F401 (fixtures)
+    Clock,
     clock_fixture,
     console_fixture,
     make_settings,
@@ -34,7 +39,9 @@ from test_web_console import (  # noqa: F401 (fixtures)
 
 from rosterdrop.config import Settings, parse_settings
 from rosterdrop.errors import ConfigError
+from rosterdrop.runs.runner import Runner
 from rosterdrop.startup import refuse_failures, start_checks
+from rosterdrop.store.engine import open_store
 from rosterdrop.web.app import build_app
 from rosterdrop.web.console import Console
 
@@ -116,7 +123,9 @@ class IdentityProvider:
     """A real HTTP OpenID provider on 127.0.0.1: discovery, JWKS, an authorize endpoint
     that signs the user in at once and redirects back with a code, and a token endpoint
     that checks the client's secret, the code (once), the redirect URI and PKCE, and
-    issues an RS256 ID token. ``claims`` and ``sign_with`` change the next token."""
+    issues an RS256 ID token. ``claims`` and ``sign_with`` change the next token;
+    ``interactive`` makes the authorize endpoint a page with a link to click, as a real
+    provider's sign-in page is (the way back is then a navigation the provider began)."""
 
     def __init__(self) -> None:
         self.key = RSAKey.generate_key(2048, parameters={"kid": "idp-1", "use": "sig"})
@@ -126,6 +135,7 @@ class IdentityProvider:
         self.claims: dict[str, Any] = {}
         self.codes: dict[str, dict[str, str]] = {}
         self.token_requests: list[dict[str, str]] = []
+        self.interactive = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -180,6 +190,14 @@ class IdentityProvider:
                     idp.codes[code] = query
                     back = f"{query['redirect_uri']}?" + urlencode(
                         {"code": code, "state": query["state"]})
+                    if idp.interactive:  # the user clicks through a page of the provider's
+                        page = f'<a id="consent" href="{html.escape(back)}">Continue</a>'
+                        self.send_response(200)
+                        self.send_header("content-type", "text/html")
+                        self.send_header("content-length", str(len(page)))
+                        self.end_headers()
+                        self.wfile.write(page.encode())
+                        return
                     self.send_response(302)
                     self.send_header("location", back)
                     self.send_header("content-length", "0")
@@ -431,3 +449,58 @@ async def test_a_provider_that_cannot_be_reached_gets_a_clear_page(
     assert message_of(page).startswith("Test District could not be asked for the sign-in "
                                        "settings (ConnectError: ")
     assert message_of(page).endswith("): try again in a minute, or sign in with a password")
+
+
+@needs_chromium
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_in_a_real_browser_the_strict_session_cookie_survives_the_provider_redirect(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debian's chromium, the console on 127.0.0.1 under uvicorn and the IdP on
+    localhost (another site): the provider's redirect back is cross-site, which would not
+    carry the SameSite=Strict session cookie; the callback's page moves on by itself,
+    and the browser lands on the page it asked for, signed in."""
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    with IdentityProvider() as idp, socket.socket() as probe:
+        idp.issuer = idp.issuer.replace("127.0.0.1", "localhost")
+        idp.interactive = True
+        probe.bind(("127.0.0.1", 0))
+        base = f"http://127.0.0.1:{probe.getsockname()[1]}"
+        probe.close()
+        url = f"sqlite:///{tmp_path / 'console.db'}"
+        admins = [a.model_dump() for a in make_settings(tmp_path, url).admins]
+        admins[0] |= {"oidc_subject": "sub-ana"}
+        settings = make_settings(tmp_path, url, admins=admins, web={
+            "listen": "127.0.0.1:0", "base_url": base,
+            "oidc": {"issuer": idp.issuer, "client_id": CLIENT_ID,
+                     "client_secret_env": SECRET_ENV}})
+        settings.state_dir.mkdir(parents=True)
+        with open_store(settings.database_url) as store:
+            clock = Clock()
+            console = Console(settings=settings, store=store,
+                              runner=Runner(settings, store, clock=clock, mailer=Sent()),
+                              admins=list(settings.admins), clock=clock,
+                              take=lambda *args: None)
+            server = uvicorn.Server(uvicorn.Config(build_app(console), host="127.0.0.1",
+                                                   port=int(base.rsplit(":", 1)[1]),
+                                                   log_level="warning"))
+            thread = threading.Thread(target=server.run, daemon=True)
+            thread.start()
+            try:
+                deadline = time.monotonic() + 10
+                while not server.started and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                with sync_playwright() as playwright:
+                    browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+                    page = browser.new_page()
+                    page.goto(f"{base}/login?next=/runs")
+                    page.click("#sign-in-oidc")
+                    page.click("#consent")
+                    page.wait_for_url(f"{base}/runs", timeout=10_000)
+                    assert page.locator(".who").inner_text() == "ana (Administrator)"
+                    browser.close()
+            finally:
+                server.should_exit = True
+                thread.join(10)
