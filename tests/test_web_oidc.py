@@ -504,3 +504,37 @@ def test_in_a_real_browser_the_strict_session_cookie_survives_the_provider_redir
             finally:
                 server.should_exit = True
                 thread.join(10)
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_at_the_provider_is_shown_in_its_words(
+        client: httpx.AsyncClient, idp: IdentityProvider) -> None:
+    """The provider answers the browser with ``error`` (the user cancelled, or is not
+    assigned to the app): 401 with its error and description, and no code is exchanged."""
+    start = await client.get("/login/oidc")
+    state = dict(parse_qsl(urlsplit(start.headers["location"]).query))["state"]
+    page = await client.get("/login/oidc/callback?" + urlencode({
+        "state": state, "error": "access_denied",
+        "error_description": "AADSTS50105: the user is not assigned to a role"}))
+    assert page.status_code == 401
+    assert message_of(page) == ("Test District did not sign you in (access_denied: AADSTS50105: "
+                                "the user is not assigned to a role): start again from the "
+                                "sign-in page.")
+    assert idp.token_requests == []
+
+
+@pytest.mark.asyncio
+async def test_a_discovery_document_of_another_issuer_is_refused(
+        client: httpx.AsyncClient, idp: IdentityProvider, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """Discovery's issuer must be the configured one (OpenID Connect Discovery §4.3), as
+    Entra's multi-tenant "common" document (issuer with {tenantid}) is not."""
+    common = "https://login.microsoftonline.com/{tenantid}/v2.0"
+    monkeypatch.setattr(idp, "discovery", lambda: {
+        **IdentityProvider.discovery(idp), "issuer": common})
+    page = await client.get("/login/oidc")
+    assert page.status_code == 502
+    assert message_of(page) == (
+        f"Test District could not be asked for the sign-in settings (its issuer is "
+        f"'{common}', not the configured '{idp.issuer}'): try again in a minute, or sign in "
+        f"with a password")
