@@ -124,7 +124,7 @@ def issues_file(tmp_path: Path, rows: int) -> tuple[Path, dict[str, int]]:
 def test_issue_pages_by_code_search_and_last_page(tmp_path: Path) -> None:
     """Without a search the totals are the run's counts; a code's third page holds that
     code's issues 101–150 in file order; a search counts what it finds; a page past
-    the end is the last page."""
+    the end is the last page (with a search too); a search is text, never a pattern."""
     path, counts = issues_file(tmp_path, 1_000)
     rows, page = queries.issues_page(path, counts, code=None, search=None, page=None)
     assert rows.total == 1_000 and page.pages == 20
@@ -135,6 +135,11 @@ def test_issue_pages_by_code_search_and_last_page(tmp_path: Path) -> None:
     rows, page = queries.issues_page(path, counts, code=None, search="V99", page=None)
     assert rows.total == 11  # v99, v990–v999
     assert {r["value"] for r in rows.rows} == {"v99", *(f"v{n}" for n in range(990, 1000))}
+    past, page = queries.issues_page(path, counts, code="A", search="v99", page="5")
+    assert page.number == 1 and [r["value"] for r in past.rows] == [
+        "v99", "v990", "v993", "v996", "v999"]
+    literal, _ = queries.issues_page(path, counts, code=None, search="v9(.*", page=None)
+    assert literal.total == 0 and literal.rows == []  # searched as text, not a pattern
     rows, page = queries.issues_page(path, counts, code="A", search=None, page="999")
     assert page.number == page.pages == 7 and len(rows.rows) == 334 - 300
     missing, page = queries.issues_page(tmp_path / "none.csv", counts, code=None,

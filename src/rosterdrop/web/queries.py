@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -188,7 +190,7 @@ def issues_page(path: Path, counts: dict[str, int], *, code: str | None,
     ``counts`` are the run's issues by code (the run row's ``issue_counts``, counted
     from the frame ``issues.csv`` was written from): without a search the total is
     known, so the page is one slice of the file and the first page reads its head
-    only. A search scans the file twice (count, then the page), never loading it.
+    only. A search scans the file once for its count and page, never loading it.
     """
     total = counts.get(code, 0) if code else sum(counts.values())
     if not path.is_file():
@@ -196,15 +198,23 @@ def issues_page(path: Path, counts: dict[str, int], *, code: str | None,
     frame = pl.scan_csv(path, infer_schema=False)
     if code:
         frame = frame.filter(pl.col("code") == code)
-    if search:
-        needle = search.lower()
-        frame = frame.filter(pl.any_horizontal(
-            pl.col(name).fill_null("").str.to_lowercase().str.contains(needle, literal=True)
-            for name in ("message", "value", "file", "column")))
-        total = int(frame.select(pl.len()).collect().item())
+    if not search:
+        where = Page.of(page, size, total)
+        rows = frame.slice(where.offset, size).collect().to_dicts() if total else []
+        return IssueRows(rows, total), where
+    pattern = "(?i)" + re.escape(search)  # a case-blind regex: no lower-cased copy
+    frame = frame.filter(pl.any_horizontal(
+        pl.col(name).str.contains(pattern).fill_null(False)
+        for name in ("message", "value", "file", "column")))
+    # The count and the page asked for in one scan (collect_all shares it); only a page
+    # past the end needs a second one.
+    asked = Page.of(page, size, sys.maxsize)
+    counted, found = pl.collect_all([frame.select(pl.len()), frame.slice(asked.offset, size)])
+    total = int(counted.item())
     where = Page.of(page, size, total)
-    rows = frame.slice(where.offset, size).collect().to_dicts() if total else []
-    return IssueRows(rows, total), where
+    if where.offset != asked.offset:
+        found = frame.slice(where.offset, size).collect()
+    return IssueRows(found.to_dicts() if total else [], total), where
 
 
 def csv_head(path: Path, rows: int = CSV_PREVIEW_ROWS) -> tuple[list[str], list[list[str]], bool]:
