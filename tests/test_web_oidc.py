@@ -538,3 +538,23 @@ async def test_a_discovery_document_of_another_issuer_is_refused(
         f"Test District could not be asked for the sign-in settings (its issuer is "
         f"'{common}', not the configured '{idp.issuer}'): try again in a minute, or sign in "
         f"with a password")
+
+
+@pytest.mark.asyncio
+async def test_an_internal_failure_is_a_page_not_a_traceback(
+        client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store failing as the session starts: 500 with a sentence and the log line."""
+    import rosterdrop.web.oidc as oidc
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(oidc, "start_session", broken)
+    with capture_logs() as logs:
+        page = await client.get(await provider_reply(client))
+    assert page.status_code == 500
+    assert message_of(page) == ("The sign-in could not be completed (an internal error, "
+                                "logged as web_oidc_failed): start again from the sign-in "
+                                "page.")
+    assert [e["error"] for e in logs if e["event"] == "web_oidc_failed"] == [
+        "database is locked"]

@@ -264,13 +264,20 @@ class OidcSignIn:
         address = request.client.host if request.client else "unknown"
         try:
             admin, claims, target = await self._verify(request, address)
+            token, _ = await asyncio.to_thread(start_session, self.console.store,
+                                               admin.username, self.console.clock(),
+                                               self.console.settings.web.session_minutes)
         except OidcRefusal as refused:
             response = error_page(self.console, refused.status, refused.message)
             response.delete_cookie(PENDING_COOKIE, path="/login/oidc")
             return response
-        token, _ = await asyncio.to_thread(start_session, self.console.store, admin.username,
-                                           self.console.clock(),
-                                           self.console.settings.web.session_minutes)
+        except Exception as exc:  # a page and a log line, never a traceback to the browser
+            log.exception("web_oidc_failed", address=address, error=str(exc)[:200])
+            response = error_page(self.console, 500, f"The sign-in could not be completed "
+                                  f"(an internal error, logged as web_oidc_failed): "
+                                  f"{START_AGAIN}.")
+            response.delete_cookie(PENDING_COOKIE, path="/login/oidc")
+            return response
         log.info("web_login", address=address, username=admin.username, role=admin.role,
                  method="oidc", issuer=self.oidc.issuer, subject=claims.get("sub"))
         # A same-site hop: the Strict session cookie is not sent on the provider's
