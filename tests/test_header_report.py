@@ -180,20 +180,45 @@ def test_blank_name_over_values_is_an_unknown_column() -> None:
 
 
 def test_header_with_more_names_than_the_records_is_blamed_once() -> None:
-    """users.csv's header names a column the records do not have: one issue for the
-    header, not 'line N: expected 19 fields' for every record."""
+    """users.csv's header names a column no record has: one issue for the header, not
+    'line N: expected 19 fields' for every record; the surplus name is not a column of
+    the layout, so the records are still checked without it and the first report names
+    what is wrong in them too (here an invalid email)."""
     files = oneroster_files("1.1")
     header, rest = files["users.csv"].split("\n", 1)
-    files["users.csv"] = header.replace("givenName,", "givenName,nickName,") + "\n" + rest
+    files["users.csv"] = (header.replace("givenName,", "givenName,nickName,") + "\n"
+                          + rest.replace("bo.kim@d.example", "bo.kim@@d.example"))
     checked = check(files)
     assert not issues_of(checked, "ROW_COLUMN_COUNT")
     issue = only(checked, "HEADER_FIELD_COUNT")
-    assert issue["message"].startswith(
+    assert issue["message"] == (
         "users.csv line 1: the header row names 19 columns, but 4 of the 4 records have 18 "
-        "fields: the header has 1 name too many")
-    assert "No record of users.csv was read" in issue["message"]
+        "fields: the header has 1 name too many (or the records lack a column). 'nickName' "
+        "is not a column of the layout and no record has it, so the records were checked "
+        "without it (nothing is applied until the header is right); remove it from the "
+        "header row and export again.")
+    invalid = only(checked, "EMAIL_INVALID")
+    assert (invalid["file"], invalid["line"]) == ("users.csv", 3)
+    assert {i.code for i in checked.issues} == {"HEADER_FIELD_COUNT", "EMAIL_INVALID"}
+    assert checked.status == "failed"  # the header error stops the sync
+
+
+def test_a_surplus_header_name_that_may_be_a_misspelt_column_stops_the_file() -> None:
+    """The header has one name too many, but the names the layout does not know are a
+    misspelling of a column the header lacks (``grade``) as well as the surplus: which
+    name holds no data cannot be told, so no record is read rather than read shifted."""
+    files = oneroster_files("1.1")
+    header, rest = files["users.csv"].split("\n", 1)
+    header = header.replace("grades", "grade").replace("givenName,", "givenName,nickName,")
+    files["users.csv"] = header + "\n" + rest
+    checked = check(files)
+    issue = only(checked, "HEADER_FIELD_COUNT")
+    assert issue["message"].endswith(
+        "No record of users.csv was read, so the checks that need it were skipped; correct "
+        "the header row and export again.")
     # Nothing follows from the unread people: no dangling enrollments, no missing emails.
-    assert {i.code for i in checked.issues} == {"HEADER_FIELD_COUNT", "HEADER_UNKNOWN_COLUMN"}
+    assert not issues_of(checked, "ROW_COLUMN_COUNT")
+    assert not issues_of(checked, "REFERENCE_MISSING") and not issues_of(checked, "EMAIL_MISSING")
     assert checked.status == "failed" and checked.model is None
 
 

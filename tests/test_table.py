@@ -430,7 +430,7 @@ def _same_as_csv(raw: bytes) -> None:
         return
     data = raw if b"\n" in raw or b"\r" not in raw else raw.replace(b"\r", b"\n")
     reference = IssueLog()
-    slow = table._read_slow(data, "x.csv", ",", reference)
+    slow = table._read_slow(data, "x.csv", ",", reference, frozenset())
     assert slow is not None
     header, frame, _ = slow
     assert parsed.header == header

@@ -335,7 +335,8 @@ def _read_files(
         table = already_read(spec_name)
         if table is None:
             _, raw = next(contents)
-            table = None if raw is None else read_table(raw, entry, issues, separators)
+            table = None if raw is None else read_table(raw, entry, issues, separators,
+                                                        known=frozenset(spec.columns))
         if table is None:
             unread.add(spec_name)
             continue

@@ -92,7 +92,8 @@ class Table:
 
 
 def read_table(
-    raw: bytes, file: str, issues: IssueLog, separators: tuple[str, ...] = (",",)
+    raw: bytes, file: str, issues: IssueLog, separators: tuple[str, ...] = (",",),
+    known: frozenset[str] = frozenset(),
 ) -> Table | None:
     """Parse the CSV file ``file`` from its bytes.
 
@@ -102,7 +103,11 @@ def read_table(
     and left out of the frame; when most records agree on a count other than the
     header's, the header is blamed once instead (``HEADER_FIELD_COUNT``) and no
     record is read. Records may leave out fields that the header ends in without
-    names (a spreadsheet's empty cells): those read as blank.
+    names (a spreadsheet's empty cells): those read as blank. ``known``: the layout's
+    column names; when the names the header has too many are exactly the ones the
+    layout does not know (a column added to the header but to no record), the records
+    are read without them, so the report still covers them (the header issue says so,
+    and the run fails on it).
     """
     if not separators or any(
         len(s) != 1 or not s.isascii() or s in '"\r\n' for s in separators
@@ -123,14 +128,26 @@ def read_table(
     if width > MAX_FIELDS:
         _too_wide(file, width, 1 + _count_breaks(data, start), issues)
         return None
-    parsed = _read_fast(data, file, sep, head, issues)
+    parsed = _read_fast(data, file, sep, head, issues, known)
     if parsed is None:
-        parsed = _read_slow(data, file, sep, issues)
+        parsed = _read_slow(data, file, sep, issues, known)
     if parsed is None:
         return None
     header, frame, mismatch = parsed
+    drop = _surplus(header, known, mismatch)
+    if drop and b"\n" not in data[start:stop] and b"\r" not in data[start:stop]:
+        line = io.StringIO()
+        csv.writer(line, delimiter=sep, lineterminator="").writerow(
+            [name for i, name in enumerate(header) if i not in drop])
+        kept = line.getvalue().encode()
+        data = data[:start] + kept + data[stop:]
+        reread = _read_fast(data, file, sep, (start, start + len(kept)), issues, frozenset())
+        if reread is None:
+            reread = _read_slow(data, file, sep, issues, frozenset())
+        if reread is not None and reread[2] is None:
+            header, frame, mismatch = reread
     padded, quoted_empty = _value_hints(data, ord(sep))
-    return Table(file, header, frame, sep, padded, quoted_empty, mismatch)
+    return Table(file, header, frame, sep, padded, quoted_empty, mismatch is not None)
 
 
 def _value_hints(data: bytes, sep: int) -> tuple[bool, bool]:
@@ -580,8 +597,9 @@ def _polars(source: bytes, sep: str, names: list[str], skip_rows: int,
     return frame.select(*names, pl.col(LINE).cast(pl.Int64))
 
 
-Parsed = tuple[list[str], pl.DataFrame, bool]
-"""Header, records, and whether the header was blamed (``Table.header_mismatch``)."""
+Parsed = tuple[list[str], pl.DataFrame, int | None]
+"""Header, records, and the field count most records have when the header was blamed
+(``Table.header_mismatch``), else None."""
 
 
 def _blank_tail(header: list[str]) -> int:
@@ -593,7 +611,8 @@ def _blank_tail(header: list[str]) -> int:
 
 
 def _read_fast(
-    data: bytes, file: str, sep: str, head: tuple[int, int], issues: IssueLog
+    data: bytes, file: str, sep: str, head: tuple[int, int], issues: IssueLog,
+    known: frozenset[str],
 ) -> Parsed | None:
     """The fast or the medium path; None when only the slow path can tell."""
     scan = _survey(data, ord(sep))
@@ -614,11 +633,11 @@ def _read_fast(
         # Every record has the header's field count: with one field too many
         # polars raises, so none has one too few either.
         if records <= 1:
-            return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE)), False
+            return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE)), None
         frame = _polars(data, sep, names, 1, first_line=2)
         if frame is not None and frame.height == records - 1:
-            return header, frame, False
-    return _read_medium(data, file, sep, header, names, issues)
+            return header, frame, None
+    return _read_medium(data, file, sep, header, names, issues, known)
 
 
 def _empty(names: list[str]) -> pl.DataFrame:
@@ -626,7 +645,8 @@ def _empty(names: list[str]) -> pl.DataFrame:
 
 
 def _read_medium(
-    data: bytes, file: str, sep: str, header: list[str], names: list[str], issues: IssueLog
+    data: bytes, file: str, sep: str, header: list[str], names: list[str], issues: IssueLog,
+    known: frozenset[str],
 ) -> Parsed | None:
     scan = _scan(data, ord(sep), detail=True)
     assert scan.ends is not None and scan.seps_before is not None
@@ -656,8 +676,10 @@ def _read_medium(
     if scan.open_at_end:
         unclosed[-1] = True
         bad[-1] = is_data[-1]
-    if _header_blamed(file, expected, fields[bad & ~unclosed], int(is_data.sum()), issues):
-        return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE)), True
+    blamed = _header_blamed(file, header, fields[bad & ~unclosed], int(is_data.sum()), known,
+                            issues)
+    if blamed is not None:
+        return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE)), blamed
     good = is_data & ~bad
 
     rows = int(good.sum())
@@ -682,20 +704,35 @@ def _read_medium(
             return None  # polars read the records otherwise than the pass: csv decides
         frame = maybe
     _report_counts(file, expected, lines[bad], fields[bad], unclosed[bad], issues)
-    return header, frame.with_columns(pl.Series(LINE, lines[good], dtype=pl.Int64)), False
+    return header, frame.with_columns(pl.Series(LINE, lines[good], dtype=pl.Int64)), None
 
 
-def _header_blamed(file: str, expected: int, found: Ints, records: int,
-                   issues: IssueLog) -> bool:
+def _surplus(header: list[str], known: frozenset[str], fields: int | None) -> set[int]:
+    """Positions of the names the header has too many, when they are exactly the names
+    the layout does not know (blank names aside) and the rest is the whole layout; empty
+    when that cannot be told. A misspelt name of a column the header then lacks holds
+    that column's data: dropping it would shift every later column, so it is kept."""
+    if fields is None or not known or fields >= len(header):
+        return set()
+    unknown = {i for i, name in enumerate(header) if name.strip() and name not in known}
+    rest = {name for i, name in enumerate(header) if i not in unknown}
+    if len(unknown) != len(header) - fields or not known <= rest:
+        return set()
+    return unknown
+
+
+def _header_blamed(file: str, header: list[str], found: Ints, records: int,
+                   known: frozenset[str], issues: IssueLog) -> int | None:
     """When most records agree on a field count other than the header's, the header
-    is wrong, not each record: one HEADER_FIELD_COUNT, and True."""
+    is wrong, not each record: one HEADER_FIELD_COUNT, and that count (else None)."""
+    expected = len(header)
     if records < 2 or found.size * 2 <= records:
-        return False
+        return None
     counts, times = np.unique(found, return_counts=True)
     top = int(np.argmax(times))
     agree, fields = int(times[top]), int(counts[top])
     if agree * 2 <= records:
-        return False
+        return None
     if fields < expected:
         why = (f"the header has {expected - fields} name{'s' if expected - fields > 1 else ''}"
                " too many (or the records lack a column)")
@@ -703,14 +740,24 @@ def _header_blamed(file: str, expected: int, found: Ints, records: int,
         why = (f"the header lacks {fields - expected} column "
                f"name{'s' if fields - expected > 1 else ''} (or every record has a stray "
                "separator)")
+    drop = _surplus(header, known, fields)
+    if drop:
+        names = ", ".join(f"'{header[i]}'" for i in sorted(drop))
+        then = (f"{names} {'is' if len(drop) == 1 else 'are'} not a column of the layout and "
+                f"no record has {'it' if len(drop) == 1 else 'them'}, so the records were "
+                f"checked without {'it' if len(drop) == 1 else 'them'} (nothing is applied "
+                "until the header is right); remove "
+                f"{'it' if len(drop) == 1 else 'them'} from the header row and export again.")
+    else:
+        then = (f"No record of {file} was read, so the checks that need it were skipped; "
+                "correct the header row and export again.")
     issues.add(
         Code.HEADER_FIELD_COUNT,
         f"{file} line 1: the header row names {expected} columns, but {agree:,} of the "
-        f"{records:,} records have {fields} fields: {why}. No record of {file} was read, so "
-        f"the checks that need it were skipped; correct the header row and export again.",
+        f"{records:,} records have {fields} fields: {why}. {then}",
         file=file, line=1, value=f"{expected} names, {fields} fields",
     )
-    return True
+    return fields
 
 
 def _report_counts(
@@ -753,7 +800,7 @@ def _report_counts(
 
 
 def _read_slow(
-    data: bytes, file: str, sep: str, issues: IssueLog
+    data: bytes, file: str, sep: str, issues: IssueLog, known: frozenset[str]
 ) -> Parsed | None:
     """Record by record with the csv module: quotes where RFC 4180 allows none
     are read as csv (and Excel) read them."""
@@ -805,12 +852,13 @@ def _read_slow(
             frames.append(_batch_frame(batch, batch_lines, names))
             batch, batch_lines = [], []
     if header is None:
-        return [], pl.DataFrame(schema={LINE: pl.Int64}), False
+        return [], pl.DataFrame(schema={LINE: pl.Int64}), None
     records = sum(f.height for f in frames) + len(batch_lines) + len(bad_lines)
     found = np.array([n for n, unclosed in zip(bad_found, bad_open, strict=True)
                       if not unclosed], np.int64)
-    if _header_blamed(file, len(header), found, records, issues):
-        return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE)), True
+    blamed = _header_blamed(file, header, found, records, known, issues)
+    if blamed is not None:
+        return header, _empty(names).with_columns(pl.lit(None, pl.Int64).alias(LINE)), blamed
     if batch or not frames:
         frames.append(_batch_frame(batch, batch_lines, names))
     _report_counts(
@@ -826,7 +874,7 @@ def _read_slow(
             file=file,
             line=line,
         )
-    return header, pl.concat(frames, how="vertical"), False
+    return header, pl.concat(frames, how="vertical"), None
 
 
 def _batch_frame(rows: list[list[str]], lines: list[int], names: list[str]) -> pl.DataFrame:

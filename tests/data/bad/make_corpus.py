@@ -818,8 +818,9 @@ def _() -> bytes:
     return zipped(oneroster(users="\n".join(",".join(r[:at] + r[at + 1:]) for r in rows) + "\n"))
 
 
-@case("header_field_count", E("HEADER_FIELD_COUNT") + W("HEADER_UNKNOWN_COLUMN"),
-      "orgs.csv's header names one column more than every record has (an unknown one)")
+@case("header_field_count", E("HEADER_FIELD_COUNT"),
+      "orgs.csv's header names one column more than every record has (an unknown one, "
+      "named in the issue; the records are read without it)")
 def _() -> bytes:
     return zipped(oneroster(orgs=text(oneroster(), "orgs.csv").replace(
         "parentSourcedId", "parentSourcedId,extra", 1)))
