@@ -343,6 +343,38 @@ def test_upload_a_zip_in_the_browser_to_validate(daemon: ConsoleDaemon, open_pag
     assert daemon.named("run_finished", tenant="northhaverbrook") == []
 
 
+def test_drop_a_zip_on_the_upload_page(daemon: ConsoleDaemon, open_page: Opener,
+                                       a11y: Callable[[Page], None]) -> None:
+    """The Site Manager drags an export from a folder window onto the drop zone: it
+    becomes the form's file (named on the page), and validating it gives its verdict.
+    The drop is dispatched in the page with a real File, as a browser's drop carries
+    one; the page's own CSP stays on (console.js is served by the console itself)."""
+    files = district(3)
+    files["students.csv"] = str(files["students.csv"]) + "P9,9,A,,B,9,a@d.example,a,,MOON\n"
+    data = make_zip(files)
+    page = open_page("sam")
+    page.goto("/upload")
+    page.get_by_label("Tenant").select_option("northhaverbrook")
+    page.evaluate(
+        """([name, bytes]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name,
+                                        {type: "application/zip"}));
+            const zone = document.getElementById("dropzone");
+            zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer,
+                                                          bubbles: true, cancelable: true}));
+            zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true,
+                                                      cancelable: true}));
+        }""",
+        ["dropped-export.zip", list(data)])
+    expect(page.locator("#dropzone-chosen")).to_have_text("Chosen: dropped-export.zip")
+    a11y(page)
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#verdict-heading")).to_have_text("dropped-export.zip: FAILED")
+    expect(page.locator("#verdict-codes")).to_contain_text("REFERENCE_MISSING: 1")
+    assert daemon.named("run_finished", tenant="northhaverbrook") == []
+
+
 def test_edit_a_person_and_return_them_to_the_sis(daemon: ConsoleDaemon, open_page: Opener,
                                                   a11y: Callable[[Page], None]) -> None:
     """The Site Manager finds a student, corrects the last name (the account turns

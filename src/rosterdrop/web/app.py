@@ -177,6 +177,7 @@ def build_app(console: Console) -> Starlette:
         Route("/login/oidc", (flow := OidcSignIn(console, oidc)).start, methods=["GET"]),
         Route(CALLBACK_PATH, flow.callback, methods=["GET"])]
     css = resources.files("rosterdrop").joinpath("templates/web/console.css").read_bytes()
+    script = resources.files("rosterdrop").joinpath("templates/web/console.js").read_bytes()
 
     async def healthz(request: Request) -> Response:
         # Answered on the daemon's event loop: that it answers is the liveness.
@@ -202,6 +203,10 @@ def build_app(console: Console) -> Starlette:
         return Response(css, media_type="text/css; charset=utf-8",
                         headers={"cache-control": "max-age=3600"})
 
+    async def javascript(request: Request) -> Response:
+        return Response(script, media_type="text/javascript; charset=utf-8",
+                        headers={"cache-control": "max-age=3600"})
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return error_page(console, 404, f"no page {request.url.path}")
 
@@ -213,6 +218,7 @@ def build_app(console: Console) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/console.css", stylesheet, methods=["GET"]),
+        Route("/console.js", javascript, methods=["GET"]),
         Route("/login", sign_in.page, methods=["GET"]),
         Route("/login", sign_in.submit, methods=["POST"]),
         Route("/logout", sign_in.logout, methods=["POST"]),
