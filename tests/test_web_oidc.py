@@ -368,22 +368,26 @@ TOKEN_REFUSED = "The ID token from Test District was refused: {}. Nobody was sig
 
 
 @pytest.mark.asyncio
+# Times are offsets from when the test runs, not from collection: a suite reaches this
+# test many minutes after collecting it (an nbf "600 s ahead" at collection was past by then).
 @pytest.mark.parametrize(("claims", "reason"), [
     ({"aud": "another-app"},
      "it was issued for another application (aud is not this console's client_id)"),
-    ({"exp": int(time.time()) - 600, "iat": int(time.time()) - 900}, "it has expired"),
+    ({"exp": -600, "iat": -900}, "it has expired"),
     ({"iss": "https://evil.example"},
      "it was issued by another provider (iss is not the configured issuer)"),
     ({"nonce": "not-this-one"}, "its nonce is not this sign-in's (a replayed token)"),
-    ({"nbf": int(time.time()) + 600}, "it is not valid yet (nbf is in the future)"),
-    ({"iat": int(time.time()) + 600}, "it is not valid yet (iat is in the future)"),
+    ({"nbf": 600}, "it is not valid yet (nbf is in the future)"),
+    ({"iat": 600}, "it is not valid yet (iat is in the future)"),
     ({"sub": None}, "it lacks the 'sub' claim"),
 ])
 async def test_bad_id_tokens_are_refused(client: httpx.AsyncClient, idp: IdentityProvider,
                                          claims: dict[str, Any], reason: str) -> None:
     """A wrong audience, an expired token, another issuer, another nonce, a token not
     yet valid: 401 with the reason, logged, no session."""
-    idp.claims = claims
+    now = int(time.time())
+    idp.claims = {name: now + value if name in ("exp", "iat", "nbf") else value
+                  for name, value in claims.items()}
     with capture_logs() as logs:
         page = await client.get(await provider_reply(client))
     assert page.status_code == 401
