@@ -21,6 +21,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -57,8 +58,18 @@ class BanSettings(_Section):
     duration_seconds: PositiveInt = 900
 
 
+def _listen_address(value: str) -> str:
+    if value:
+        parse_listen(value)
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+"""``HOST:PORT`` (``[::1]:22`` for IPv6); empty where the listener may be off."""
+
+
 class SftpSettings(_Section):
-    listen: str = "127.0.0.1:2222"
+    listen: ListenAddress = "127.0.0.1:2222"
     max_upload_bytes: PositiveInt = 2 * 1024**3
     settle_seconds: Annotated[float, Field(ge=0)] = 2
     rescan_seconds: Annotated[float, Field(gt=0)] = 60
@@ -72,8 +83,9 @@ class SftpSettings(_Section):
 
     @field_validator("listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        parse_listen(value)
+    def _not_off(cls, value: str) -> str:
+        if not value:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")  # SFTP cannot be off
         return value
 
 
@@ -168,7 +180,7 @@ class OidcSettings(_Section):
 class WebSettings(_Section):
     """The admin console (docs/console.md) and the health and metrics routes it serves."""
 
-    listen: str = ""
+    listen: ListenAddress = ""
     """``HOST:PORT`` of the console's HTTP listener (also /metrics, /healthz, /readyz);
     empty: off. With no config file the embedded defaults set ``127.0.0.1:8080``.
     Behind a TLS proxy in production (deploy/README.md)."""
@@ -189,12 +201,6 @@ class WebSettings(_Section):
                              "{base_url}/login/oidc/callback)")
         return self
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        if value:
-            parse_listen(value)
-        return value
 
     @field_validator("base_url")
     @classmethod
@@ -205,17 +211,11 @@ class WebSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    listen: str = ""
+    listen: ListenAddress = ""
     """``HOST:PORT`` of the HTTP listener for /metrics, /healthz and /readyz; empty: off."""
     stuck_seconds: Annotated[float, Field(gt=0)] = 900
     """/readyz fails when jobs have waited this long and no worker holds a live lease."""
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        if value:
-            parse_listen(value)
-        return value
 
 
 class LogSettings(_Section):
