@@ -706,6 +706,9 @@ _accept_config_everywhere(cli)
 
 
 def main(argv: list[str] | None = None) -> Any:
+    from rosterdrop.foreign_warnings import quiet_foreign_warnings
+
+    quiet_foreign_warnings()
     try:
         return cli.main(args=argv, prog_name="rosterdrop", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -62,6 +62,11 @@ class Code(StrEnum):
     SOURCE_UNREACHABLE = "SOURCE_UNREACHABLE"
     SOURCE_REFUSED = "SOURCE_REFUSED"
     SOURCE_INVALID = "SOURCE_INVALID"
+    # outlets (a delivery after the run: never changes the run's status)
+    DELIVERY_FAILED = "DELIVERY_FAILED"
+    DELIVERY_UNREACHABLE = "DELIVERY_UNREACHABLE"
+    DELIVERY_REFUSED = "DELIVERY_REFUSED"
+    DELIVERY_HOST_KEY_MISMATCH = "DELIVERY_HOST_KEY_MISMATCH"
     # run (rosterdrop itself could not finish the run; nothing was applied)
     RUN_TIMED_OUT = "RUN_TIMED_OUT"
     RUN_INTERRUPTED = "RUN_INTERRUPTED"
@@ -212,6 +217,23 @@ CATALOGUE: dict[Code, CodeInfo] = {
         E, "The SIS answered with something that is not OneRoster data",
         "Check that base_url points at the OneRoster API (ending in /ims/oneroster/v1p1 or "
         "/ims/oneroster/rostering/v1p2) and ask the SIS vendor about the answer quoted."),
+    Code.DELIVERY_FAILED: CodeInfo(
+        W, "A delivery to an outlet failed",
+        "The run itself is unaffected. The message names the cause; the delivery is retried "
+        "with backoff, and `rosterdrop redeliver RUN_ID` starts it again once fixed."),
+    Code.DELIVERY_UNREACHABLE: CodeInfo(
+        W, "An outlet could not be reached",
+        "Check that the destination's host and port (or the webhook URL) are reachable from "
+        "the rosterdrop server; the delivery is retried with backoff."),
+    Code.DELIVERY_REFUSED: CodeInfo(
+        W, "An outlet refused the delivery",
+        "Check the destination's username and password or key (or the webhook URL and "
+        "secret) and its permissions on the remote folder; then `rosterdrop redeliver`."),
+    Code.DELIVERY_HOST_KEY_MISMATCH: CodeInfo(
+        W, "The SFTP destination's host key is not the pinned one",
+        "Nothing was sent. Ask the destination's operator for its host key fingerprint "
+        "(`ssh-keyscan HOST | ssh-keygen -lf -`); if the key changed on purpose, put the new "
+        "SHA256:… in host_key_fingerprint, otherwise treat it as an attack."),
     Code.RUN_TIMED_OUT: CodeInfo(
         E, "The run took longer than its time limit and was stopped",
         "Nothing was applied. Upload again; if it keeps happening with uploads of this size, "

@@ -407,6 +407,134 @@ class OneRosterSource(_Section):
         return next(v for suffix, v in ONEROSTER_ENDPOINTS.items() if self.base_url.endswith(suffix))
 
 
+ONEROSTER_SCOPES = {
+    "1.1": "https://purl.imsglobal.org/spec/or/v1p1/scope/",
+    "1.2": "https://purl.imsglobal.org/spec/or/v1p2/scope/",
+}
+"""The scope prefix of each OneRoster version; the provider knows these scope names:"""
+SCOPE_NAMES = ("roster-core.readonly", "roster.readonly", "roster-demographics.readonly")
+KNOWN_SCOPES = frozenset(prefix + name for prefix in ONEROSTER_SCOPES.values()
+                         for name in SCOPE_NAMES)
+
+
+def _hash_of_a_secret(value: str) -> str:
+    if not value.startswith(("$argon2id$", "$argon2i$", "$argon2d$", "$scrypt$")):
+        raise ValueError("is not a secret hash (expected $argon2id$… from "
+                         "`rosterdrop hash-password`, never the secret itself)")
+    return value
+
+
+class ApiClient(_Section):
+    """A downstream app that reads the tenant's directory from the OneRoster provider
+    (docs/outlets.md, "The OneRoster API")."""
+
+    client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._~-]{1,128}$")]
+    secret_hash: Annotated[str, AfterValidator(_hash_of_a_secret)]
+    """From ``rosterdrop hash-password`` (the client secret itself is never stored)."""
+    scopes: Annotated[list[str], Field(min_length=1)] = [
+        ONEROSTER_SCOPES["1.2"] + "roster-core.readonly",
+        ONEROSTER_SCOPES["1.1"] + "roster-core.readonly",
+    ]
+    """What the client may read: ``roster-core.readonly`` (orgs, sessions, courses,
+    classes, users, enrollments), ``roster.readonly`` (the same, as 1.2 names it) and
+    ``roster-demographics.readonly``, each with its version's prefix."""
+    token_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 60
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in KNOWN_SCOPES]
+        if unknown:
+            raise ValueError(f"unknown scope(s) {', '.join(map(repr, unknown))}; the provider "
+                             f"grants {', '.join(sorted(KNOWN_SCOPES))}")
+        return value
+
+
+SHA256_FINGERPRINT = r"^SHA256:[A-Za-z0-9+/]{43}=?$"
+DestinationFormat = Literal["asm", "oneroster-1.1", "oneroster-1.2"]
+
+
+class _Outlet(_Section):
+    @property
+    def key(self) -> str:
+        """The outlet's name in the delivery ledger."""
+        raise NotImplementedError
+
+    name: Annotated[str, Field(pattern=r"^([A-Za-z0-9][A-Za-z0-9._:@/-]{0,127})?$")] = ""
+    """How deliveries name this outlet (``rosterdrop deliveries``); empty: one is made
+    from its type and address (never from a secret)."""
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60
+    """One attempt is given up after this long."""
+    retries: Annotated[int, Field(ge=0, le=50)] = 8
+    """Further attempts after a failed one, ``retry_seconds`` × 2ⁿ apart (at most an
+    hour), before the delivery is given up (``rosterdrop redeliver`` starts it again)."""
+    retry_seconds: Annotated[float, Field(gt=0)] = 60
+
+
+class SftpDestination(_Outlet):
+    """Where each applied run's directory is pushed (docs/outlets.md, "Forwarding")."""
+
+    type: Literal["sftp"]
+    host: Annotated[str, Field(min_length=1, pattern=r"^[^\s/@]+$")]
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    username: Annotated[str, Field(min_length=1)]
+    password_env: str = ""
+    """Name of the environment variable that holds the password, or:"""
+    key_file: str = ""
+    """a private key file (OpenSSH format). Exactly one of the two."""
+    host_key_fingerprint: Annotated[str, Field(pattern=SHA256_FINGERPRINT)]
+    """``SHA256:…`` of the server's host key (``ssh-keyscan HOST | ssh-keygen -lf -``):
+    any other key is refused, there is no trust on first use."""
+    remote_path: str = ""
+    """The folder on the server to upload into (``dropbox/``); empty: the login folder."""
+    format: DestinationFormat = "asm"
+    """``asm``: the Apple School Manager CSV ZIP; ``oneroster-1.1``/``1.2``: a OneRoster
+    CSV bundle."""
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> SftpDestination:
+        if bool(self.password_env) == bool(self.key_file):
+            raise ValueError("set exactly one of password_env and key_file")
+        return self
+
+    @property
+    def key(self) -> str:
+        if self.name:
+            return self.name
+        folder = self.remote_path.strip("/")
+        return f"sftp:{self.username}@{self.host}:{self.port}/{folder}"
+
+
+AlertStatus = Literal["completed", "completed_with_warnings", "failed", "held", "unchanged",
+                      "discarded"]
+
+
+class AlertSettings(_Outlet):
+    """A chat post or a signed webhook when a run ends in a chosen status."""
+
+    type: Literal["slack", "teams", "webhook"]
+    url_env: Annotated[str, Field(min_length=1)]
+    """Name of the environment variable that holds the incoming-webhook URL (the URL is
+    the secret of a Slack or Teams webhook, so it is never written in the config)."""
+    secret_env: str = ""
+    """``webhook``: the variable holding the signing secret (``whsec_`` + base64, the
+    Standard Webhooks form); required for ``webhook``, refused for the others."""
+    on: Annotated[list[AlertStatus], Field(min_length=1)] = ["failed", "held"]
+    """The run statuses that send an alert."""
+
+    @model_validator(mode="after")
+    def _secret_for_webhooks(self) -> AlertSettings:
+        if (self.type == "webhook") != bool(self.secret_env):
+            raise ValueError("a webhook alert needs secret_env (its signing secret); slack "
+                             "and teams alerts take none" if self.type == "webhook" else
+                             f"secret_env is for type = \"webhook\", not {self.type!r}")
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.name or f"{self.type}:{self.url_env}"
+
+
 ACCOUNT_FORMAT_FIELDS = (
     "first_name", "last_name", "middle_name", "first_initial",
     "person_number", "sis_username", "person_id",
@@ -468,6 +596,25 @@ class TenantSettings(_Section):
     accounts: list[SftpAccount] = []
     source: OneRosterSource | None = None
     """Pull the roster from the SIS's OneRoster REST API (uploads are still accepted)."""
+    api_clients: list[ApiClient] = []
+    """Downstream apps that read this tenant's directory over the OneRoster API."""
+    destinations: list[SftpDestination] = []
+    """Where each applied run's directory is pushed (SFTP)."""
+    alerts: list[AlertSettings] = []
+    """Chat posts and webhooks when a run ends in a chosen status."""
+
+    @model_validator(mode="after")
+    def _outlets_unique(self) -> TenantSettings:
+        clients = [c.client_id for c in self.api_clients]
+        twice = sorted({c for c in clients if clients.count(c) > 1})
+        if twice:
+            raise ValueError(f"api_clients: client_id {twice[0]!r} is used twice")
+        keys = [o.key for o in (*self.destinations, *self.alerts)]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"two destinations or alerts are both named {twice[0]!r}: give "
+                             f"one of them a name = \"…\"")
+        return self
 
     @field_validator("account_format")
     @classmethod

@@ -13,7 +13,8 @@ cases where rosterdrop itself cannot go on::
     ├── StoreError           the database failed or is not reachable
     ├── MailError            a report email could not be delivered
     ├── SftpError            the SFTP server could not start
-    └── SourceError          a tenant's SIS (OneRoster REST API) could not be read
+    ├── SourceError          a tenant's SIS (OneRoster REST API) could not be read
+    └── DeliveryError        an outlet (SFTP destination, alert) did not take a delivery
 
 Foreign exceptions (zipfile, polars, SQLAlchemy, smtplib, asyncssh, httpx, OSError)
 are translated where they enter, ``raise StoreError(...) from exc``, so callers
@@ -70,3 +71,14 @@ class SourceError(RosterdropError):
     def __init__(self, message: str, *, reason: str = "unreachable") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class DeliveryError(RosterdropError):
+    """One attempt to deliver a run to an outlet failed; the ledger retries it later.
+
+    ``code`` is one of the ``DELIVERY_*`` codes (codes.py): what the admin is told.
+    """
+
+    def __init__(self, message: str, *, code: str = "DELIVERY_FAILED") -> None:
+        super().__init__(message)
+        self.code = code

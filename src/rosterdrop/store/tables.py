@@ -15,7 +15,8 @@ UTC.
 
 Run bookkeeping: ``runs`` (history), ``jobs`` (the daemon's queue), ``mails``
 (report emails and their retries), ``audit`` (who approved, edited, uploaded …),
-``web_sessions`` (console sign-ins), ``tenant_state`` (a revision counter per
+``web_sessions`` (console sign-ins), ``deliveries`` (what each run sent to the
+tenant's outlets), ``api_tokens`` (OneRoster API sign-ins), ``tenant_state`` (a revision counter per
 tenant, bumped by every write to its directory; it guards plans made against
 an older snapshot and validates the snapshot cache).
 
@@ -293,6 +294,39 @@ WEB_SESSIONS = Table(
 )
 """Console sign-ins (store/sessions.py): the server decides when one ends."""
 
+DELIVERIES = Table(
+    "deliveries", metadata,
+    _serial("id"),
+    Column("run_id", String(), ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    _text("tenant"),
+    _text("outlet"),  # the destination's or alert's key (config: name, or made from it)
+    _text("kind"),  # sftp | slack | teams | webhook
+    _text("status", default="pending"),  # pending | delivered | failed
+    _int("attempts", default=0),
+    _optional("last_error"),  # "CODE: message" of the last failed attempt
+    _optional("detail"),  # what was delivered: the remote file, the HTTP status
+    _time("next_attempt_at", nullable=True),  # failed: when to try again (None: given up)
+    _time("created_at"),
+    _time("updated_at"),
+    _time("delivered_at", nullable=True),
+    UniqueConstraint("run_id", "outlet", name="uq_deliveries_run_outlet"),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_deliveries_tenant", "tenant", "created_at"),
+)
+"""Outlets (store/deliveries.py): one row per run and destination or alert."""
+
+API_TOKENS = Table(
+    "api_tokens", metadata,
+    _key("token_hash"),  # sha256 of the bearer token, as for web_sessions
+    _text("tenant"),
+    _text("client_id"),
+    _text("scopes"),  # space-separated, as granted
+    _time("created_at"),
+    _time("expires_at"),
+    Index("ix_api_tokens_expires", "expires_at"),
+)
+"""OneRoster API access tokens (client credentials), shared by every process."""
+
 ALL_TABLES: tuple[Table, ...] = (
     SCHEMA_VERSION_TABLE,
     TENANT_STATE,
@@ -303,6 +337,8 @@ ALL_TABLES: tuple[Table, ...] = (
     MAILS,
     AUDIT,
     WEB_SESSIONS,
+    DELIVERIES,
+    API_TOKENS,
 )
 """Every table of this schema, parents before children."""
 
@@ -349,5 +385,6 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     5: lambda conn: None,  # 6 adds the counters table: create_all makes it
     6: _add_runs_created_index,  # 7 also adds the audit and web_sessions tables (create_all)
     7: _add_runs_console_index,
+    8: lambda conn: None,  # 9 adds the deliveries and api_tokens tables (create_all)
 }
 """``UPGRADES[n](connection)`` upgrades a version-*n* store to version *n + 1*."""
