@@ -39,6 +39,7 @@ from rosterdrop.config import Settings, TenantSettings
 from rosterdrop.documents import PURGE_FILE, RunDocument, RunSource, RunStatus, no_changes
 from rosterdrop.errors import NotFound, StoreError, UsageError
 from rosterdrop.mail import send_mail
+from rosterdrop.outlets.dispatch import Outlets
 from rosterdrop.paths import StatePaths, private_folder
 from rosterdrop.pipeline.check import Checked, check_upload, sha256_of
 from rosterdrop.pipeline.guard import check_guard
@@ -130,6 +131,7 @@ class Runner:
         clock: Clock = utc_now,
         mailer: Send = send_mail,
         telemetry: Telemetry = NO_TELEMETRY,
+        outlets: Outlets | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -138,6 +140,7 @@ class Runner:
         self.telemetry = telemetry
         self.kept = KeptUploads(self.paths)
         self.mail = Mailer(settings, store, clock=clock, send=mailer, telemetry=telemetry)
+        self.outlets = outlets or Outlets(settings, store, clock=clock)
 
     # --- public operations --------------------------------------------------------------
 
@@ -226,8 +229,11 @@ class Runner:
                                 now=now)
 
     def ensure_mailed(self, run: RunRecord) -> None:
-        """Send a finished run's email if no earlier attempt got it out (crash recovery)."""
+        """Send a finished run's email if no earlier attempt got it out, and record its
+        deliveries if a crash came between (crash recovery)."""
         self.mail.ensure_mailed(run)
+        if run.status.finished and run.status is not RunStatus.RUNNING:
+            self.outlets.record(run)
 
     def retry_mails(self) -> int:
         """Attempt again the report emails whose retry is due (the daemon's mailer task)."""
@@ -503,6 +509,9 @@ class Runner:
                  errors=len(document.errors), warnings=len(document.warnings),
                  steps=timer.steps)
         self.mail.deliver(record, document, written)
+        # A StoreError here goes up too: the retried job finds the run recorded and
+        # ensure_mailed records its deliveries (adding them is idempotent).
+        self.outlets.record(record)
         self.housekeep(run.tenant)
         return record
 
