@@ -209,7 +209,11 @@ def _open_store(settings: Settings) -> Any:
         except OSError as exc:
             raise InputError(f"cannot create state folder {settings.state_dir}: "
                              f"{exc.strerror}") from exc
-    return open_store(settings.database_url, cache_dir=settings.state_dir / "cache")
+    store = open_store(settings.database_url, cache_dir=settings.state_dir / "cache")
+    context = click.get_current_context(silent=True)
+    if context is not None:  # closed with the command, also when it exits early
+        context.call_on_close(store.close)
+    return store
 
 
 def _runner(ctx: _Context, store: Any = None) -> Any:
@@ -238,21 +242,47 @@ def _audit(store: Any, action: str, tenant: str | None, kind: str, target: str,
     record(store, AuditEntry(cli_actor(), Action(action), tenant, Target(kind), target, detail))
 
 
-def _run_summary(run: Any) -> dict[str, Any]:
+def _run_summary(run: Any, deliveries: Any = ()) -> dict[str, Any]:
     """A run document without its issue lists (history --json)."""
-    summary: dict[str, Any] = run.summary().to_json()
+    summary: dict[str, Any] = run.summary(deliveries).to_json()
     return summary
 
 
-def _run_document(run: Any) -> dict[str, Any]:
-    """One full run (show --json): the sync document plus timings and artifacts."""
+def _run_document(run: Any, store: Any) -> dict[str, Any]:
+    """One full run (show --json): the sync document plus timings, artifacts and the
+    deliveries to the tenant's outlets."""
     from rosterdrop.runs.names import ARTIFACT_NAMES
+    from rosterdrop.store.deliveries import of_run
 
     folder = Path(run.artifact_dir) if run.artifact_dir else None
     paths = {name: str(folder / name) for name in ARTIFACT_NAMES
              if folder and (folder / name).is_file()}
-    details: dict[str, Any] = run.summary().details_json(paths, run.timings)
+    details: dict[str, Any] = run.summary(of_run(store, run.run_id)).details_json(
+        paths, run.timings)
     return details
+
+
+def _render_deliveries(deliveries: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for d in deliveries:
+        state = d["status"]
+        if state == "failed":
+            state = "given up" if d["given_up"] else f"failed, retry at {d['next_attempt_at']}"
+        what = d["detail"] if d["status"] == "delivered" else d["last_error"] or ""
+        lines.append(f"  {d['outlet']:<40} {state}  {what or ''}".rstrip())
+    return lines
+
+
+def _deliver_now(runner: Any, run_id: str) -> list[dict[str, Any]]:
+    """Outside the daemon the command makes its run's first delivery attempts itself
+    (each bounded by its outlet's timeout); the daemon retries what fails."""
+    import asyncio
+
+    from rosterdrop.store.deliveries import of_run
+
+    if not of_run(runner.store, run_id):
+        return []
+    return [d.to_json() for d in asyncio.run(runner.outlets.deliver_run(run_id))]
 
 
 def _render_run(document: dict[str, Any]) -> str:
@@ -306,7 +336,13 @@ def sync(ctx: _Context, zip_path: Path, tenant_key: str | None, dry_run: bool, a
     run = runner.sync(tenant_key, upload, source="cli", dry_run=dry_run,
                       as_of=as_of.date() if as_of else None)
     document = run.document.to_json()
-    _emit_json(document) if as_json else click.echo(_render_run(document))
+    deliveries = _deliver_now(runner, run.run_id)
+    if as_json:
+        _emit_json({**document, "deliveries": deliveries})
+    else:
+        click.echo(_render_run(document))
+        if deliveries:
+            click.echo("\ndeliveries:\n" + "\n".join(_render_deliveries(deliveries)))
     sys.exit(exit_code(run.status))
 
 
@@ -321,8 +357,12 @@ def history(ctx: _Context, tenant_key: str | None, limit: int, as_json: bool) ->
 
     if tenant_key:
         ctx.settings.tenant(tenant_key)
-    runs = list_runs(_open_store(ctx.settings), tenant_key, limit, with_document=True)
-    documents = [_run_summary(run) for run in runs]
+    from rosterdrop.store.deliveries import of_runs
+
+    store = _open_store(ctx.settings)
+    runs = list_runs(store, tenant_key, limit, with_document=True)
+    sent = of_runs(store, [run.run_id for run in runs])
+    documents = [_run_summary(run, sent[run.run_id]) for run in runs]
     if as_json:
         _emit_json(documents)
         return
@@ -342,13 +382,58 @@ def show(ctx: _Context, run_id: str, as_json: bool) -> None:
     """One run with its counts, issues and artifact paths."""
     from rosterdrop.store.history import get_run
 
-    document = _run_document(get_run(_open_store(ctx.settings), run_id))
+    store = _open_store(ctx.settings)
+    document = _run_document(get_run(store, run_id), store)
     if as_json:
         _emit_json(document)
         return
     click.echo(_render_run(document))
     for name, path in document["artifacts"].items():
         click.echo(f"  {name:<18} {path}")
+    if document["deliveries"]:
+        click.echo("\ndeliveries:\n" + "\n".join(_render_deliveries(document["deliveries"])))
+
+
+@cli.command()
+@click.option("--tenant", "tenant_key", metavar="T")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def deliveries(ctx: _Context, tenant_key: str | None, limit: int, as_json: bool) -> None:
+    """Recent deliveries to the outlets (SFTP destinations, alerts), newest first."""
+    from rosterdrop.store.deliveries import listing
+
+    if tenant_key:
+        ctx.settings.tenant(tenant_key)
+    found = [d.to_json() for d in listing(_open_store(ctx.settings), tenant=tenant_key,
+                                          limit=limit)]
+    if as_json:
+        _emit_json(found)
+        return
+    if not found:
+        click.echo("no deliveries yet")
+    for d in found:
+        click.echo(f"{d['run_id']}  {d['tenant']:<14}" + _render_deliveries([d])[0][1:])
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def redeliver(ctx: _Context, run_id: str, as_json: bool) -> None:
+    """Deliver a run to its outlets again now (after fixing what made a delivery fail)."""
+    runner = _runner(ctx)
+    records = runner.outlets.redeliver(run_id)
+    run = next(iter(records), None)
+    _audit(runner.store, "redeliver", run.tenant if run else None, "run", run_id,
+           ", ".join(r.outlet for r in records))
+    done = _deliver_now(runner, run_id)
+    if as_json:
+        _emit_json(done)
+    else:
+        click.echo("\n".join(_render_deliveries(done)) or f"run {run_id}: nothing to deliver")
+    failed = [d for d in done if d["status"] != "delivered"]
+    sys.exit(EXIT_INPUT if failed else EXIT_OK)
 
 
 @cli.command()

@@ -222,6 +222,8 @@ class RunSummary:
     document: RunDocument | None
     counts: Mapping[str, int] = field(default_factory=dict)
     issue_counts: Mapping[str, int] = field(default_factory=dict)
+    deliveries: Sequence[DeliveryRecord] = ()
+    """What the run sent to the tenant's outlets (docs/outlets.md)."""
 
     @property
     def issues(self) -> int:
@@ -241,6 +243,7 @@ class RunSummary:
         )
         base.setdefault("counts", dict(self.counts))
         base.setdefault("issue_counts", dict(self.issue_counts))
+        base["deliveries"] = [d.to_json() for d in self.deliveries]
         return base
 
     def details_json(self, artifacts: Mapping[str, str],
@@ -253,6 +256,48 @@ class RunSummary:
         full["artifacts"] = dict(artifacts)
         full["timings"] = dict(timings)
         return full
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One run's delivery to one outlet, as stored."""
+
+    id: int
+    run_id: str
+    tenant: str
+    outlet: str
+    kind: str
+    status: DeliveryState
+    attempts: int
+    last_error: str | None
+    detail: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+
+    @property
+    def given_up(self) -> bool:
+        return self.status is DeliveryState.FAILED and self.next_attempt_at is None
+
+    def to_json(self) -> dict[str, Any]:
+        """The form ``show --json``, ``history --json`` and ``deliveries --json`` print."""
+        def moment(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat()
+
+        return {
+            "outlet": self.outlet, "kind": self.kind, "status": self.status.value,
+            "attempts": self.attempts, "last_error": self.last_error, "detail": self.detail,
+            "next_attempt_at": moment(self.next_attempt_at), "given_up": self.given_up,
+            "created_at": moment(self.created_at), "delivered_at": moment(self.delivered_at),
+            "run_id": self.run_id, "tenant": self.tenant,
+        }
 
 
 def _check_json(document: CheckDocument | RunDocument) -> dict[str, Any]:

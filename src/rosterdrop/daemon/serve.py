@@ -11,7 +11,8 @@ timeout.
   the SFTP server completed, the mail retrier (every ``min(5,
   mail.retry_seconds)`` s one ``Runner.retry_mails`` in the executor; its
   ledger decides what is due) and the pull scheduler with a task per pull
-  (``sources/oneroster/puller.py``). Each is created by ``Daemon._spawn`` or
+  (``sources/oneroster/puller.py``), and the outlets' task with a task per delivery
+  attempt (``outlets/dispatch.py``). Each is created by ``Daemon._spawn`` or
   the pool, kept in a set, and cancelled and awaited at shutdown.
 - Jobs run in the pipeline pool (``rosterdrop-pipeline``, ``workers``
   threads), each with a deadline of ``job_timeout_seconds``.
@@ -240,6 +241,8 @@ class Daemon:
         self.watcher.start()
         self.pool.start()
         self._spawn(self._retry_mails(), "rosterdrop-mail-retry")
+        if self.runner.outlets.configured:
+            self._spawn(self.runner.outlets.run(), "rosterdrop-outlets")
         self._spawn(self._housekeeping(), "rosterdrop-housekeeping")
         if self.pulls is not None:
             self._spawn(self.pulls.run(), "rosterdrop-pull-scheduler")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -172,6 +172,7 @@ def build_report_email(
     *,
     web: WebSettings | None = None,
     now: datetime | None = None,
+    forwarded_to: Sequence[str] = (),
 ) -> EmailMessage:
     """The report email of one finished run.
 
@@ -184,6 +185,8 @@ def build_report_email(
     left out; files over ``mail.attach_max_bytes`` are named, not attached.
     With ``web.base_url`` the email links to the run's page in the console;
     with ``mail.docs_url`` each code links to its section of the issue-code page.
+    ``forwarded_to`` names the SFTP destinations the run is being pushed to (their
+    outcome is in ``rosterdrop deliveries`` and on the run's page, docs/outlets.md).
     """
     run = document.to_json()
     run_id = document.run_id
@@ -229,7 +232,7 @@ def build_report_email(
         run_url=run_url,
         run_link_text="Approve or discard this run" if held else "Open this run in the console",
         docs_url=mail.docs_url,
-        details=_details(run, run_id, artifacts_hint),
+        details=_details(run, run_id, artifacts_hint, forwarded_to),
         files_ignored=[_clean(str(f), MAX_VALUE_CHARS) for f in run.get("files_ignored") or []],
         attached=[name for name, _ in files],
         omitted=omitted,
@@ -447,7 +450,8 @@ def _operator_steps(status: str, run_id: str, tenant_key: str, dry_run: bool, *,
     return []
 
 
-def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str) -> list[tuple[str, str]]:
+def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str,
+             forwarded_to: Sequence[str] = ()) -> list[tuple[str, str]]:
     rows = [("Run id", run_id or "(none)")]
     if run.get("tenant"):
         rows.append(("Tenant", _clean(str(run["tenant"]), 80)))
@@ -469,6 +473,9 @@ def _details(run: Mapping[str, Any], run_id: str, artifacts_hint: str) -> list[t
         rows.append(("Existing accounts matched", f"{int(matched):,} (listed in matches.csv)"))
     if artifacts_hint:
         rows.append(("Files for this run", _clean(artifacts_hint, MAX_VALUE_CHARS)))
+    if forwarded_to:
+        rows.append(("Forwarded to", _clean(", ".join(forwarded_to), MAX_VALUE_CHARS)
+                     + " (being sent now; `rosterdrop deliveries` shows the outcome)"))
     return rows
 
 

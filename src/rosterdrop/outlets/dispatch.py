@@ -32,7 +32,6 @@ import structlog
 
 from rosterdrop.codes import Code
 from rosterdrop.config import AlertSettings, Settings, SftpDestination, TenantSettings
-from rosterdrop.documents import RunStatus
 from rosterdrop.errors import DeliveryError, NotFound
 from rosterdrop.store import deliveries as ledger
 from rosterdrop.store.deliveries import DeliveryRecord
@@ -69,16 +68,23 @@ Sender = Callable[[Delivery], Awaitable[str]]
 
 def outlets_of(tenant: TenantSettings) -> dict[str, Outlet]:
     """The tenant's outlets by their ledger key."""
-    return {o.key: o for o in (*tenant.destinations, *tenant.alerts)}
+    found: dict[str, Outlet] = {d.key: d for d in tenant.destinations}
+    found.update((a.key, a) for a in tenant.alerts)
+    return found
+
+
+def destinations_for(tenant: TenantSettings, run: RunRecord) -> list[SftpDestination]:
+    """Every destination takes a run whose plan was applied (not a dry run)."""
+    if run.dry_run or not run.applied or not run.status.succeeded:
+        return []
+    return list(tenant.destinations)
 
 
 def wanted_by(tenant: TenantSettings, run: RunRecord) -> list[tuple[str, str]]:
     """``(key, kind)`` of every outlet that takes this finished run."""
     if run.dry_run or not run.status.finished:
         return []
-    wanted: list[tuple[str, str]] = []
-    if run.applied and run.status in (RunStatus.COMPLETED, RunStatus.COMPLETED_WITH_WARNINGS):
-        wanted += [(d.key, d.type) for d in tenant.destinations]
+    wanted: list[tuple[str, str]] = [(d.key, d.type) for d in destinations_for(tenant, run)]
     wanted += [(a.key, a.type) for a in tenant.alerts if run.status.value in a.on]
     return wanted
 

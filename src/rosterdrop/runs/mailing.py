@@ -21,6 +21,7 @@ from rosterdrop.config import Settings, TenantSettings
 from rosterdrop.documents import RunDocument, RunStatus
 from rosterdrop.errors import MailError, NotFound
 from rosterdrop.mail import build_report_email, send_mail
+from rosterdrop.outlets.dispatch import destinations_for
 from rosterdrop.paths import StatePaths
 from rosterdrop.runs import artifacts
 from rosterdrop.store.engine import Store
@@ -118,9 +119,10 @@ class Mailer:
                                                         artifacts.SUMMARY_CSV,
                                                         artifacts.PREVIEW_CSV)
                        if name in written}
+        forwarded = [d.key for d in destinations_for(tenant, run)]
         return build_report_email(document, tenant, self.settings.mail, attachments,
                                   f"reports/{run.run_id}/", web=self.settings.web,
-                                  now=self.clock())
+                                  now=self.clock(), forwarded_to=forwarded)
 
     def _in_outbox(self, run_id: str) -> bool:
         return any(self.paths.outbox.glob(f"*-{run_id}.eml"))

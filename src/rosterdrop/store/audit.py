@@ -28,6 +28,7 @@ class Action(StrEnum):
     SYNC_NOW = "sync_now"
     PAUSE = "pause"
     RESUME = "resume"
+    REDELIVER = "redeliver"
 
 
 class Target(StrEnum):

@@ -7,63 +7,21 @@ this process or another), then records the outcome: ``delivered`` (with what was
 delivered, e.g. the remote file) or ``failed`` with ``CODE: message`` and the next
 attempt's time, None once the retries are spent. ``redeliver`` puts a run's rows
 back to ``pending``. The ledger never touches the run itself: a delivery cannot
-change a run's status.
+change a run's status. The record type is the typed document of ``documents.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, insert, select, update
 
+from rosterdrop.documents import DeliveryRecord as DeliveryRecord  # re-exported
+from rosterdrop.documents import DeliveryState as DeliveryState
 from rosterdrop.store.engine import Store, translate
 from rosterdrop.store.tables import DELIVERIES
-
-
-class DeliveryState(StrEnum):
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRecord:
-    """One run's delivery to one outlet, as stored."""
-
-    id: int
-    run_id: str
-    tenant: str
-    outlet: str
-    kind: str
-    status: DeliveryState
-    attempts: int
-    last_error: str | None
-    detail: str | None
-    next_attempt_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    delivered_at: datetime | None
-
-    @property
-    def given_up(self) -> bool:
-        return self.status is DeliveryState.FAILED and self.next_attempt_at is None
-
-    def to_json(self) -> dict[str, Any]:
-        """The form ``show --json``, ``history --json`` and ``deliveries --json`` print."""
-        def moment(value: datetime | None) -> str | None:
-            return None if value is None else value.isoformat()
-
-        return {
-            "outlet": self.outlet, "kind": self.kind, "status": self.status.value,
-            "attempts": self.attempts, "last_error": self.last_error, "detail": self.detail,
-            "next_attempt_at": moment(self.next_attempt_at), "given_up": self.given_up,
-            "created_at": moment(self.created_at), "delivered_at": moment(self.delivered_at),
-            "run_id": self.run_id, "tenant": self.tenant,
-        }
 
 
 def _aware(value: Any) -> Any:

@@ -12,13 +12,14 @@ JSON form. A status change can name the status it expects to replace
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, insert, select, update
 
-from rosterdrop.documents import RunDocument, RunSource, RunStatus, RunSummary
+from rosterdrop.documents import DeliveryRecord, RunDocument, RunSource, RunStatus, RunSummary
 from rosterdrop.errors import ConflictError, NotFound, UsageError
 from rosterdrop.store.engine import Store, translate
 from rosterdrop.store.tables import RUNS
@@ -50,8 +51,8 @@ class RunRecord:
     applied_at: datetime | None = None
     artifact_dir: str | None = None
 
-    def summary(self) -> RunSummary:
-        return RunSummary(
+    def summary(self, deliveries: Sequence[DeliveryRecord] = ()) -> RunSummary:
+        return RunSummary(deliveries=tuple(deliveries),
             run_id=self.run_id, tenant=self.tenant, source=self.source, status=self.status,
             file=self.file_name, sha256=self.sha256, layout=self.layout,
             dry_run=self.dry_run, created_at=self.created_at, finished_at=self.finished_at,

@@ -273,7 +273,7 @@ AUDIT = Table(
     _serial("id"),
     _time("at"),
     _text("actor"),  # "web:<username>" | "cli:<os user>"
-    _text("action"),  # approve | discard | edit | reset | upload | sync_now | pause | resume
+    _text("action"),  # approve | discard | edit | reset | upload | sync_now | pause | resume | redeliver
     _optional("tenant"),
     _text("target_kind", default=""),  # run | person | tenant | upload
     _text("target", default=""),  # the run id, person_id, tenant key or file name
