@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from rosterdrop.pipeline.asm_writer import write_asm_zip
 from rosterdrop.pipeline.model import Model
-from rosterdrop.runs.asm_writer import write_asm_zip
 from rosterdrop.tools.sample import write_sample
 from uploads import asm_files, check, oneroster_files
 
@@ -80,7 +80,7 @@ def test_zip_is_standard(zip64: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     through zipfile's ZIP64 writer instead (forced here with a tiny limit)."""
     import zipfile
 
-    from rosterdrop.runs import asm_writer
+    from rosterdrop.pipeline import asm_writer
 
     if zip64:
         monkeypatch.setattr(asm_writer, "_ZIP32_LIMIT", 10)

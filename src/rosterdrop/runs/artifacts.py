@@ -15,8 +15,8 @@ from typing import Any
 import polars as pl
 
 from rosterdrop.paths import private_file, private_folder
+from rosterdrop.pipeline.asm_writer import write_asm_zip
 from rosterdrop.pipeline.model import Model
-from rosterdrop.runs.asm_writer import write_asm_zip
 from rosterdrop.runs.csv_safety import neutralise
 from rosterdrop.runs.names import ISSUES_CSV as ISSUES_CSV
 from rosterdrop.runs.names import MATCHES_CSV as MATCHES_CSV
