@@ -337,8 +337,8 @@ def sync(ctx: _Context, zip_path: Path, tenant_key: str | None, dry_run: bool, a
                       as_of=as_of.date() if as_of else None)
     document = run.document.to_json()
     deliveries = _deliver_now(runner, run.run_id)
-    if as_json:
-        _emit_json({**document, "deliveries": deliveries})
+    if as_json:  # the run document, as report.json has it; `show --json` adds deliveries
+        _emit_json(document)
     else:
         click.echo(_render_run(document))
         if deliveries:

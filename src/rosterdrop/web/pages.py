@@ -10,7 +10,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from rosterdrop.documents import RunSource, RunStatus
-from rosterdrop.errors import NotFound
+from rosterdrop.errors import NotFound, UsageError
 from rosterdrop.mail.report import run_sentence
 from rosterdrop.runs.names import (
     ARTIFACT_NAMES,
@@ -21,6 +21,7 @@ from rosterdrop.runs.names import (
 )
 from rosterdrop.sources.oneroster.schedule import Schedule
 from rosterdrop.store.audit import Action, Target, entries_for
+from rosterdrop.store.deliveries import of_run
 from rosterdrop.store.history import RunRecord, get_run
 from rosterdrop.web import queries
 from rosterdrop.web.console import Console
@@ -123,6 +124,7 @@ def run_page(ctx: Ctx) -> Response:
         kinds=KINDS, issues=issues, page=page, code=code, search=search, files=files,
         tables=tables, held=held, may_act=ctx.may(Permission.ACT, run.tenant),
         audit=entries_for(ctx.console.store, Target.RUN, run.run_id), done=flash(request),
+        deliveries=of_run(ctx.console.store, run.run_id),
         tenant_name=ctx.console.settings.tenants[run.tenant].name or run.tenant)
 
 
@@ -167,6 +169,20 @@ def discard(ctx: Ctx) -> Response:
     return redirect(f"/runs/{run.run_id}", done="Discarded: nothing of it was applied.")
 
 
+def redeliver(ctx: Ctx) -> Response:
+    """Every delivery of the run due again now; the daemon's outlets task makes them."""
+    run = _run(ctx, ctx.request.path_params["run_id"], Permission.ACT)
+    try:
+        records = ctx.console.runner.outlets.redeliver(run.run_id)
+    except UsageError as exc:
+        raise Refusal(409, str(exc)) from None
+    ctx.audit(Action.REDELIVER, run.tenant, Target.RUN, run.run_id,
+              ", ".join(r.outlet for r in records))
+    return redirect(f"/runs/{run.run_id}#deliveries-heading",
+                    done=f"Delivering again to {len(records)} outlet(s): reload in a moment "
+                    f"for the outcome.")
+
+
 def routes(console: Console) -> list[Route]:
     return [
         Route("/", route(console, dashboard), methods=["GET"]),
@@ -178,5 +194,7 @@ def routes(console: Console) -> list[Route]:
         Route("/runs/{run_id}/approve", route(console, approve, changes=True),
               methods=["POST"]),
         Route("/runs/{run_id}/discard", route(console, discard, changes=True),
+              methods=["POST"]),
+        Route("/runs/{run_id}/redeliver", route(console, redeliver, changes=True),
               methods=["POST"]),
     ]
