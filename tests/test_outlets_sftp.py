@@ -298,7 +298,8 @@ async def test_restart_after_the_rename_delivers_once_into_rosterdrop(tmp_path: 
     ledger heard of it (the process died); another process on the same store attempts
     again once the lease has run out and finds the file: one upload, delivered."""
     fingerprint = own_fingerprint(tmp_path)
-    with running_server(tmp_path) as srv, rig(tmp_path, own(srv.port, fingerprint)) as r:
+    with running_server(tmp_path) as srv, \
+            rig(tmp_path, own(srv.port, fingerprint, remote_path="/dropbox/")) as r:
         run = r.sync()
         await crash_after_send(r)
         [record] = r.deliveries(run)
@@ -312,7 +313,8 @@ async def test_restart_after_the_rename_delivers_once_into_rosterdrop(tmp_path: 
         await restarted.idle()
         [record] = r.deliveries(run)
         assert record.status is DeliveryState.DELIVERED
-        assert record.detail is not None and "already there" in record.detail
+        assert record.detail == (f"/dropbox/{remote_name('t', run.run_id)} "
+                                 f"({len(srv.uploads[0].data)} bytes, already there)")
     assert len(srv.uploads) == 1
 
 
@@ -477,3 +479,36 @@ async def test_send_leaves_no_export_behind(tmp_path: Path) -> None:
         assert exports.is_dir() and list(exports.iterdir()) == []
         assert oct(exports.stat().st_mode & 0o777) == "0o700"
         assert partial_name("x.zip") == ".x.zip.partial"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+async def test_oneroster_push_reads_back_as_the_directory(tmp_path: Path, version: str) -> None:
+    """format = oneroster-1.x: the pushed bundle passes rosterdrop's own validation as a
+    OneRoster upload of that version, with the active people only (a deactivated student
+    is not in it), each username the managed account name."""
+    fingerprint = own_fingerprint(tmp_path)
+    destination = own(0, fingerprint, format=f"oneroster-{version}")
+    with running_server(tmp_path) as srv, \
+            rig(tmp_path, {**destination, "port": srv.port}) as r:
+        r.sync(district(8))
+        run = r.sync(district(7), name="u2.zip")  # P8 deactivated
+        await r.outlets.deliver_due()
+        await r.outlets.idle()
+        assert [d.status for d in r.deliveries(run)] == [DeliveryState.DELIVERED]
+        upload = next(u for u in srv.wait_uploads(2)
+                      if u.path.name == remote_name("t", run.run_id))
+        checked = check_upload(upload.data, tenant=TenantSettings(), limits=LimitSettings(),
+                               today=date(2026, 11, 23), name="pushed.zip")
+        assert checked.model is not None and not checked.issues.has_errors(), checked.issues
+        with zipfile.ZipFile(io.BytesIO(upload.data)) as archive:
+            manifest = archive.read("manifest.csv").decode()
+        assert f"oneroster.version,{version}" in manifest
+        people = checked.model.people
+        students = people.filter(pl.col("role") == "student")["person_id"].to_list()
+        assert sorted(students) == [f"P{n}" for n in range(1, 8)]
+        accounts = dict(load_snapshot(r.store, "t").people
+                        .select("person_id", "account").iter_rows())
+        pushed = dict(people.select("person_id", "sis_username").iter_rows())
+        assert pushed == {p: accounts[p] for p in pushed}
+        assert checked.model.rosters.height == 7

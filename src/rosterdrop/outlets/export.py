@@ -13,7 +13,10 @@ destination never receives an older directory than one it already has.
   format of "SIS username" @ the tenant's ``account_domain`` then gives every
   person exactly the name rosterdrop chose. ``email_address`` is left as the SIS
   sent it (federated sign-in matches on it).
-- ``oneroster-1.1`` / ``oneroster-1.2``: a OneRoster CSV bundle.
+- ``oneroster-1.1`` / ``oneroster-1.2``: a OneRoster CSV bundle (``manifest.csv`` and
+  the six files, 1.2 with ``roles.csv``) written by the pull's ``BundleWriter`` from
+  the records the OneRoster API serves (``oneroster/records.py``): the managed
+  account name is each user's ``username``.
 
 Every frame is put in key order first, so one directory state always gives the same
 bytes (the push compares sizes to find a file an interrupted attempt already placed).
@@ -34,12 +37,14 @@ import polars as pl
 
 from rosterdrop.config import DestinationFormat, Settings
 from rosterdrop.errors import DeliveryError, RosterdropError
+from rosterdrop.outlets.oneroster import records
 from rosterdrop.paths import StatePaths, private_file, private_folder
 from rosterdrop.pipeline.asm_writer import write_asm_zip
 from rosterdrop.pipeline.model import Model, conform
 from rosterdrop.pipeline.snapshot import ACTIVE, Snapshot
+from rosterdrop.sources.oneroster.bundle import BundleWriter
 from rosterdrop.store.directory import load_snapshot
-from rosterdrop.store.engine import Store
+from rosterdrop.store.engine import Store, translate
 
 EXPORTS_FOLDER = "outlets"
 """Under the state folder: one private folder per attempt, removed when it ends."""
@@ -97,9 +102,23 @@ def write_export(store: Store, tenant_key: str, fmt: DestinationFormat,
 
 def _write_oneroster(store: Store, tenant_key: str, fmt: DestinationFormat, folder: Path,
                      path: Path) -> None:
-    raise DeliveryError(
-        f"format = {fmt!r} is not available yet: this version of rosterdrop pushes only "
-        f"the Apple School Manager layout (format = \"asm\")")
+    """The OneRoster CSV bundle of the directory, from the records the OneRoster API
+    serves (``oneroster/records.py``), read in one transaction (one consistent state).
+    Deactivated people and their enrollments (``tobedeleted`` there) are left out: a
+    bulk file lists what is, as the ASM export does."""
+    version = fmt.removeprefix("oneroster-")
+    writer = BundleWriter(folder / "parts", version)
+    try:
+        with translate(f"reading the directory of tenant {tenant_key!r}"), \
+                store.read() as conn:
+            ctx = records.context(conn, tenant_key, version)
+            for collection in records.COLLECTIONS:
+                writer.add(collection, (
+                    record for batch in records.iter_records(conn, ctx, collection)
+                    for record in batch if record.get("status") != "tobedeleted"))
+        writer.write_zip(path, system_name="rosterdrop", system_code=tenant_key)
+    finally:
+        writer.remove_parts()
 
 
 @contextlib.asynccontextmanager
