@@ -11,7 +11,9 @@ failure (``refuse_failures``); ``rosterdrop doctor`` runs the same list with
   binds; or else served by *this* state folder's running serve (doctor: fine;
   serve: already running), by another rosterdrop, or by another program;
 - the SFTP host key: a valid key if it exists (never created here);
-- every OneRoster API tenant's client secret: set and readable.
+- every OneRoster API tenant's client secret: set and readable;
+- every alert's URL and signing secret, every SFTP destination's credential: set
+  (a warning, not a failure: deliveries are retried and never hold up a run).
 
 A running serve holds ``state_dir/serve.pid`` locked (``ServeLock``) and keeps
 in it its pid and the addresses it actually listens on; ``running_serve``
@@ -214,6 +216,7 @@ def start_checks(settings: Settings, *, create: bool) -> list[Check]:
                                    sftp=False, starting=create))
     checks.append(check_host_key(settings))
     checks.extend(check_secrets(settings))
+    checks.extend(check_outlet_secrets(settings))
     if settings.web.listen and settings.web.oidc is not None:
         checks.append(check_oidc_secret(settings))
     return checks
@@ -383,6 +386,44 @@ def check_secrets(settings: Settings) -> list[Check]:
             continue
         checks.append(Check(name, OK, f"client secret set ({where}); pulls "
                             f"{source.frequency} from {source.base_url}"))
+    return checks
+
+
+def check_outlet_secrets(settings: Settings) -> list[Check]:
+    """Each alert's URL (and signing secret) variable and each SFTP destination's
+    credential, read as an attempt reads them. A warning, not a failure: a delivery
+    that cannot be made is retried and never holds up a run."""
+    checks = []
+    for key, tenant in settings.tenants.items():
+        for alert in tenant.alerts:
+            from rosterdrop.outlets.alerts import alert_key, alert_url
+
+            name = f"tenants.{key}.alerts.{alert.key}"
+            try:
+                alert_url(alert, os.environ)
+                if alert.type == "webhook":
+                    alert_key(alert, os.environ)
+            except ValueError as exc:
+                checks.append(Check(name, WARN, f"{exc}; its alerts fail until that is fixed",
+                                    "put it in the service's environment "
+                                    "(/etc/rosterdrop/env), docs/outlets.md"))
+                continue
+            signed = f", signed (${alert.secret_env})" if alert.secret_env else ""
+            checks.append(Check(name, OK, f"{alert.type} URL set (${alert.url_env}){signed}; "
+                                f"on {', '.join(alert.on)}"))
+        for destination in tenant.destinations:
+            name = f"tenants.{key}.destinations.{destination.key}"
+            problem = ""
+            if destination.password_env and not os.environ.get(destination.password_env):
+                problem = (f"environment variable {destination.password_env} "
+                           f"(password_env) is not set or empty")
+            elif destination.key_file and not os.access(destination.key_file, os.R_OK):
+                problem = f"key_file {destination.key_file} is not readable"
+            checks.append(Check(name, WARN, f"{problem}; its pushes fail until fixed",
+                                "set the variable in the service's environment, or make the "
+                                "key file readable by the user that runs rosterdrop")
+                          if problem else
+                          Check(name, OK, f"credential set; pushes to {destination.host}"))
     return checks
 
 

@@ -39,7 +39,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import structlog
 
 from rosterdrop.codes import Code
 from rosterdrop.config import AlertSettings, Settings
@@ -48,8 +47,6 @@ from rosterdrop.errors import DeliveryError
 from rosterdrop.mail.report import run_sentence
 from rosterdrop.outlets.dispatch import Delivery
 from rosterdrop.store.history import RunRecord
-
-log = structlog.get_logger("rosterdrop.outlets")
 
 SECRET_PREFIX = "whsec_"
 MIN_SECRET_BYTES = 16
