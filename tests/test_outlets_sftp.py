@@ -343,13 +343,16 @@ class Sshd:
     port: int
     sink: Path
     fingerprint: str
+    """The ED25519 host key's."""
     key: Path
     user: str
+    rsa_fingerprint: str = ""
 
 
 @contextlib.contextmanager
-def openssh(tmp_path: Path) -> Iterator[Sshd]:
-    """A throwaway ``sshd`` on 127.0.0.1 (key login only) serving OpenSSH's sftp-server."""
+def openssh(tmp_path: Path, *, rsa: bool = False) -> Iterator[Sshd]:
+    """A throwaway ``sshd`` on 127.0.0.1 (key login only) serving OpenSSH's sftp-server;
+    an ED25519 host key, and an RSA one too with ``rsa``."""
     sftp_server = next((p for p in SFTP_SERVERS if p.exists()), None)
     if not SSHD.exists() or sftp_server is None:
         pytest.skip("OpenSSH's sshd and sftp-server are not installed")
@@ -363,12 +366,21 @@ def openssh(tmp_path: Path) -> Iterator[Sshd]:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
                    check=True, capture_output=True)
     fingerprint = str(asyncssh.read_public_key(f"{host_key}.pub").get_fingerprint("sha256"))
+    host_keys = [f"HostKey {host_key}"]
+    rsa_fingerprint = ""
+    if rsa:
+        rsa_key = root / "ssh_host_rsa_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f",
+                        str(rsa_key)], check=True, capture_output=True)
+        rsa_fingerprint = str(
+            asyncssh.read_public_key(f"{rsa_key}.pub").get_fingerprint("sha256"))
+        host_keys.append(f"HostKey {rsa_key}")
     key, public = make_key(root, "client")
     (root / "authorized_keys").write_text(public + "\n")
     port = free_port()
     config = root / "sshd_config"
     config.write_text("\n".join([
-        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
+        f"Port {port}", "ListenAddress 127.0.0.1", *host_keys,
         f"PidFile {root / 'sshd.pid'}", f"AuthorizedKeysFile {root / 'authorized_keys'}",
         "PubkeyAuthentication yes", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "PermitRootLogin prohibit-password",
@@ -389,7 +401,7 @@ def openssh(tmp_path: Path) -> Iterator[Sshd]:
             except OSError:
                 assert time.monotonic() < deadline, "sshd did not listen"
                 time.sleep(0.05)
-        yield Sshd(port, sink, fingerprint, key, user="root")
+        yield Sshd(port, sink, fingerprint, key, "root", rsa_fingerprint)
     finally:
         process.terminate()
         process.wait(10)
@@ -436,9 +448,10 @@ async def test_push_into_openssh_once_and_again_after_a_restart(tmp_path: Path) 
 
 @pytest.mark.asyncio
 async def test_openssh_wrong_fingerprint_and_missing_folder(tmp_path: Path) -> None:
-    """OpenSSH's host key against another pin: refused, nothing in the sink; a
-    remote_path that does not exist: DELIVERY_FAILED naming it."""
-    with openssh(tmp_path) as sshd:
+    """A server with an ED25519 and an RSA host key, pinned to another: refused, both
+    its keys named, nothing in the sink; a remote_path that does not exist:
+    DELIVERY_FAILED naming it."""
+    with openssh(tmp_path, rsa=True) as sshd:
         with rig(tmp_path, openssh_destination(sshd, host_key_fingerprint=OTHER_FINGERPRINT)
                  ) as r:
             run = r.sync()
@@ -447,6 +460,8 @@ async def test_openssh_wrong_fingerprint_and_missing_folder(tmp_path: Path) -> N
             error = r.deliveries(run)[0].last_error
             assert error is not None
             assert error.startswith(f"{Code.DELIVERY_HOST_KEY_MISMATCH}: "), error
+            assert f"{sshd.fingerprint} (ssh-ed25519)" in error
+            assert f"{sshd.rsa_fingerprint} (ssh-rsa)" in error
             assert os.listdir(sshd.sink) == []
         shutil.rmtree(tmp_path / "rd")
         missing = str(sshd.sink / "nowhere")
@@ -458,6 +473,21 @@ async def test_openssh_wrong_fingerprint_and_missing_folder(tmp_path: Path) -> N
             assert error is not None and error.startswith(f"{Code.DELIVERY_FAILED}: ")
             assert missing in error
             assert os.listdir(sshd.sink) == []
+
+
+@pytest.mark.asyncio
+async def test_openssh_pinned_rsa_key_of_a_server_that_prefers_ed25519(tmp_path: Path) -> None:
+    """The pin may be any of the server's keys: pinned to its RSA key, the attempt is
+    shown the ED25519 one first, connects again without that type, and delivers."""
+    with openssh(tmp_path, rsa=True) as sshd, \
+            rig(tmp_path, openssh_destination(sshd, host_key_fingerprint=sshd.rsa_fingerprint)
+                ) as r:
+        run = r.sync()
+        await r.outlets.deliver_due()
+        await r.outlets.idle()
+        [record] = r.deliveries(run)
+        assert record.status is DeliveryState.DELIVERED, record
+        assert os.listdir(sshd.sink) == [remote_name("t", run.run_id)]
 
 
 # --- the sender alone ------------------------------------------------------------------------

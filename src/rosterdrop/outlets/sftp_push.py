@@ -7,7 +7,10 @@ bounds it with ``timeout_seconds``):
 2. the server's host key must be the pinned one: asyncssh is given an empty
    known-hosts list, so it asks :meth:`_PinnedClient.validate_host_public_key` about
    every key, during the key exchange, before any authentication: a mismatch ends
-   the connection with nothing sent, not even the username's password;
+   the connection with nothing sent, not even the username's password. A server has
+   one key per type (ED25519, ECDSA, RSA) and a fingerprint does not say which type
+   it is of, so after a mismatch the same attempt connects again without the type it
+   was shown, until the pinned key is shown or the server has no other type;
 3. the file goes under a name fixed by the run, ``rosterdrop-<tenant>-<run_id>.zip``,
    in ``remote_path``. It is written as ``.<name>.partial`` and renamed into place
    (``posix-rename@openssh.com`` when the server offers it, else a plain rename), so
@@ -48,6 +51,18 @@ NO_KNOWN_HOSTS: tuple[list[str], list[str], list[str]] = ([], [], [])
 key (``known_hosts=None`` would skip host key checks altogether)."""
 
 
+HOST_KEY_TYPES: dict[str, tuple[str, ...]] = {
+    "ssh-ed25519": ("ssh-ed25519",),
+    "ecdsa-sha2-nistp256": ("ecdsa-sha2-nistp256",),
+    "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
+    "ecdsa-sha2-nistp521": ("ecdsa-sha2-nistp521",),
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256"),
+}
+"""Host key types (as ``SSHKey.get_algorithm()`` names them) → the signature algorithms
+offered for them, in order of preference. Plain keys only (the pin is of a key, not a
+certificate); RSA with SHA-1 (``ssh-rsa``) is not offered."""
+
+
 def remote_name(tenant_key: str, run_id: str) -> str:
     """The file one run becomes on every destination (Apple takes any ``.zip`` name)."""
     return f"rosterdrop-{tenant_key}-{run_id}.zip"
@@ -74,12 +89,24 @@ class _PinnedClient(asyncssh.SSHClient):
 
     def __init__(self, pinned: str) -> None:
         self.pinned = normal_fingerprint(pinned)
-        self.offered: str | None = None
+        self.offered: dict[str, str] = {}
+        """Key type → fingerprint of every other key the server showed."""
 
     def validate_host_public_key(self, host: str, addr: str, port: int,
                                  key: asyncssh.SSHKey) -> bool:
-        self.offered = normal_fingerprint(key.get_fingerprint("sha256"))
-        return self.offered == self.pinned
+        shown = normal_fingerprint(key.get_fingerprint("sha256"))
+        if shown == self.pinned:
+            return True
+        self.offered[key.get_algorithm()] = shown
+        return False
+
+    def untried(self) -> list[str]:
+        """The signature algorithms of the key types not shown yet."""
+        return [alg for kind, algs in HOST_KEY_TYPES.items() if kind not in self.offered
+                for alg in algs]
+
+    def shown(self) -> str:
+        return ", ".join(f"{fingerprint} ({kind})" for kind, fingerprint in self.offered.items())
 
 
 class SftpPush:
@@ -109,12 +136,8 @@ class SftpPush:
         credentials: dict[str, object] = (
             {"password": secret, "client_keys": None} if secret is not None
             else {"client_keys": [destination.key_file], "password": None})
-        async with asyncssh.connect(
-            destination.host, destination.port, username=destination.username,
-            known_hosts=NO_KNOWN_HOSTS, client_factory=lambda: pinned,
-            config=None, agent_path=None, x509_trusted_certs=None,
-            host_based_auth=False, gss_host=None, **credentials,
-        ) as conn, conn.start_sftp_client() as sftp:
+        async with await _connect(destination, pinned, credentials) as conn, \
+                conn.start_sftp_client() as sftp:
             found = await _size_of(sftp, final)
             if found == size:
                 log.info("delivery_already_there", remote=final, bytes=size)
@@ -127,6 +150,30 @@ class SftpPush:
                     await sftp.remove(final)
                 await sftp.rename(partial, final)
         return f"{final} ({size} bytes)"
+
+
+async def _connect(destination: SftpDestination, pinned: _PinnedClient,
+                   credentials: dict[str, object]) -> asyncssh.SSHClientConnection:
+    """A connection to the server showing the pinned host key, tried once per key type
+    the server may have (each try ends in the key exchange, before any login)."""
+    while True:
+        algorithms = pinned.untried()
+        try:
+            return await asyncssh.connect(
+                destination.host, destination.port, username=destination.username,
+                known_hosts=NO_KNOWN_HOSTS, server_host_key_algs=algorithms,
+                client_factory=lambda: pinned, config=None, agent_path=None,
+                x509_trusted_certs=None, host_based_auth=False, gss_host=None,
+                **credentials)
+        except asyncssh.HostKeyNotVerifiable:
+            if not pinned.untried() or pinned.untried() == algorithms:
+                raise
+        except asyncssh.DisconnectError:
+            if not pinned.offered:
+                raise
+            # Asked for key types it does not have, a server fails the key exchange
+            # (OpenSSH just closes the connection): the keys it showed are all it has.
+            raise asyncssh.HostKeyNotVerifiable("no other host key type") from None
 
 
 async def _size_of(sftp: asyncssh.SFTPClient, path: str) -> int | None:
@@ -163,10 +210,10 @@ def _translated(destination: SftpDestination, secret: str | None) -> Iterator[_P
     try:
         yield pinned
     except asyncssh.HostKeyNotVerifiable as exc:
-        if pinned.offered is None:  # a certificate or an undecodable key
+        if not pinned.offered:  # a certificate or an undecodable key
             raise fail(f"{where} did not show the pinned host key ({exc.reason}); "
                        f"nothing was sent", Code.DELIVERY_HOST_KEY_MISMATCH) from None
-        raise fail(f"{where} showed host key {pinned.offered}, not the pinned "
+        raise fail(f"{where} showed host key {pinned.shown()}, not the pinned "
                    f"{pinned.pinned}; nothing was sent", Code.DELIVERY_HOST_KEY_MISMATCH
                    ) from None
     except asyncssh.PermissionDenied as exc:
