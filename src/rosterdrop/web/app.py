@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rosterdrop.passwords import hash_password, verify_password
 from rosterdrop.sftp.bans import BanList
 from rosterdrop.store.sessions import end_session, start_session
-from rosterdrop.web import pages, people, tenants, upload
+from rosterdrop.web import oneroster_api, pages, people, tenants, upload
 from rosterdrop.web.console import Console
 from rosterdrop.web.csrf import tokens_match
 from rosterdrop.web.http import (
@@ -227,6 +227,7 @@ def build_app(console: Console) -> Starlette:
         *people.routes(console),
         *upload.routes(console),
         *tenants.routes(console),
+        *oneroster_api.routes(console),
     ]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
     app.add_middleware(SecurityHeaders)
