@@ -168,18 +168,20 @@ async def _connect(destination: SftpDestination, pinned: _PinnedClient,
         except asyncssh.HostKeyNotVerifiable:
             if not pinned.untried() or pinned.untried() == algorithms:
                 raise
-        except asyncssh.DisconnectError:
+        except (asyncssh.DisconnectError, ConnectionError):
             if not pinned.offered:
                 raise
             # Asked for key types it does not have, a server fails the key exchange
-            # (OpenSSH just closes the connection): the keys it showed are all it has.
+            # (OpenSSH closes or resets the connection): the keys it showed are all.
             raise asyncssh.HostKeyNotVerifiable("no other host key type") from None
 
 
 async def _size_of(sftp: asyncssh.SFTPClient, path: str) -> int | None:
+    """The size of the file at ``path``; None when there is none, or when the server
+    will not say (an upload-only server may refuse a STAT: then the file is sent)."""
     try:
         attrs = await sftp.stat(path)
-    except asyncssh.SFTPNoSuchFile:
+    except asyncssh.SFTPError:
         return None
     return attrs.size
 
