@@ -127,11 +127,15 @@ MEASUREMENTS: dict[str, Measurement] = {
                     sizes=_NONE),
         Measurement("P11", "console: dashboard, history / run page (1,000,000 issues)",
                     "console", "≤100 ms (≤50× /healthz) / ≤300 ms (≤150×)", sizes=_NONE),
+        Measurement("P12", "OneRoster API: 1,000,000 enrollments, pages of 1,000", "provider",
+                    "≤20× bare store read, server ≤1 GiB", max_ratio=20.0,
+                    max_rss_mib=1 * GIB, sizes=_NONE),
     ]
 }
 INPROC = [k for k, m in MEASUREMENTS.items() if m.kind == "inproc"]
 DAEMON = [k for k, m in MEASUREMENTS.items() if m.kind == "daemon"]
-ONCE = [k for k, m in MEASUREMENTS.items() if m.kind in ("daemon", "commands", "console")]
+ONCE = [k for k, m in MEASUREMENTS.items()
+        if m.kind in ("daemon", "commands", "console", "provider")]
 
 
 # --- one workload: the worker process, then the CLI processes ------------------------------------
@@ -508,6 +512,40 @@ def bench_console(*, smoke: bool, repeats: int, out_dir: Path,
     return {"P11": entry}
 
 
+# --- the OneRoster provider ------------------------------------------------------------------
+
+
+def bench_provider(*, smoke: bool) -> dict[str, Any]:
+    """P12: every page of 1,000,000 enrollments over HTTP against the bare keyset read."""
+    import provider_bench
+
+    m = MEASUREMENTS["P12"]
+    entry = _entry(m, "provider")
+    entry["binding"] = not smoke
+    progress(f"P12: {m.title}")
+    count = 20_000 if smoke else 1_000_000
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-P12-") as folder:
+            found = provider_bench.p12_provider(Path(folder), enrollments=count)
+    except Exception as exc:
+        traceback.print_exc()
+        entry.update(status="broken", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return {"P12": entry}
+    rss = found["server_peak_rss_mib"]
+    assert m.max_ratio is not None and m.max_rss_mib is not None
+    entry.update(
+        workload=f"{count:,} enrollments", baseline=found["bare_seconds"],
+        seconds=found["seconds"], ratio=found["ratio"], peak_rss_mib=rss,
+        passed=found["ratio"] <= m.max_ratio and rss <= m.max_rss_mib, details=found,
+        notes=[f"{found['records']:,} records in {found['pages']:,} pages: "
+               f"{found['records_per_second']:,.0f} records/s over HTTP, bare read "
+               f"{found['bare_rows_per_second']:,.0f} rows/s; slowest page "
+               f"{found['worst_page'] * 1000:.0f} ms; a cold jump to offset "
+               f"{found['jump_offset']:,} {found['jump_seconds'] * 1000:.0f} ms; server peak RSS "
+               f"{rss:.0f} MiB"])
+    return {"P12": entry}
+
+
 # --- output -----------------------------------------------------------------------------------------
 
 
@@ -659,6 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "P11" in args.only:
         commands.update(bench_console(smoke=args.smoke, repeats=args.repeats,
                                       out_dir=args.out_dir, regenerate=args.regenerate))
+    if "P12" in args.only:
+        commands.update(bench_provider(smoke=args.smoke))
     print(table(results, {**daemon, **commands}))
     document = {
         "started": started.isoformat(timespec="seconds"),
