@@ -64,6 +64,9 @@ def make_settings(tmp_path: Path, backend_url: str) -> Settings:
     clients = [
         {"client_id": "lms", "secret_hash": hashed, "token_minutes": 5},
         {"client_id": "only11", "secret_hash": hashed, "scopes": [CORE_11]},
+        {"client_id": "all", "secret_hash": hashed, "scopes": [
+            ONEROSTER_SCOPES["1.2"] + "roster.readonly",
+            ONEROSTER_SCOPES["1.1"] + "roster-demographics.readonly"]},
     ]
     tenant = {"account_domain": "d.example", "report_to": []}
     return parse_settings({
@@ -227,6 +230,12 @@ async def test_paging_has_total_and_links_and_covers_every_record_once(
     middle = await http.get(f"{base()}/enrollments", params={"limit": 100, "offset": 100})
     assert "prev" in middle.links
     assert [r["sourcedId"] for r in middle.json()["enrollments"]] == seen[100:200]
+    # A query never seen before: the page is an OFFSET into the index, the same rows.
+    jumped = await http.get(f"{base()}/enrollments", params={
+        "limit": 100, "offset": total - 150, "filter": "status='active'"})
+    assert [r["sourcedId"] for r in jumped.json()["enrollments"]] == seen[total - 150:][:100]
+    beyond = await http.get(f"{base()}/enrollments", params={"offset": total + 5})
+    assert beyond.json() == {"enrollments": []}
 
 
 def quoted(value: str) -> str:
@@ -386,3 +395,35 @@ async def test_tokens_scopes_and_tenants(http: httpx.AsyncClient, world: World) 
     world.clock.now += timedelta(minutes=6)  # lms tokens last 5 minutes
     expired = await http.get(f"{base()}/orgs")
     assert expired.status_code == 401 and minor(expired) == "unauthorisedrequest"
+
+
+@pytest.mark.asyncio
+async def test_deactivated_people_and_demographics(world: World) -> None:
+    """A deactivated person is listed as tobedeleted (enabledUser false) and left out by
+    status='active'; demographics, with its scope, is an empty list and 404 per id;
+    roster.readonly covers the core collections of its version."""
+    from sqlalchemy import update
+
+    from rosterdrop.store.tables import PEOPLE
+
+    with world.store.write() as conn:
+        person = conn.execute(select(PEOPLE.c.person_id).where(
+            PEOPLE.c.tenant == "a", PEOPLE.c.role == "student").limit(1)).scalar_one()
+        conn.execute(update(PEOPLE).where(PEOPLE.c.tenant == "a",
+                                          PEOPLE.c.person_id == person)
+                     .values(status="inactive"))
+    transport = httpx.ASGITransport(app=world.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://provider") as http:
+        answer = await get_token(http, client_id="all")
+        http.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        gone = (await http.get(f"{base('1.2')}/users/{person}")).json()["user"]
+        assert (gone["status"], gone["enabledUser"]) == ("tobedeleted", False)
+        active = await http.get(f"{base('1.2')}/students", params={
+            "filter": "status='active'", "limit": 1000})
+        assert int(active.headers["X-Total-Count"]) == STUDENTS - 1
+        assert person not in {u["sourcedId"] for u in active.json()["users"]}
+        empty = await http.get(f"{base('1.1')}/demographics")
+        assert empty.status_code == 200 and empty.json() == {"demographics": []}
+        assert empty.headers["X-Total-Count"] == "0"
+        assert (await http.get(f"{base('1.1')}/demographics/{person}")).status_code == 404
+        assert (await http.get(f"{base('1.1')}/users")).status_code == 403  # no 1.1 core
