@@ -427,3 +427,17 @@ async def test_deactivated_people_and_demographics(world: World) -> None:
         assert empty.headers["X-Total-Count"] == "0"
         assert (await http.get(f"{base('1.1')}/demographics/{person}")).status_code == 404
         assert (await http.get(f"{base('1.1')}/users")).status_code == 403  # no 1.1 core
+
+
+@pytest.mark.asyncio
+async def test_wrong_secrets_ban_the_address(world: World) -> None:
+    """Wrong client secrets count by the [sftp.ban] rules: after `failures` of them the
+    address is refused for a while (429, Retry-After), the right secret included."""
+    failures = world.settings.sftp.ban.failures
+    transport = httpx.ASGITransport(app=world.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://provider") as bare:
+        for _ in range(failures):
+            assert (await get_token(bare, secret="guess")).status_code == 401
+        banned = await get_token(bare)
+        assert banned.status_code == 429 and int(banned.headers["retry-after"]) > 0
+        assert banned.json()["error"] == "temporarily_unavailable"

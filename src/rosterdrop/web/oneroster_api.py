@@ -45,6 +45,7 @@ from rosterdrop.outlets.oneroster.query import Minor, Query, QueryError, parse_q
 from rosterdrop.outlets.oneroster.records import context
 from rosterdrop.outlets.oneroster.tokens import ApiToken, find_token, issue_token
 from rosterdrop.passwords import hash_password, verify_password
+from rosterdrop.sftp.bans import BanList
 from rosterdrop.store.engine import translate
 from rosterdrop.web.console import Console
 
@@ -109,6 +110,11 @@ class OneRosterApi:
         self.pager = Pager()
         self.checks = asyncio.Semaphore(MAX_CONCURRENT_SECRET_CHECKS)
         self.dummy = hash_password("rosterdrop: no such API client")
+        ban = console.settings.sftp.ban
+        # Wrong client secrets count as failed logins do on SFTP and the console: per
+        # client address, by the same [sftp.ban] rules (docs/security.md).
+        self.bans = BanList(ban.failures, ban.window_seconds, ban.duration_seconds,
+                            time.monotonic)
 
     def _tenant(self, key: str) -> TenantSettings | None:
         return self.console.settings.tenants.get(key)
@@ -128,6 +134,14 @@ class OneRosterApi:
         client_id, secret = _credentials(request.headers.get("authorization", ""),
                                          str(form.get("client_id") or ""),
                                          str(form.get("client_secret") or ""))
+        address = request.client.host if request.client else "unknown"
+        if self.bans.is_banned(address):
+            wait = int(self.bans.banned_for(address)) + 1
+            log.warning("api_token_refused_banned", tenant=key, client_id=client_id[:128],
+                        address=address)
+            return _json({"error": "temporarily_unavailable", "error_description":
+                          f"too many failed sign-ins from this address: try again in {wait} s"},
+                         429, {"Retry-After": str(wait)})
         client = next((c for c in tenant.api_clients if c.client_id == client_id), None) \
             if tenant is not None and client_id else None
         async with self.checks:
@@ -135,6 +149,9 @@ class OneRosterApi:
                                          client.secret_hash if client else self.dummy,
                                          secret[:1024])
         if client is None or not ok:
+            banned = self.bans.record_failure(address)
+            log.warning("api_token_secret_wrong", tenant=key, client_id=client_id[:128],
+                        address=address, banned=banned)
             return self._oauth_error(key, client_id[:128], "invalid_client",
                                      "unknown client or wrong secret", 401)
         asked = str(form.get("scope") or "").split()
