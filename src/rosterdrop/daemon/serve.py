@@ -51,6 +51,7 @@ from rosterdrop.daemon.intake import Intake
 from rosterdrop.daemon.metrics import DaemonState, Metrics, Monitoring
 from rosterdrop.daemon.watcher import Watcher
 from rosterdrop.daemon.workers import WorkerPool
+from rosterdrop.outlets.dispatch import Outlets
 from rosterdrop.passwords import hash_password
 from rosterdrop.paths import StatePaths, open_private, private_file
 from rosterdrop.runs.runner import Runner, utc_now
@@ -110,7 +111,8 @@ class Daemon:
     def _build(self, settings: Settings) -> None:
         self.store: Store = open_store(settings.database_url, cache_dir=settings.state_dir / "cache")
         self.metrics = Metrics()
-        self.runner = Runner(settings, self.store, telemetry=self.metrics)
+        self.outlets = Outlets(settings, self.store, clock=utc_now)
+        self.runner = Runner(settings, self.store, telemetry=self.metrics, outlets=self.outlets)
         self.queue = JobQueue(self.store, lease_seconds=settings.lease_seconds)
         self.intake = Intake(self.paths, self.queue, list(settings.tenants), utc_now,
                              telemetry=self.metrics)
@@ -241,8 +243,8 @@ class Daemon:
         self.watcher.start()
         self.pool.start()
         self._spawn(self._retry_mails(), "rosterdrop-mail-retry")
-        if self.runner.outlets.configured:
-            self._spawn(self.runner.outlets.run(), "rosterdrop-outlets")
+        if self.outlets.configured:
+            self._spawn(self.outlets.run(), "rosterdrop-outlets")
         self._spawn(self._housekeeping(), "rosterdrop-housekeeping")
         if self.pulls is not None:
             self._spawn(self.pulls.run(), "rosterdrop-pull-scheduler")
