@@ -76,7 +76,10 @@ class LogWatch:
 
     def __call__(self, logger: object, method: str, event_dict: dict[str, Any]) -> Any:
         with self._changed:
-            self.events.append({**event_dict, "log_level": method})
+            # the level as the JSON lines name it: structlog 26 passes "exception" as
+            # the method where older releases passed "error"
+            level = structlog.stdlib.add_log_level(logger, method, {})["level"]
+            self.events.append({**event_dict, "log_level": level})
             self._changed.notify_all()
         raise structlog.DropEvent
 
