@@ -441,3 +441,20 @@ async def test_wrong_secrets_ban_the_address(world: World) -> None:
         banned = await get_token(bare)
         assert banned.status_code == 429 and int(banned.headers["retry-after"]) > 0
         assert banned.json()["error"] == "temporarily_unavailable"
+
+
+@pytest.mark.asyncio
+async def test_every_request_is_logged_with_its_client(http: httpx.AsyncClient) -> None:
+    """One api_request line per request, naming the client, the status and the records
+    sent; a refused request is logged too, with no client to name."""
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        await http.get(f"{base()}/schools")
+        await http.get(f"{base()}/users", params={"filter": "nonsense"})
+        await http.get(f"{base()}/users", headers={"Authorization": "Bearer wrong"})
+    requests = [e for e in logs if e["event"] == "api_request"]
+    assert [(e["client_id"], e["status"]) for e in requests] == [
+        ("lms", 200), ("lms", 400), ("", 401)]
+    assert requests[0]["records"] > 0 and requests[0]["tenant"] == "a"
+    assert all(e["path"].startswith("/t/a/ims/oneroster/") for e in requests)
