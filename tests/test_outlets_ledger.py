@@ -112,6 +112,29 @@ def test_which_runs_each_outlet_takes(settings: Settings, store: Store, tmp_path
     assert sender.calls == []  # recording sends nothing: the run is done without them
 
 
+def test_the_email_names_the_destinations_a_run_is_forwarded_to(
+        settings: Settings, store: Store, tmp_path: Path) -> None:
+    """An applied run's report says where the directory is being sent (and where to see
+    the outcome); a failed run's report, which no destination takes, does not."""
+    from email import message_from_bytes, policy
+
+    clock, sender = Clock(), Recorder()
+    runner, run_id = applied_run(settings, store, clock, tmp_path, sender)
+    failed = runner.sync("t", upload(tmp_path, {"students.csv": "x"}, "bad.zip"), source="cli")
+
+    def report(of: str) -> str:
+        (eml,) = (settings.state_dir / "outbox").glob(f"*-{of}.eml")
+        message = message_from_bytes(eml.read_bytes(), policy=policy.default)
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None
+        return str(body.get_content())
+
+    applied = report(run_id)
+    assert "Forwarded to" in applied and "asm" in applied
+    assert "rosterdrop deliveries" in applied
+    assert "Forwarded to" not in report(failed.run_id)
+
+
 def test_failed_attempts_back_off_then_deliver(settings: Settings, store: Store,
                                                tmp_path: Path) -> None:
     """Two failures (retry_seconds 10, then 20 later), then delivered; nothing is attempted
