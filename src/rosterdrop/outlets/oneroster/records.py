@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import Enum
+from functools import cached_property
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -123,7 +124,7 @@ class Context:
     base: str = ""
     """Prefix of every ``href`` (the API's base URL; empty: relative references)."""
 
-    @property
+    @cached_property
     def stamp_text(self) -> str:
         return iso(self.stamp)
 
@@ -161,8 +162,7 @@ def iso(moment: datetime | None) -> str:
         moment = EPOCH
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    moment = moment.astimezone(UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def _ref(ctx: Context, kind: str, collection: str, sourced_id: str) -> Record:
@@ -389,10 +389,9 @@ def in_locations(location_id: str) -> ColumnElement[bool]:
 
 def _enrollment(row: Sequence[Any], ctx: Context) -> Record:
     sourced_id, class_id, user_id, school, role, primary = row
-    record = _common(ctx, sourced_id)
-    record.update(user=_ref(ctx, "user", "users", user_id),
-                  **{"class": _ref(ctx, "class", "classes", class_id)},
-                  role=role, primary=_bool(ctx, primary == "true"))
+    record = {**_common(ctx, sourced_id), "user": _ref(ctx, "user", "users", user_id),
+              "class": _ref(ctx, "class", "classes", class_id), "role": role,
+              "primary": _bool(ctx, primary == "true")}
     if school:
         record["school"] = _ref(ctx, "org", "orgs", school)
     return record
