@@ -50,13 +50,18 @@ def _store(url: str, app: str) -> Store:
 
 
 def _terminate(app: str) -> int:
-    """Cut every server connection of one client, as a crash (or kill -9) would."""
+    """Cut every server connection of one client, as a crash (or kill -9) would, and
+    wait until those backends are gone: without the timeout argument the call only
+    signals them, and a claim made just after could still find the dead holder's
+    advisory lock held (it failed CI once so)."""
     admin = create_engine(PG_URL)
     try:
         with admin.begin() as conn:
-            return int(conn.execute(text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = :app"), {"app": app}).scalar_one())
+            ended = conn.execute(text(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+                "WHERE application_name = :app"), {"app": app}).scalars().all()
+            assert all(ended), f"a backend of {app} outlived 10 s after being terminated"
+            return len(ended)
     finally:
         admin.dispose()
 
