@@ -54,6 +54,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ColumnElement, FromClause
 
+from rosterdrop.sources.oneroster.bundle import instant_text
 from rosterdrop.store.engine import Store, translate
 from rosterdrop.store.tables import (
     CLASS_INSTRUCTORS,
@@ -158,11 +159,7 @@ class Segment:
 
 def iso(moment: datetime | None) -> str:
     """An instant as the REST binding writes it: ``2026-01-15T02:00:00.000Z``."""
-    if moment is None:
-        moment = EPOCH
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    return instant_text(EPOCH if moment is None else moment)
 
 
 def _ref(ctx: Context, kind: str, collection: str, sourced_id: str) -> Record:

@@ -131,13 +131,18 @@ def timestamp(value: Any) -> str:
         moment = datetime.fromisoformat(raw.replace("z", "Z"))
     except ValueError:
         return raw
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     try:
-        moment = moment.astimezone(UTC)
+        return instant_text(moment)
     except (OverflowError, ValueError):
         return raw
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def instant_text(moment: datetime) -> str:
+    """An instant as both OneRoster bindings write it, ``2026-01-15T02:00:00.000Z``
+    (a naive one is taken as UTC)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="milliseconds") + "Z"
 
 
 def _common(r: Record) -> Row:
